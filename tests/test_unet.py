@@ -1,0 +1,110 @@
+import pytest
+import torch
+
+from unetlab import UNet
+from unetlab.models.unet import ablate, parse_skips, skips_to_str
+
+
+def n_params(net):
+    return sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("skips", ["all", "none", [0]])
+def test_output_and_feature_shapes(depth, skips):
+    net = UNet(in_channels=3, num_classes=4, depth=depth, base_channels=2, skips=skips)
+    x = torch.randn(2, 3, 64, 128)
+    feats = net.features(x)
+    expected = [f"enc{i}" for i in range(depth + 1)] + [f"dec{i}" for i in reversed(range(depth))] + ["logits"]
+    assert list(feats) == expected == net.feature_keys
+    for level in range(depth + 1):
+        assert feats[f"enc{level}"].shape == (2, 2 * 2**level, 64 // 2**level, 128 // 2**level)
+    for level in range(depth):
+        assert feats[f"dec{level}"].shape == (2, 2 * 2**level, 64 // 2**level, 128 // 2**level)
+    assert feats["logits"].shape == (2, 4, 64, 128)
+    torch.testing.assert_close(net(x), feats["logits"])
+
+
+def test_removing_skips_drops_exactly_their_input_channels():
+    full = UNet(1, 2, depth=3, base_channels=4, skips="all")
+    for level in range(3):
+        kept = [lv for lv in range(3) if lv != level]
+        partial = UNet(1, 2, depth=3, base_channels=4, skips=kept)
+        width = 4 * 2**level
+        # the first 3x3 conv of decoder level `level` loses `width` input channels of `width` filters
+        assert n_params(full) - n_params(partial) == width * width * 9
+    assert n_params(UNet(1, 2, depth=3, base_channels=4, skips="none")) < n_params(UNet(1, 2, 3, 4, [1]))
+
+
+def test_skip_set_parsing_and_errors():
+    assert parse_skips("all", 3) == (0, 1, 2)
+    assert parse_skips("none", 3) == ()
+    assert parse_skips([2, 0, 2], 3) == (0, 2)
+    assert parse_skips("0,2", 3) == (0, 2)
+    assert skips_to_str((2, 0)) == "0,2" and skips_to_str(()) == "none"
+    with pytest.raises(ValueError, match=r"model.skips=\[5\] names level 5, but a depth-3 U-Net has skips at levels 0..2"):
+        UNet(1, 2, depth=3, skips=[5])
+    for depth in (0, 7):
+        with pytest.raises(ValueError, match=rf"model.depth={depth} .*1..6"):
+            UNet(1, 2, depth=depth)
+
+
+def test_input_size_must_fit_depth():
+    net = UNet(1, 2, depth=3, base_channels=2)
+    with pytest.raises(ValueError, match=r"input size 60x64 is not a multiple of 2\*\*depth = 8 \(depth 3\)"):
+        net(torch.randn(1, 1, 60, 64))
+
+
+def test_ablate_skips_changes_only_through_that_level_and_restores():
+    torch.manual_seed(0)
+    net = UNet(1, 2, depth=3, base_channels=4, skips="all").eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        before = net.features(x)
+        with net.ablate_skips({1: "mean"}):
+            during = net.features(x)
+        after = net.features(x)
+    # Decoder level 2 comes before the level-1 skip is used: unchanged. Level 1 and below change.
+    torch.testing.assert_close(during["dec2"], before["dec2"])
+    assert not torch.allclose(during["dec1"], before["dec1"])
+    assert not torch.allclose(during["logits"], before["logits"])
+    for key in before:
+        torch.testing.assert_close(after[key], before[key])
+    # Same result as running the decoder on hand-ablated encoder features.
+    encoded = net.encode(x)
+    manual = list(encoded)
+    manual[1] = encoded[1].mean(dim=(2, 3), keepdim=True).expand_as(encoded[1])
+    with torch.no_grad():
+        by_hand = net.decoder[2](net.decoder[1](net.decoder[0](encoded[3], encoded[2]), manual[1]), encoded[0])
+    torch.testing.assert_close(during["dec0"], by_hand)
+
+
+def test_ablate_skips_restores_on_exception_and_checks_input():
+    net = UNet(1, 2, depth=2, base_channels=2, skips=[0]).eval()
+    with pytest.raises(KeyError):
+        with net.ablate_skips({0: "zero"}):
+            raise KeyError("boom")
+    assert net._ablation == {}
+    with pytest.raises(ValueError, match="keeps skips at levels 0"):
+        with net.ablate_skips({1: "zero"}):
+            pass
+    with pytest.raises(ValueError, match="unknown skip ablation mode 'blur'.*zero, mean, lowpass:k"):
+        with net.ablate_skips({0: "blur"}):
+            pass
+    with pytest.raises(RuntimeError, match="eval"):
+        with net.train().ablate_skips({0: "zero"}):
+            pass
+
+
+def test_ablation_modes():
+    torch.manual_seed(0)
+    skip = torch.randn(2, 3, 16, 16)
+    assert torch.count_nonzero(ablate(skip, "zero")) == 0
+    mean = ablate(skip, "mean")
+    torch.testing.assert_close(mean[:, :, 5, 7], skip.mean(dim=(2, 3)))
+    low = ablate(skip, "lowpass:2")
+    # a 4x4 average pool then bilinear up keeps each block's mean but removes detail finer than 4 px
+    torch.testing.assert_close(low.mean(dim=(2, 3)), skip.mean(dim=(2, 3)), atol=1e-5, rtol=0)
+    assert low.var() < skip.var()
+    constant = torch.ones(1, 1, 8, 8)
+    torch.testing.assert_close(ablate(constant, "lowpass:1"), constant)

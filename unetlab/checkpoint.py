@@ -1,0 +1,96 @@
+"""Load a trained run from a checkpoint: its saved config, its data module and its network.
+
+A checkpoint lives at ``<run_dir>/checkpoints/*.ckpt`` beside ``<run_dir>/.hydra/config.yaml``;
+``unetlab-eval`` and ``unetlab-viz`` start from here.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from unetlab.data.module import SegmentationDataModule
+from unetlab.models.unet import UNet
+
+
+@dataclass
+class LoadedRun:
+    """A trained run: ``cfg`` (saved config + overrides), ``net`` (eval mode), ``datamodule`` (set up)."""
+
+    cfg: DictConfig
+    net: UNet
+    datamodule: SegmentationDataModule
+    run_dir: Path
+    ckpt_path: Path
+
+
+def run_dir_of(ckpt_path: Path) -> Path:
+    """``<run_dir>/checkpoints/x.ckpt`` -> ``<run_dir>``."""
+    return ckpt_path.resolve().parent.parent
+
+
+def load_config(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
+    """The run's saved ``.hydra/config.yaml`` with dotlist ``overrides`` applied.
+
+    Overrides of ``model.*`` must agree with the checkpoint: the weights fix the architecture.
+    """
+    ckpt_path = Path(ckpt_path)
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
+    config_file = run_dir_of(ckpt_path) / ".hydra" / "config.yaml"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} is missing: a checkpoint must sit in <run_dir>/checkpoints/")
+    cfg = OmegaConf.load(config_file)
+    cfg.paths.output_dir = str(run_dir_of(ckpt_path))
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.startswith("model."):
+            saved = OmegaConf.select(cfg, key)
+            wanted = OmegaConf.create({"v": value}).v if value else None
+            if str(saved) != str(wanted):
+                raise ValueError(
+                    f"{override} does not match the checkpoint {ckpt_path} (trained with {key}={saved}); "
+                    "model.* keys are fixed by the weights"
+                )
+    cfg.merge_with_dotlist(list(overrides))
+    return cfg
+
+
+def load_state_dict(ckpt_path: str | Path) -> dict[str, torch.Tensor]:
+    """The network's weights (``net.*`` of the Lightning checkpoint, prefix removed)."""
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        raise ValueError(f"checkpoint {ckpt_path} is unreadable or corrupt ({type(err).__name__}: {err})") from err
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if state is None:
+        raise ValueError(f"checkpoint {ckpt_path} has no state_dict: is it a Lightning checkpoint from unetlab-train?")
+    return {key.removeprefix("net."): value for key, value in state.items() if key.startswith("net.")}
+
+
+def load_run(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
+    """Config, set-up data module and network (weights loaded, eval mode) of a trained run."""
+    ckpt_path = Path(ckpt_path)
+    cfg = load_config(ckpt_path, overrides)
+    state = load_state_dict(ckpt_path)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("test")
+    net = instantiate(
+        cfg.model,
+        in_channels=cfg.model.in_channels or datamodule.in_channels,
+        num_classes=cfg.model.num_classes or datamodule.num_classes,
+    )
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint {ckpt_path} does not fit the configured model "
+            f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)"
+        )
+    return LoadedRun(cfg=cfg, net=net.eval(), datamodule=datamodule, run_dir=run_dir_of(ckpt_path), ckpt_path=ckpt_path)

@@ -1,0 +1,68 @@
+"""The LightningDataModule every data set shares: splits, loaders, and what the model needs to know.
+
+A data set subclass implements ``build_split(split) -> Dataset`` whose items are
+``(image (C, H, W) float32, mask (H, W) int64)``, mask values in ``0..num_classes-1`` or ``ignore_index``,
+and sets ``in_channels`` and ``num_classes`` by the end of ``setup``.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+SPLITS = ("train", "val", "test")
+IGNORE_INDEX = 255
+
+
+class SegmentationDataModule(L.LightningDataModule):
+    """Train/val/test loaders over ``build_split``; ``setup`` is idempotent so ``train`` can call it early.
+
+    Args:
+        batch_size: images per batch (all loaders).
+        num_workers: DataLoader worker processes (0 = load in the main process).
+        pin_memory: pin host memory for faster copies to a GPU.
+    """
+
+    in_channels: int
+    num_classes: int
+    ignore_index: int = IGNORE_INDEX
+
+    def __init__(self, batch_size: int = 16, num_workers: int = 0, pin_memory: bool = False):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size={batch_size} must be >= 1")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.datasets: dict[str, Dataset] = {}
+
+    def build_split(self, split: str) -> Dataset:
+        raise NotImplementedError(f"{type(self).__name__} must implement build_split(split)")
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in SPLITS:
+            if split not in self.datasets:
+                dataset = self.build_split(split)
+                if len(dataset) == 0:
+                    raise ValueError(f"{type(self).__name__}: the {split} split is empty")
+                self.datasets[split] = dataset
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

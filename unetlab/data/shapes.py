@@ -1,0 +1,196 @@
+"""Procedural shapes: objects with exactly known boundaries on a textured, noisy background.
+
+Sample ``i`` of split ``s`` is a pure function of ``(seed, s, i)``: its random stream is
+``numpy.random.default_rng([seed, split_id, i])``, so splits never share a stream. Objects are ellipses,
+polygons, stars with radius ``r(t) = r0 * (1 + a * sin(k*t + phi))`` and thin bars; later objects occlude
+earlier ones. The mask is exact membership of each pixel centre (pixel ``(r, c)`` sits at ``y=r, x=c``);
+the image is the same membership painted with an object intensity, plus a smooth background texture and
+Gaussian pixel noise. ``detail`` in ``[0, 1]`` raises the stars' lobe count ``k`` and amplitude ``a``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from unetlab.data.module import SPLITS, SegmentationDataModule
+
+KINDS = ("ellipse", "polygon", "star", "bar")
+
+
+def _ellipse(yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator, size: int, detail: float) -> np.ndarray:
+    cy, cx = rng.uniform(0.15, 0.85, 2) * size
+    a, b = rng.uniform(0.08, 0.25, 2) * size
+    theta = rng.uniform(0, np.pi)
+    dy, dx = yy - cy, xx - cx
+    u = dx * np.cos(theta) + dy * np.sin(theta)
+    v = -dx * np.sin(theta) + dy * np.cos(theta)
+    return (u / a) ** 2 + (v / b) ** 2 <= 1.0
+
+
+def _polygon(yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator, size: int, detail: float) -> np.ndarray:
+    """A star-shaped polygon of 3..8 vertices around a centre; even-odd rule on pixel centres."""
+    cy, cx = rng.uniform(0.2, 0.8, 2) * size
+    n = int(rng.integers(3, 9))
+    angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+    radii = rng.uniform(0.1, 0.25, n) * size
+    py, px = cy + radii * np.sin(angles), cx + radii * np.cos(angles)
+    inside = np.zeros(yy.shape, dtype=bool)
+    for j in range(n):
+        y0, x0, y1, x1 = py[j - 1], px[j - 1], py[j], px[j]
+        crosses = (y0 > yy) != (y1 > yy)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x_at = x0 + (yy - y0) * (x1 - x0) / (y1 - y0)
+        inside ^= crosses & (xx < x_at)
+    return inside
+
+
+def _star(yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator, size: int, detail: float) -> np.ndarray:
+    cy, cx = rng.uniform(0.2, 0.8, 2) * size
+    r0 = rng.uniform(0.1, 0.22) * size
+    k = int(rng.integers(3, 4 + round(9 * detail)))
+    amplitude = rng.uniform(0.1, 0.1 + 0.35 * detail)
+    phi = rng.uniform(0, 2 * np.pi)
+    dy, dx = yy - cy, xx - cx
+    return np.hypot(dy, dx) <= r0 * (1 + amplitude * np.sin(k * np.arctan2(dy, dx) + phi))
+
+
+def _bar(yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator, size: int, detail: float) -> np.ndarray:
+    cy, cx = rng.uniform(0.2, 0.8, 2) * size
+    length = rng.uniform(0.3, 0.7) * size
+    width = rng.uniform(1.5, 4.0)
+    theta = rng.uniform(0, np.pi)
+    dy, dx = yy - cy, xx - cx
+    along = dx * np.cos(theta) + dy * np.sin(theta)
+    across = -dx * np.sin(theta) + dy * np.cos(theta)
+    return (np.abs(along) <= length / 2) & (np.abs(across) <= width / 2)
+
+
+DRAW = {"ellipse": _ellipse, "polygon": _polygon, "star": _star, "bar": _bar}
+
+
+def make_sample(
+    seed: int,
+    split: str,
+    index: int,
+    image_size: int = 64,
+    kinds: Sequence[str] = KINDS,
+    num_classes: int = 2,
+    max_objects: int = 3,
+    detail: float = 0.5,
+    texture: float = 0.08,
+    noise: float = 0.05,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One sample: image (H, W) float32 and mask (H, W) int64, a pure function of its arguments.
+
+    Label of an object: 1 when ``num_classes == 2``, else ``1 + kinds.index(kind)``.
+    """
+    rng = np.random.default_rng([seed, SPLITS.index(split), index])
+    yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float64)
+
+    # Smooth texture: a few random plane waves; well below the object contrast by default.
+    background = np.full((image_size, image_size), rng.uniform(0.2, 0.35))
+    for _ in range(3):
+        freq = rng.uniform(1, 6) * 2 * np.pi / image_size
+        angle, phase = rng.uniform(0, 2 * np.pi, 2)
+        background += texture * np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)) + phase)
+
+    image = background
+    mask = np.zeros((image_size, image_size), dtype=np.int64)
+    for _ in range(int(rng.integers(1, max_objects + 1))):
+        kind = kinds[int(rng.integers(len(kinds)))]
+        inside = DRAW[kind](yy, xx, rng, image_size, detail)
+        image = np.where(inside, rng.uniform(0.55, 0.95), image)
+        mask[inside] = 1 if num_classes == 2 else 1 + list(kinds).index(kind)
+    image = image + noise * rng.standard_normal(image.shape)
+    return image.astype(np.float32), mask
+
+
+class ShapesDataset(Dataset):
+    """``length`` samples of one split, generated once and held as tensors.
+
+    Items: image (1, H, W) float32, mask (H, W) int64.
+    """
+
+    def __init__(self, split: str, length: int, seed: int = 0, **sample_kwargs):
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r}; allowed: {', '.join(SPLITS)}")
+        images, masks = zip(*(make_sample(seed, split, i, **sample_kwargs) for i in range(length))) if length else ((), ())
+        self.images = torch.from_numpy(np.stack(images))[:, None] if length else torch.empty(0)
+        self.masks = torch.from_numpy(np.stack(masks)) if length else torch.empty(0, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.images[index], self.masks[index]
+
+
+class ShapesDataModule(SegmentationDataModule):
+    """The built-in procedural data set (SPEC section 9); no download.
+
+    Args:
+        image_size: side of the square images (a multiple of ``2**model.depth``).
+        num_classes: 2 (object vs background) or ``len(kinds) + 1`` (one class per shape kind).
+        train_size, val_size, test_size: samples per split.
+        seed: data seed; sample i of split s is a function of (seed, s, i).
+        kinds: shape kinds drawn, from ellipse, polygon, star, bar.
+        max_objects: 1..max_objects objects per image.
+        detail: boundary detail in [0, 1] (star lobes and amplitude).
+        texture, noise: background texture amplitude and pixel noise std (object contrast is ~0.45).
+    """
+
+    in_channels = 1
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        num_classes: int | None = 2,
+        train_size: int = 1024,
+        val_size: int = 128,
+        test_size: int = 128,
+        seed: int = 0,
+        kinds: Sequence[str] = KINDS,
+        max_objects: int = 3,
+        detail: float = 0.5,
+        texture: float = 0.08,
+        noise: float = 0.05,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ):
+        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        kinds = list(kinds)
+        unknown = [kind for kind in kinds if kind not in KINDS]
+        if unknown or not kinds:
+            raise ValueError(f"data.kinds={kinds} has unknown kind(s) {unknown}; allowed: {', '.join(KINDS)}")
+        num_classes = 2 if num_classes is None else num_classes
+        if num_classes != 2 and num_classes != len(kinds) + 1:
+            raise ValueError(
+                f"data.num_classes={num_classes}: shapes has 2 classes (object/background) or one per kind "
+                f"({len(kinds) + 1} for data.kinds={kinds})"
+            )
+        if not 0.0 <= detail <= 1.0:
+            raise ValueError(f"data.detail={detail} must lie in [0, 1]")
+        if image_size < 8:
+            raise ValueError(f"data.image_size={image_size} is too small (>= 8)")
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.seed = seed
+        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+        self.sample_kwargs = dict(
+            image_size=image_size,
+            kinds=kinds,
+            num_classes=num_classes,
+            max_objects=max_objects,
+            detail=detail,
+            texture=texture,
+            noise=noise,
+        )
+
+    def build_split(self, split: str) -> ShapesDataset:
+        return ShapesDataset(split, self.sizes[split], seed=self.seed, **self.sample_kwargs)
