@@ -1,0 +1,132 @@
+"""Size and augmentation transforms on ``(image (C, H, W) float32, mask (H, W) int64)`` pairs, plain tensor ops.
+
+Images are resized bilinearly (antialiased when shrinking), masks by nearest neighbour at pixel centres
+(``nearest-exact``), so mask values stay labels and ``255`` (ignore) stays ignore. Padding fills images with 0
+and masks with ``IGNORE_INDEX``, so padded pixels never count in the loss or the metrics. Randomness comes from
+torch's global generator, which Lightning's ``seed_everything(seed, workers=True)`` seeds in every worker.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from unetlab.data.module import IGNORE_INDEX
+
+RESIZE_MODES = ("resize", "crop")
+
+
+def resize(image: Tensor, mask: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Image (C, H, W) bilinear, mask (H, W) nearest, both to ``size = (height, width)``."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image, mask
+    shrinking = size[0] < image.shape[-2] or size[1] < image.shape[-1]
+    image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=shrinking)[0]
+    mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
+    return image, mask
+
+
+def pad(image: Tensor, mask: Tensor, top: int, bottom: int, left: int, right: int) -> tuple[Tensor, Tensor]:
+    """Pad by the given pixel counts: images with 0, masks with ``IGNORE_INDEX``."""
+    if top == bottom == left == right == 0:
+        return image, mask
+    image = F.pad(image, (left, right, top, bottom), value=0.0)
+    mask = F.pad(mask, (left, right, top, bottom), value=IGNORE_INDEX)
+    return image, mask
+
+
+def crop(image: Tensor, mask: Tensor, top: int, left: int, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """The ``size = (height, width)`` window whose top-left pixel is ``(top, left)``."""
+    height, width = size
+    return image[:, top : top + height, left : left + width], mask[top : top + height, left : left + width]
+
+
+def pad_to_at_least(image: Tensor, mask: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Pad evenly on both sides (the odd pixel at the bottom/right) up to at least ``size``."""
+    extra_h = max(0, size[0] - image.shape[-2])
+    extra_w = max(0, size[1] - image.shape[-1])
+    return pad(image, mask, extra_h // 2, extra_h - extra_h // 2, extra_w // 2, extra_w - extra_w // 2)
+
+
+def center_crop_or_pad(image: Tensor, mask: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """The centre ``size`` window; sides shorter than ``size`` are padded first."""
+    image, mask = pad_to_at_least(image, mask, size)
+    top = (image.shape[-2] - size[0]) // 2
+    left = (image.shape[-1] - size[1]) // 2
+    return crop(image, mask, top, left, size)
+
+
+def random_crop_or_pad(image: Tensor, mask: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """A uniformly placed ``size`` window; sides shorter than ``size`` are padded first."""
+    image, mask = pad_to_at_least(image, mask, size)
+    top = int(torch.randint(image.shape[-2] - size[0] + 1, ()))
+    left = int(torch.randint(image.shape[-1] - size[1] + 1, ()))
+    return crop(image, mask, top, left, size)
+
+
+def pad_to_multiple(image: Tensor, mask: Tensor, multiple: int) -> tuple[Tensor, Tensor]:
+    """Pad at the bottom and right up to the next multiple of ``multiple``; pixel (r, c) stays at (r, c)."""
+    height, width = image.shape[-2:]
+    return pad(image, mask, 0, -height % multiple, 0, -width % multiple)
+
+
+def random_flip_rotate(image: Tensor, mask: Tensor, rotate: bool) -> tuple[Tensor, Tensor]:
+    """Random horizontal and vertical flips (p = 0.5 each); if ``rotate``, a random multiple of 90 degrees."""
+    if torch.rand(()) < 0.5:
+        image, mask = image.flip(-1), mask.flip(-1)
+    if torch.rand(()) < 0.5:
+        image, mask = image.flip(-2), mask.flip(-2)
+    if rotate:
+        turns = int(torch.randint(4, ()))
+        image, mask = image.rot90(turns, (-2, -1)), mask.rot90(turns, (-2, -1))
+    return image.contiguous(), mask.contiguous()
+
+
+class Geometry:
+    """What each split does to sizes, and the training augmentation.
+
+    Args:
+        image_size: output side (square) in px, a multiple of ``multiple``; None keeps each image's native size,
+            padded at the bottom/right up to the next multiple of ``multiple`` (mask padding = ignore).
+        mode: ``resize`` scales every image to ``image_size`` (aspect ratio not kept); ``crop`` takes a random
+            ``image_size`` window for training and the centre window for evaluation, padding smaller images.
+        multiple: every output side is a multiple of this (``2**model.depth``).
+        train: training split (random crops and augmentation) or evaluation (deterministic).
+        augment: random flips, and 90-degree rotations when the output is square; training only.
+    """
+
+    def __init__(self, image_size: int | None, mode: str, multiple: int, train: bool, augment: bool):
+        if mode not in RESIZE_MODES:
+            raise ValueError(f"data.resize={mode!r}; allowed: {' | '.join(RESIZE_MODES)}")
+        if image_size is not None and (image_size < 1 or image_size % multiple):
+            raise ValueError(
+                f"data.image_size={image_size} is not a positive multiple of 2**model.depth = {multiple}; "
+                f"use e.g. data.image_size={max(multiple, image_size // multiple * multiple)}"
+            )
+        self.image_size = image_size
+        self.mode = mode
+        self.multiple = multiple
+        self.train = train
+        self.augment = augment and train
+
+    def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        if self.image_size is None:
+            image, mask = pad_to_multiple(image, mask, self.multiple)
+        else:
+            size = (self.image_size, self.image_size)
+            if self.mode == "resize":
+                image, mask = resize(image, mask, size)
+            elif self.train:
+                image, mask = random_crop_or_pad(image, mask, size)
+            else:
+                image, mask = center_crop_or_pad(image, mask, size)
+        if self.augment:
+            image, mask = random_flip_rotate(image, mask, rotate=image.shape[-2] == image.shape[-1])
+        return image, mask
+
+    def __repr__(self) -> str:
+        return (
+            f"Geometry(image_size={self.image_size}, mode={self.mode!r}, multiple={self.multiple}, "
+            f"train={self.train}, augment={self.augment})"
+        )
