@@ -1,0 +1,48 @@
+import itertools
+import math
+import random
+
+import pytest
+
+from unetlab.ablation import ablation_source, shapley_values, subsets
+
+
+def test_subsets_and_sources():
+    assert subsets([2, 0]) == [(), (0,), (2,), (0, 2)]
+    assert len(subsets(range(4))) == 16
+    assert ablation_source("mean", (2, 0)) == "ablate/mean/0,2"
+    assert ablation_source("lowpass:2", ()) == "ablate/lowpass:2/none"
+
+
+def permutation_shapley(players, value):
+    """Brute force: average marginal contribution over every ordering of the players."""
+    totals = dict.fromkeys(players, 0.0)
+    orders = list(itertools.permutations(players))
+    for order in orders:
+        coalition = ()
+        for player in order:
+            grown = tuple(sorted((*coalition, player)))
+            totals[player] += value(grown) - value(coalition)
+            coalition = grown
+    return {p: t / len(orders) for p, t in totals.items()}
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_shapley_equals_permutation_average_and_sums_to_total(n):
+    rng = random.Random(n)
+    players = list(range(n))
+    table = {coalition: rng.uniform(-1, 1) for coalition in subsets(players)}
+    phi = shapley_values(players, table.__getitem__)
+    brute = permutation_shapley(players, table.__getitem__)
+    for p in players:
+        assert phi[p] == pytest.approx(brute[p], abs=1e-12)
+    assert sum(phi.values()) == pytest.approx(table[tuple(players)] - table[()], abs=1e-12)
+
+
+def test_shapley_of_additive_game_is_each_players_own_worth():
+    worth = {0: 0.5, 2: -1.25, 3: 2.0}
+    phi = shapley_values([0, 2, 3], lambda coalition: sum(worth[p] for p in coalition))
+    assert phi == pytest.approx(worth)
+    # a player that adds nothing to any coalition gets zero
+    phi = shapley_values([0, 1], lambda coalition: 1.0 if 0 in coalition else 0.0)
+    assert phi[1] == 0 and math.isclose(phi[0], 1.0)
