@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
 
 import numpy as np
@@ -110,27 +109,3 @@ def write_voc(root: Path, train: int = 6, val: int = 3) -> Path:
             ids.append(image_id)
         (root / "ImageSets" / "Segmentation" / f"{list_name}.txt").write_text("\n".join(ids) + "\n")
     return root
-
-
-def compose_train(overrides: list[str]):
-    """The ``train`` config composed from the installed configs with ``overrides``."""
-    from hydra import compose, initialize_config_dir
-
-    config_dir = str(importlib.resources.files("unetlab.conf"))
-    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
-
-
-def tiny_overrides(data: str, root: Path, run_dir: Path) -> list[str]:
-    return [
-        f"data={data}",
-        f"data.root={root}",
-        "experiment=tiny",
-        "logger=none",
-        f"paths.output_dir={run_dir}",
-        "trainer.max_epochs=1",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-        "data.image_size=32",
-        "data.batch_size=4",
-    ]

@@ -164,7 +164,7 @@ def read_mask(path: Path) -> np.ndarray:
             with Image.open(path) as image:
                 if image.mode not in _MASK_MODES:
                     raise DataError(
-                        f"{path}: mask is a {image.mode} image; a mask holds one class index per pixel "
+                        f"{path}: mask has mode {image.mode}; a mask holds one class index per pixel "
                         "(a one-channel or palette PNG, or a 2-D TIFF)"
                     )
                 array = np.array(image)
