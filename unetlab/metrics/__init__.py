@@ -1,5 +1,6 @@
-"""Boundary metrics: pure functions on bool masks (``functional``) and torchmetrics wrappers."""
+"""Boundary metrics: pure functions on bool masks (``functional``) and the torchmetrics wrapper."""
 
 from unetlab.metrics import functional
+from unetlab.metrics.classes import BoundaryMetrics
 
-__all__ = ["functional"]
+__all__ = ["BoundaryMetrics", "functional"]

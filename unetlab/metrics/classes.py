@@ -1,0 +1,152 @@
+"""torchmetrics wrapper: boundary metrics over multi-class label maps, synced under DDP."""
+
+import math
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from unetlab.metrics.functional import METRIC_NAMES, boundary_metrics
+
+# Columns of the per-image summary: the eight metrics, then the "exactly one empty" flag.
+COLUMNS = (*METRIC_NAMES, "empty_rate")
+
+
+class BoundaryMetrics(Metric):
+    """Per-class boundary metrics (``dice, iou, hd, hd95, assd, nsd, bf1, biou``) over label maps.
+
+    For every image and every foreground class ``c`` in ``1..C-1`` (class 0, the background, is
+    left out) the binary masks ``pred == c`` and ``target == c`` are scored with
+    ``unetlab.metrics.functional.boundary_metrics``; pixels where ``target == ignore_index`` are
+    cleared in both masks first.
+
+    Empty masks follow SPEC section 4: a class absent from both prediction and target in an image
+    counts as a perfect match (distances 0, the rest 1), and it is counted. A class in exactly one
+    of them has ``inf`` distances, which are replaced here by the image diagonal
+    ``sqrt(H² + W²)`` (the worst possible value) so that means stay finite; ``empty_rate`` reports
+    the fraction of images where that happened, beside the metrics.
+
+    State: one float32 ``(N, C-1, 9)`` summary per batch (eight metrics and the empty flag per
+    image and class), a list state reduced with ``"cat"``; never raw masks. All images weigh the
+    same, so the values under DDP equal those of one process over the same images.
+
+    Args:
+        num_classes: ``C``, including the background class 0.
+        tolerance: pixel tolerance of ``nsd`` and ``bf1``.
+        ignore_index: target label left out of every mask.
+        kwargs: passed to ``torchmetrics.Metric``.
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    def __init__(self, num_classes: int, tolerance: float = 2.0, ignore_index: int = 255, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if num_classes < 2:
+            raise ValueError(f"num_classes={num_classes}, but boundary metrics need a background and a class (>= 2)")
+        self.num_classes = num_classes
+        self.tolerance = tolerance
+        self.ignore_index = ignore_index
+        self.add_state("per_image", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Scores one batch.
+
+        Args:
+            preds: int label map (N, H, W), or logits (N, C, H, W) reduced by argmax over dim 1.
+            target: int label map (N, H, W) with values in ``0..C-1`` or ``ignore_index``.
+        """
+        if preds.ndim == target.ndim + 1:
+            preds = preds.argmax(dim=1)
+        self._check(preds, target)
+        num_images, height, width = target.shape
+        valid = target != self.ignore_index
+        classes = torch.arange(1, self.num_classes, device=target.device).view(1, -1, 1, 1)
+        pred_masks = (preds[:, None] == classes) & valid[:, None]  # (N, C-1, H, W)
+        target_masks = (target[:, None] == classes) & valid[:, None]
+        summary = torch.zeros(num_images, self.num_classes - 1, len(COLUMNS), device=target.device)
+        summary[..., : len(METRIC_NAMES)] = self._perfect(target.device)
+        # Only (image, class) pairs with some foreground need work; the rest stay perfect.
+        present = (pred_masks | target_masks).flatten(2).any(dim=2)
+        if present.any():
+            values = boundary_metrics(pred_masks[present], target_masks[present], self.tolerance)
+            scores = torch.stack([values[name] for name in METRIC_NAMES], dim=1)
+            one_empty = torch.isinf(values["hd"])
+            scores = torch.where(torch.isinf(scores), math.hypot(height, width), scores)
+            summary[present] = torch.cat([scores, one_empty[:, None].float()], dim=1)
+        self.per_image.append(summary)
+
+    def compute(self) -> dict[str, Tensor]:
+        """Scalar tensors: ``"{metric}/{c}"`` (mean over images) for each foreground class ``c``,
+        ``"{metric}"`` (mean over the classes, NaN-aware), for the eight metrics and
+        ``empty_rate``."""
+        per_class = self._values().mean(dim=0)  # (C-1, 9)
+        results = {}
+        for column, name in enumerate(COLUMNS):
+            results[name] = per_class[:, column].nanmean()
+            for index in range(self.num_classes - 1):
+                results[f"{name}/{index + 1}"] = per_class[index, column]
+        return results
+
+    def summary(self) -> list[dict]:
+        """Rows for a results table, one per metric and class (``"1"``, ..., ``"mean"``).
+
+        ``value`` and ``std`` are the mean and the population standard deviation (ddof 0, defined
+        for a single image) over the ``n`` images, after the ``inf`` rule; ``empty_rate`` is the
+        fraction of those images where exactly one of prediction and target was empty. For class
+        ``"mean"`` each image is first averaged over the foreground classes (and ``empty_rate``
+        is over all image-class pairs). Synced across processes like ``compute``.
+        """
+        with self.sync_context():
+            values = self._values().double().cpu()
+        groups = {str(index + 1): values[:, index] for index in range(self.num_classes - 1)}
+        groups["mean"] = values.mean(dim=1)
+        rows = []
+        for column, name in enumerate(METRIC_NAMES):
+            for class_, per_image in groups.items():
+                rows.append(
+                    {
+                        "metric": name,
+                        "class_": class_,
+                        "value": per_image[:, column].mean().item(),
+                        "std": per_image[:, column].std(correction=0).item(),
+                        "n": per_image.shape[0],
+                        "empty_rate": per_image[:, -1].mean().item(),
+                    }
+                )
+        return rows
+
+    def _values(self) -> Tensor:
+        """All per-image summaries, (M, C-1, 9); empty before the first update."""
+        if isinstance(self.per_image, list) and not self.per_image:
+            return torch.zeros(0, self.num_classes - 1, len(COLUMNS), device=self.device)
+        return dim_zero_cat(self.per_image)
+
+    @staticmethod
+    def _perfect(device: torch.device) -> Tensor:
+        """Metric values of a class absent from both masks: 0 for distances, 1 otherwise."""
+        return torch.tensor([0.0 if name in ("hd", "hd95", "assd") else 1.0 for name in METRIC_NAMES], device=device)
+
+    def _check(self, preds: Tensor, target: Tensor) -> None:
+        if preds.shape != target.shape or target.ndim != 3:
+            raise ValueError(
+                f"expected preds (N, H, W) or logits (N, C, H, W) and target (N, H, W), got "
+                f"preds {tuple(preds.shape)} and target {tuple(target.shape)}"
+            )
+        for name, labels in (("preds", preds), ("target", target)):
+            if labels.is_floating_point() or labels.dtype == torch.bool:
+                raise TypeError(f"{name} must be an integer label map, got dtype {labels.dtype}")
+        if preds.numel() == 0:
+            return
+        if int(preds.min()) < 0 or int(preds.max()) >= self.num_classes:
+            raise ValueError(
+                f"preds holds labels {int(preds.min())}..{int(preds.max())}, outside 0..{self.num_classes - 1}"
+            )
+        labels = target[target != self.ignore_index]
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise ValueError(
+                f"target holds labels {int(labels.min())}..{int(labels.max())}, outside "
+                f"0..{self.num_classes - 1} (ignore_index {self.ignore_index} aside)"
+            )
