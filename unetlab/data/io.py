@@ -56,16 +56,21 @@ def _check_tiff_complete(tif: tifffile.TiffFile, path: Path) -> None:
 
 
 def _check_complete(path: Path, image_format: str | None) -> None:
-    """A truncated PNG lacks its IEND chunk, a truncated JPEG its end-of-image marker (0xFFD9)."""
+    """A complete PNG ends with its IEND chunk, a JPEG with its end-of-image marker (0xFFD9). Only a file
+    without one is decoded in full, so a file with trailing bytes after the marker is not refused by mistake."""
     marker = {"PNG": b"IEND", "JPEG": b"\xff\xd9"}.get(image_format or "")
     if marker is None:
         return
     size = path.stat().st_size
     with open(path, "rb") as file:
         file.seek(max(0, size - 1024))
-        tail = file.read()
-    if marker not in tail:
-        raise DataError(f"{path}: truncated {image_format} file (no end marker; was it copied completely?)")
+        if marker in file.read():
+            return
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except OSError as err:
+        raise DataError(f"{path}: truncated {image_format} file ({err}; was it copied completely?)") from err
 
 
 def image_header(path: Path) -> dict:
