@@ -9,8 +9,10 @@ import torch
 from PIL import Image
 
 from tests.fixtures_data import HEIGHT, WIDTH, draw, write_folder
+from tests.helpers import compose_train
 from unetlab.data.folder import FolderDataModule
 from unetlab.data.io import DataError
+from unetlab.train import train
 
 
 def folder(root, **kwargs) -> FolderDataModule:
@@ -126,8 +128,8 @@ def test_dataset_pickles_and_loads_in_persistent_workers(tmp_path):
 
 def test_missing_root(tmp_path):
     fails(tmp_path / "nowhere", f"data.root={tmp_path / 'nowhere'} does not exist")
-    with pytest.raises(DataError, match="data.root is not set"):
-        FolderDataModule(root=None)
+    with pytest.raises(DataError, match="data.root is not set; pass data.root=DIR"):
+        FolderDataModule(root=None).setup()
 
 
 def test_missing_split_folder(tmp_path):
@@ -249,9 +251,6 @@ def test_wrong_channel_count(tmp_path):
 
 
 def test_trains_one_tiny_epoch(tmp_path):
-    from tests.helpers import compose_train
-    from unetlab.train import train
-
     root = write_folder(tmp_path / "data")
     cfg = compose_train(tmp_path / "run", "data=folder", f"data.root={root}", "data.image_size=32", "data.batch_size=4")
     metrics = train(cfg)

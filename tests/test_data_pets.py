@@ -6,8 +6,10 @@ import torch
 from PIL import Image
 
 from tests.fixtures_data import HEIGHT, WIDTH, write_pets
+from tests.helpers import compose_train
 from unetlab.data.io import DataError
 from unetlab.data.pets import PetsDataModule, read_list
+from unetlab.train import train
 
 
 def pets(root, **kwargs) -> PetsDataModule:
@@ -117,9 +119,6 @@ def test_size_mismatch(tmp_path):
 
 
 def test_trains_one_tiny_epoch(tmp_path):
-    from tests.helpers import compose_train
-    from unetlab.train import train
-
     root = write_pets(tmp_path / "pets")
     cfg = compose_train(tmp_path / "run", "data=pets", f"data.root={root}", "data.image_size=32", "data.batch_size=4")
     metrics = train(cfg)

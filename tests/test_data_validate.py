@@ -8,6 +8,7 @@ from PIL import Image
 
 import unetlab.data.validate as validate
 from tests.fixtures_data import write_folder, write_pets
+from tests.helpers import run_cli
 from unetlab.data.folder import FolderDataModule
 from unetlab.data.io import DataError
 from unetlab.data.pets import PetsDataModule
@@ -105,3 +106,16 @@ def test_corrupt_cache_is_ignored(tmp_path, cache_home, reads):
     setup_folder(root)
     next(cache_home.glob("validate-folder-*.json")).write_text("{not json")
     assert setup_folder(root).validation["read"] == 16
+
+
+@pytest.mark.slow
+def test_cli_reports_bad_data_before_training(tmp_path):
+    root = write_folder(tmp_path / "data")
+    (root / "test/masks/sample_1.png").unlink()
+    proc = run_cli(
+        "unetlab-train", "data=folder", f"data.root={root}", "logger=none", f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert f"unetlab-train: error: {root / 'test/images/sample_1.png'}: missing mask" in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()

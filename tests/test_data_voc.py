@@ -6,8 +6,10 @@ import torch
 from PIL import Image
 
 from tests.fixtures_data import HEIGHT, WIDTH, save_voc_mask, write_voc
+from tests.helpers import compose_train
 from unetlab.data.io import DataError
 from unetlab.data.voc import CLASSES, VOCDataModule, read_voc_mask, voc_colormap
+from unetlab.train import train
 
 
 def voc(root, **kwargs) -> VOCDataModule:
@@ -107,9 +109,6 @@ def test_root_that_is_not_voc(tmp_path):
 
 
 def test_trains_one_tiny_epoch(tmp_path):
-    from tests.helpers import compose_train
-    from unetlab.train import train
-
     root = write_voc(tmp_path / "VOC2012")
     cfg = compose_train(tmp_path / "run", "data=voc", f"data.root={root}", "data.image_size=32", "data.batch_size=4")
     metrics = train(cfg)

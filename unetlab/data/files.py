@@ -114,15 +114,13 @@ class FileDataModule(SegmentationDataModule):
         pin_memory: bool = False,
     ):
         super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-        if root is None or str(root) == "":
-            raise DataError(f"data.root is not set; pass data.root=DIR ({self.layout})")
         if normalize not in NORMALIZE:
             raise ValueError(f"data.normalize={normalize!r}; allowed: {' | '.join(NORMALIZE)}")
         self.limits = {"train": train_size, "val": val_size, "test": test_size}
         for split, limit in self.limits.items():
             if limit is not None and limit < 1:
                 raise ValueError(f"data.{split}_size={limit} must be >= 1 (or null for the whole split)")
-        self.root = Path(root).expanduser()
+        self.root = Path(root).expanduser() if root not in (None, "") else None
         self.image_size = image_size
         self.multiple = 2**depth
         self.geometry = {
@@ -149,6 +147,8 @@ class FileDataModule(SegmentationDataModule):
         return 3  # photographs: grey, palette and CMYK images are converted to RGB
 
     def check_root(self) -> None:
+        if self.root is None:
+            raise DataError(f"data.root is not set; pass data.root=DIR ({self.layout})")
         if not self.root.is_dir():
             what = "is not a folder" if self.root.exists() else "does not exist"
             raise DataError(f"data.root={self.root} {what} ({self.layout})")
