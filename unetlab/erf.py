@@ -1,0 +1,201 @@
+"""Effective receptive fields (Luo et al., 2016) and the plots that put them next to the theoretical ones.
+
+The ERF of a feature key is the mean over N images of ``|d (sum over channels of the key's centre unit) / d input|``
+(summed over the input channels): the gradient of the channel sum, then its absolute value, one backward pass per
+key. The network runs in eval mode, so BatchNorm uses its running statistics and the images do not interact.
+Its extent is summarised by the radius around the unit's centre holding 50% and 95% of the gradient mass, measured
+as a Chebyshev (square) distance so that ``2 * radius + 1`` compares directly with the theoretical side: a square of
+Chebyshev radius ``r`` around the centre holds ``2r + 1`` pixels a side. The unit's centre is the centre of the
+``jump x jump`` block of input pixels it sits on; in the encoder that is also its field's centre, in the decoder the
+field can sit a few px off it (see ``unetlab.receptive_field``). The gradient is zero outside the theoretical field,
+so ``radius95 <= (size - 1) / 2`` up to that offset; fields larger than the image are clipped by it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from torch import Tensor, nn
+
+from unetlab.models.unet import UNet
+from unetlab.receptive_field import RF, receptive_fields, unit_field
+
+FRACTIONS = (0.5, 0.95)
+
+
+@contextlib.contextmanager
+def eval_mode(net: nn.Module) -> Iterator[nn.Module]:
+    """Run ``net`` in eval mode (BatchNorm running statistics) inside the block; restore its mode after."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was_training)
+
+
+@dataclass(frozen=True)
+class ERF:
+    """Effective receptive field of the centre unit of one feature key.
+
+    grad_map: (H, W) mean over images of |gradient| (input channels summed); unit: (y, x) of the unit in the
+    feature map; centre: (y, x) input coordinate of the unit's centre (of the block of pixels it sits on); box: its
+    exact theoretical field (y0, y1, x0, x1), half-open; radius50, radius95: Chebyshev radius (px) around ``centre``
+    holding 50% / 95% of the gradient mass; theoretical: the key's ``RF``.
+    """
+
+    key: str
+    grad_map: Tensor
+    unit: tuple[int, int]
+    centre: tuple[float, float]
+    box: tuple[int, int, int, int]
+    radius50: float
+    radius95: float
+    theoretical: RF
+    num_images: int
+
+    @property
+    def size50(self) -> float:
+        """Side (px) of the centred square holding 50% of the gradient mass."""
+        return 2 * self.radius50 + 1
+
+    @property
+    def size95(self) -> float:
+        """Side (px) of the centred square holding 95% of the gradient mass."""
+        return 2 * self.radius95 + 1
+
+
+def mass_radius(weights: Tensor, centre_yx: tuple[float, float], fraction: float) -> float:
+    """Smallest Chebyshev radius ``r`` such that pixels with ``max(|y - cy|, |x - cx|) <= r`` hold ``fraction`` of
+    the total of ``weights`` (H, W) (non-negative). NaN if the weights are all zero."""
+    height, width = weights.shape
+    yy, xx = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    distance = torch.maximum((yy - centre_yx[0]).abs(), (xx - centre_yx[1]).abs()).flatten().double()
+    mass = weights.flatten().double()
+    total = mass.sum()
+    if total <= 0:
+        return float("nan")
+    order = torch.argsort(distance, stable=True)
+    cumulative = torch.cumsum(mass[order], dim=0)
+    index = int(torch.searchsorted(cumulative, fraction * total * (1 - 1e-12)))
+    return float(distance[order][min(index, len(order) - 1)])
+
+
+def effective_receptive_fields(
+    net: UNet, images: Tensor, keys: Sequence[str] | None = None, batch_size: int = 16
+) -> dict[str, ERF]:
+    """ERF of the centre unit of each key (default: every feature key), averaged over ``images`` (N, C, H, W).
+
+    The centre unit of a key whose map is (h, w) is ``(h // 2, w // 2)``; one forward pass per batch, one backward
+    pass per key (``torch.autograd.grad`` of the unit's channel sum). Runs in eval mode.
+    """
+    keys = list(net.feature_keys if keys is None else keys)
+    unknown = [key for key in keys if key not in net.feature_keys]
+    if unknown:
+        raise ValueError(f"unknown feature key(s) {unknown}; this U-Net has {', '.join(net.feature_keys)}")
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(f"effective_receptive_fields needs images (N, C, H, W) with N >= 1, got {tuple(images.shape)}")
+    parameter = next(net.parameters())
+    sums = {key: torch.zeros(images.shape[-2:], dtype=torch.float64) for key in keys}
+    units: dict[str, tuple[int, int]] = {}
+    with eval_mode(net):
+        for batch in images.split(batch_size):
+            x = batch.to(device=parameter.device, dtype=parameter.dtype).requires_grad_(True)
+            features = net.features(x)
+            for i, key in enumerate(keys):
+                feature = features[key]
+                units[key] = (feature.shape[-2] // 2, feature.shape[-1] // 2)
+                unit_value = feature[:, :, units[key][0], units[key][1]].sum()
+                (grad,) = torch.autograd.grad(unit_value, x, retain_graph=i < len(keys) - 1)
+                sums[key] += grad.abs().sum(dim=1).sum(dim=0).double().cpu()
+    fields = receptive_fields(net)
+    out = {}
+    for key in keys:
+        grad_map = sums[key] / len(images)
+        box = unit_field(net, key, *units[key])
+        jump = fields[key].jump
+        unit_centre = ((units[key][0] + 0.5) * jump - 0.5, (units[key][1] + 0.5) * jump - 0.5)
+        radius50, radius95 = (mass_radius(grad_map, unit_centre, fraction) for fraction in FRACTIONS)
+        out[key] = ERF(key, grad_map, units[key], unit_centre, box, radius50, radius95, fields[key], len(images))
+    return out
+
+
+def format_erf_table(erfs_by_label: dict[str, dict[str, ERF]]) -> str:
+    """Plain-text table: key, theoretical size, then r50/r95 (px) per label (e.g. random init, trained)."""
+    labels = list(erfs_by_label)
+    first = erfs_by_label[labels[0]]
+    header = f"{'key':<8}{'size':>6}{'jump':>6}" + "".join(f"{label + ' r50':>18}{'r95':>7}" for label in labels)
+    lines = [header]
+    for key, erf in first.items():
+        row = f"{key:<8}{erf.theoretical.size:>6}{erf.theoretical.jump:>6g}"
+        row += "".join(
+            f"{erfs_by_label[label][key].radius50:>18.1f}{erfs_by_label[label][key].radius95:>7.1f}" for label in labels
+        )
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def plot_fields(erfs_by_label: dict[str, dict[str, ERF]], image_size: tuple[int, int], path: Path, title: str) -> Path:
+    """Theoretical field side vs effective (2r+1 for 50% and 95% of the gradient mass) per feature key."""
+    first = next(iter(erfs_by_label.values()))
+    keys = list(first)
+    positions = range(len(keys))
+    figure = Figure(figsize=(max(6.0, 0.6 * len(keys) + 1.5) + 3.0, 4.5), layout="constrained")
+    ax = figure.add_subplot()
+    ax.plot(positions, [first[key].theoretical.size for key in keys], "k-o", lw=2, label="theoretical (largest)")
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
+    for colour, (label, erfs) in zip(colours, erfs_by_label.items(), strict=False):
+        ax.plot(positions, [erfs[key].size95 for key in keys], "-s", color=colour, label=f"effective 95%, {label}")
+        ax.plot(positions, [erfs[key].size50 for key in keys], "--^", color=colour, label=f"effective 50%, {label}")
+    ax.axhline(max(image_size), color="grey", ls=":", lw=1, label=f"image side ({max(image_size)} px): ERFs clip here")
+    ax.set_yscale("log", base=2)
+    ax.set_xticks(list(positions), keys)
+    ax.set_xlabel("feature key (forward order)")
+    ax.set_ylabel("field side (px, log scale)")
+    ax.set_title(title, fontsize=9, wrap=True)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def plot_erf_maps(erfs_by_label: dict[str, dict[str, ERF]], path: Path, title: str) -> Path:
+    """Heat maps of the mean |gradient|, one row per label, one column per key; theoretical box dashed,
+    95% square solid, 50% square dotted."""
+    labels = list(erfs_by_label)
+    keys = list(erfs_by_label[labels[0]])
+    figure = Figure(figsize=(1.9 * len(keys) + 0.8, 2.1 * len(labels) + 0.7), layout="constrained")
+    axes = figure.subplots(len(labels), len(keys), squeeze=False)
+    image = None
+    for row, label in enumerate(labels):
+        for col, key in enumerate(keys):
+            erf, ax = erfs_by_label[label][key], axes[row][col]
+            height, width = erf.grad_map.shape
+            peak = float(erf.grad_map.max())
+            normalised = (erf.grad_map / peak if peak > 0 else erf.grad_map).numpy()
+            image = ax.imshow(normalised, cmap="magma", vmin=0, vmax=1, extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+            y0, y1, x0, x1 = erf.box
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="cyan", ls="--", lw=1))
+            for radius, style in ((erf.radius95, "-"), (erf.radius50, ":")):
+                corner = (erf.centre[1] - radius - 0.5, erf.centre[0] - radius - 0.5)
+                ax.add_patch(Rectangle(corner, 2 * radius + 1, 2 * radius + 1, fill=False, ec="white", ls=style, lw=1))
+            ax.set_xlim(-0.5, width - 0.5)
+            ax.set_ylim(height - 0.5, -0.5)
+            ax.set_title(
+                f"{key} ({erf.theoretical.size} px)\nr50 {erf.radius50:g}, r95 {erf.radius95:g} px", fontsize=8
+            )
+            ax.tick_params(labelsize=6)
+            if col == 0:
+                ax.set_ylabel(f"{label}\ny (px)", fontsize=8)
+            if row == len(labels) - 1:
+                ax.set_xlabel("x (px)", fontsize=8)
+    figure.colorbar(image, ax=axes, shrink=0.8, label="mean |∂unit/∂input| / max")
+    figure.suptitle(title, fontsize=10)
+    figure.savefig(path, dpi=100)
+    return path
