@@ -98,6 +98,15 @@ def test_missing_mask_and_image(tmp_path):
     fails(root, f"{root / 'JPEGImages' / '2007_000201.jpg'}: missing image")
 
 
+def test_unreadable_and_truncated_masks(tmp_path):
+    root = write_voc(tmp_path / "VOC2012")
+    path = root / "SegmentationClass" / "2007_000203.png"
+    path.write_bytes(path.read_bytes()[:70])
+    fails(root, f"{path}: cannot read the mask")
+    path.write_bytes(b"<html>404</html>")
+    fails(root, f"{path}: cannot read the mask (UnidentifiedImageError")
+
+
 def test_missing_split_list(tmp_path):
     root = write_voc(tmp_path / "VOC2012")
     (root / "ImageSets" / "Segmentation" / "train.txt").unlink()

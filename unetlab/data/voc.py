@@ -49,10 +49,13 @@ def voc_colormap(count: int = 256) -> np.ndarray:
 
 def read_voc_mask(path: Path) -> np.ndarray:
     """Class indices (H, W): palette or one-channel PNGs as stored, RGB PNGs through the VOC colour map."""
-    with Image.open(path) as image:
-        if image.mode != "RGB":
-            return read_mask(path)
-        rgb = np.array(image, dtype=np.int64)
+    try:
+        with Image.open(path) as image:
+            rgb = np.array(image, dtype=np.int64) if image.mode == "RGB" else None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the mask ({type(err).__name__}: {err})") from err
+    if rgb is None:
+        return read_mask(path)
     colors = voc_colormap()
     known = [*range(len(CLASSES)), IGNORE_INDEX]
     codes = (colors[known, 0].astype(np.int64) << 16) | (colors[known, 1].astype(np.int64) << 8) | colors[known, 2]
