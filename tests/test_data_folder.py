@@ -67,6 +67,16 @@ def test_native_size_pads_to_a_multiple_of_two_to_the_depth(tmp_path):
     assert images.shape == (2, 3, 48, 48) and masks.shape == (2, 48, 48)
 
 
+def test_crop_mode_random_crops_for_training_centre_crops_for_evaluation(tmp_path):
+    torch.manual_seed(0)
+    module = folder(write_folder(tmp_path / "data"), resize="crop", image_size=32)
+    stored = torch.from_numpy(np.array(Image.open(tmp_path / "data/val/masks/sample_0.png"))).long()
+    val_masks = [module.datasets["val"][0][1] for _ in range(3)]
+    assert all(torch.equal(mask, stored[4:36, 8:40]) for mask in val_masks)  # centre, no augmentation
+    train_masks = {tuple(module.datasets["train"][0][1].flatten().tolist()) for _ in range(10)}
+    assert len(train_masks) > 1  # random windows, flips and rotations
+
+
 @pytest.mark.parametrize(
     ("normalize", "expected"),
     [
