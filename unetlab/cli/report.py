@@ -1,0 +1,76 @@
+"""``unetlab-report DIR...``: tables, plots and findings from every results.csv under the folders.
+
+Hydra has no positional arguments, so ``main`` first turns the bare ones into ``report.dirs=[...]``:
+``unetlab-report ablate/quick other/ report.wandb=true`` is ``unetlab-report 'report.dirs=[ablate/quick,other/]'
+report.wandb=true``. Options that take a value (``--cfg job``, ``-cn report``) keep it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from unetlab.cli import CONFIG_PATH
+
+# Hydra options followed by a value of their own, which is not a folder.
+VALUE_OPTIONS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
+                 "-cd", "--experimental-rerun"}  # fmt: skip
+INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def quote(path: str) -> str:
+    """A Hydra override string literal: single quotes, backslashes and quotes escaped."""
+    return "'" + path.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def dirs_to_override(argv: list[str]) -> list[str]:
+    """``[prog, a, b, key=v]`` -> ``[prog, key=v, "report.dirs=['a','b']"]``: bare arguments are folders."""
+    rest, dirs = [argv[0]], []
+    index = 1
+    while index < len(argv):
+        arg, previous = argv[index], argv[index - 1]
+        if arg in VALUE_OPTIONS and index + 1 < len(argv):
+            rest += argv[index : index + 2]
+            index += 2
+            continue
+        override = "=" in arg or arg.startswith(("-", "~"))
+        info_topic = previous in ("--info", "-i") and arg in INFO_TOPICS
+        (rest if override or info_topic else dirs).append(arg)
+        index += 1
+    if dirs:
+        rest.append(f"report.dirs=[{','.join(quote(d) for d in dirs)}]")
+    return rest
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="report")
+def _main(cfg: DictConfig) -> None:
+    from unetlab.report import ReportError, make_report
+
+    if OmegaConf.is_missing(cfg.report, "dirs"):
+        sys.exit("unetlab-report: error: name the folders to read: unetlab-report DIR... (or report.dirs=[a,b])")
+    dirs = cfg.report.dirs
+    dirs = [dirs] if isinstance(dirs, str) else list(dirs)
+    try:
+        html = make_report(
+            [Path(d) for d in dirs],
+            out_dir=cfg.report.out_dir,
+            log_wandb=cfg.report.wandb,
+            wandb_mode=cfg.report.wandb_mode,
+            project=cfg.report.project,
+            group=cfg.report.group,
+        )
+    except (ReportError, OSError) as err:
+        sys.exit(f"unetlab-report: error: {err}")
+    print(f"[unetlab] wrote {html.with_suffix('.md')} and {html} (plots beside them)")
+
+
+def main() -> None:
+    sys.argv = dirs_to_override(sys.argv)
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""``make_report(dirs, out_dir)``: every results.csv under ``dirs`` -> report.md, report.html, PNGs, report.csv."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from unetlab.report import plots
+from unetlab.report.collect import ReportError, Results, collect
+from unetlab.report.findings import findings
+from unetlab.report.render import Document, Part, Section, to_html, to_markdown
+from unetlab.report.views import BOUNDARY_METRICS, metric_table, params_table, probe_table, shapley_table
+
+AGGREGATE_COLUMNS = [
+    "dataset", "image_size", "depth", "skips", "skip_set", "params", "source", "metric", "class", "mean", "std", "runs",
+]  # fmt: skip
+
+
+def make_report(
+    dirs: Sequence[Path | str],
+    out_dir: Path | str | None = None,
+    log_wandb: bool = False,
+    wandb_mode: str | None = None,
+    project: str = "unetlab",
+    group: str | None = None,
+) -> Path:
+    """Read every ``results.csv`` under ``dirs`` (recursively), average over seeds, write the report.
+
+    Writes into ``out_dir`` (default: the first of ``dirs``): ``report.md`` (PNGs linked beside it),
+    ``report.html`` (self-contained: PNGs inlined), ``report_*.png`` and ``report.csv`` (the seed-averaged table).
+    With ``log_wandb`` the PNGs and the table go to one wandb run (``job_type="report"``, ``group`` default: the
+    name of the first dir, ``wandb_mode`` default: ``$WANDB_MODE`` or offline). Returns the path of report.html.
+    Raises ``ReportError`` (a ValueError) when no results.csv is found or one is not a results table.
+    """
+    dirs = [Path(d) for d in dirs]
+    if not dirs:
+        raise ReportError("no folders given: name at least one folder that holds runs with results.csv")
+    results = collect(dirs)
+    first = dirs[0] if dirs[0].is_dir() else dirs[0].parent
+    out_dir = Path(out_dir) if out_dir is not None else first
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    settings = results.settings()
+    sections = [
+        build_section(setting, out_dir, prefix="report_" if len(settings) == 1 else f"report_{slug(setting)}_")
+        for setting in settings
+    ]
+    models = len(results.params)
+    runs = sum(len(r) for r in results.runs.values())
+    searched = ", ".join(f"`{d.resolve() if d.name in ('', '.', '..') else d}`" for d in dirs)
+    intro = [
+        f"{len(results.files)} results.csv files under {searched}: {runs} runs of {models} models "
+        f"(a model is a depth and a skip set; its runs differ by seed).",
+        "Every number is the mean over a model's runs; `±` gives the standard deviation over those runs (seeds). "
+        "Metrics are scored on the test split and averaged over the foreground classes; distances (hd95, assd, the "
+        "gaps) are in pixels. A skip set is `all` (every level 0..depth-1), `none`, or the kept levels.",
+    ]
+    doc = Document(
+        title="unetlab report: boundary localization vs depth and skip connections",
+        intro=intro,
+        sections=sections,
+        sources=[display(path, out_dir) for path in results.files],
+        notes=results.notes,
+    )
+    (out_dir / "report.md").write_text(to_markdown(doc))
+    html_path = out_dir / "report.html"
+    html_path.write_text(to_html(doc))
+    rows = aggregate_rows(results)
+    with open(out_dir / "report.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(AGGREGATE_COLUMNS)
+        writer.writerows(rows)
+
+    if log_wandb:
+        images = {
+            f"{slug(s) + '/' if len(sections) > 1 else ''}{part.image.stem.removeprefix('report_')}": part.image
+            for s, section in zip(settings, sections, strict=True)
+            for part in section.parts
+            if part.image is not None
+        }
+        log_to_wandb(images, rows, out_dir, wandb_mode, project, group or first.resolve().name)
+    return html_path
+
+
+def build_section(results: Results, out_dir: Path, prefix: str) -> Section:
+    """Plots, tables and findings of one setting (data set, image size)."""
+    model = results.models[0]
+    title = model.dataset + (f", {model.image_size} px images" if model.image_size else "")
+
+    def png(name: str) -> Path:
+        return out_dir / f"{prefix}{name}.png"
+
+    candidates = [
+        (
+            "Boundary error vs depth",
+            "Boundary metrics of each trained model (source `model`) by depth, a line per skip set; `all` joins the "
+            "all-skip models of every depth. A set trained at one depth only is a marker.",
+            plots.boundary_vs_depth(results, png("boundary_vs_depth")),
+            [metric_table(results, "Boundary metrics by depth and skip set", BOUNDARY_METRICS)],
+        ),
+        (
+            "Probes vs the resolution floor",
+            "hd95 of a linear (1x1) probe on each frozen feature map, upsampled from its level, against the "
+            "resolution floor of that level (the ground truth down-sampled to the level and back). The gap "
+            "probe − floor is detail lost beyond what the resolution alone explains.",
+            plots.probes_vs_floor(results, png("probes_vs_floor")),
+            [probe_table(results)],
+        ),
+        (
+            "Shapley value of each skip",
+            "Exact Shapley attribution of the kept skips from test-time ablations: φ of a level is its average "
+            "marginal effect on the metric; the values of a model sum to v(all kept) − v(none kept).",
+            plots.shapley_bars(results, png("shapley")),
+            [shapley_table(results)],
+        ),
+        (
+            "Dice vs depth",
+            "Region overlap of each trained model by depth, a line per skip set.",
+            plots.dice_vs_depth(results, png("dice_vs_depth")),
+            [metric_table(results, "Dice and IoU by depth and skip set", ("dice", "iou"))],
+        ),
+        (
+            "Parameter count vs depth",
+            "Trainable parameters; a removed skip removes its decoder block's skip input channels.",
+            plots.params_vs_depth(results, png("params_vs_depth")),
+            [params_table(results)],
+        ),
+    ]
+    parts = []
+    for heading, text, image, tables in candidates:
+        tables = [table for table in tables if table is not None]
+        if image is not None or tables:
+            parts.append(Part(heading, text, image, tables))
+    return Section(title, findings(results), parts)
+
+
+def aggregate_rows(results: Results) -> list[list]:
+    """The seed-averaged table, one row per (model, source, metric, class)."""
+    rows = []
+    for (model, source, metric, class_), stat in sorted(results.stats.items(), key=lambda item: item[0]):
+        rows.append([
+            model.dataset, model.image_size, model.depth, model.skips, model.skip_label, results.params[model],
+            source, metric, class_, stat.mean, stat.std, stat.runs,
+        ])  # fmt: skip
+    return rows
+
+
+def log_to_wandb(
+    images: dict[str, Path], rows: list[list], out_dir: Path, mode: str | None, project: str, group: str
+) -> None:
+    """One wandb run (``job_type="report"``): the PNGs as images and the seed-averaged table."""
+    import wandb
+
+    run = wandb.init(
+        project=project,
+        group=group,
+        job_type="report",
+        name=f"report/{group}",
+        dir=str(out_dir),
+        mode=mode or os.environ.get("WANDB_MODE", "offline"),
+        reinit="finish_previous",
+    )
+    try:
+        log = {f"report/{name}": wandb.Image(str(path)) for name, path in images.items()}
+        log["report/table"] = wandb.Table(columns=AGGREGATE_COLUMNS, data=rows)
+        run.log(log)
+    finally:
+        wandb.finish()
+
+
+def slug(results: Results) -> str:
+    """File-name part of a setting: ``shapes64``."""
+    model = results.models[0]
+    return re.sub(r"[^A-Za-z0-9]+", "", f"{model.dataset}{model.image_size}") or "results"
+
+
+def display(path: Path, out_dir: Path) -> str:
+    """A path relative to the report's folder where it lies below it, else absolute."""
+    path, out_dir = Path(path).resolve(), Path(out_dir).resolve()
+    return str(path.relative_to(out_dir)) if path.is_relative_to(out_dir) else str(path)

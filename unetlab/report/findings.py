@@ -1,0 +1,228 @@
+"""What the numbers show, in a few sentences computed from them. Each sentence appears only when its data exist.
+
+All numbers are hd95 (px) of the class ``mean``, averaged over runs (seeds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import pairwise
+
+from unetlab.report.collect import Model, Results
+from unetlab.report.views import ablation_modes, shapley
+
+TIE = 1e-9
+
+
+def px(value: float) -> str:
+    return f"{value:.2f} px"
+
+
+def signed(value: float) -> str:
+    return f"{value:+.2f} px".replace("-", "−")
+
+
+def levels_text(levels: list[int]) -> str:
+    names = [str(level) for level in levels]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def above(gap: float) -> str:
+    return f"{gap:.2f} px above" if gap >= 0 else f"{-gap:.2f} px below"
+
+
+def describe(model: Model) -> str:
+    """``the depth-3 all-skip U-Net``, ``the depth-3 U-Net with skips 0,2``."""
+    if model.skip_label == "all":
+        return f"the depth-{model.depth} all-skip U-Net"
+    if model.skip_label == "none":
+        return f"the depth-{model.depth} no-skip U-Net"
+    return f"the depth-{model.depth} U-Net with skips {model.skips}"
+
+
+def models_with(results: Results, label: str) -> dict[int, Model]:
+    return {m.depth: m for m in results.models if m.skip_label == label}
+
+
+def no_skip_trend(results: Results) -> str | None:
+    """How no-skip hd95 changes from the shallowest to the deepest depth."""
+    values = {d: results.value(m, "model", "hd95") for d, m in models_with(results, "none").items()}
+    values = {d: v for d, v in sorted(values.items()) if v is not None}
+    if len(values) < 2:
+        return None
+    depths = list(values)
+    first, last = values[depths[0]], values[depths[-1]]
+    verb = "rises" if last > first + TIE else "falls" if last < first - TIE else "stays level"
+    steps = [values[b] - values[a] for a, b in pairwise(depths)]
+    trend = ""
+    if len(steps) > 1 and all(step > TIE for step in steps):
+        trend = ", growing with every added level"
+    elif len(steps) > 1 and all(step >= -TIE for step in steps):
+        trend = ", never falling as depth grows"
+    return (
+        f"Without skips, hd95 {verb} from {px(first)} at depth {depths[0]} to {px(last)} at depth {depths[-1]} "
+        f"({signed(last - first)}{trend})."
+    )
+
+
+def all_vs_none(results: Results) -> str | None:
+    """All-skip vs no-skip hd95 at the deepest depth that has both."""
+    every, none = models_with(results, "all"), models_with(results, "none")
+    for depth in sorted(set(every) & set(none), reverse=True):
+        with_skips = results.value(every[depth], "model", "hd95")
+        without = results.value(none[depth], "model", "hd95")
+        if with_skips is None or without is None:
+            continue
+        if with_skips > TIE and without > TIE:
+            ratio = without / with_skips
+            comparison = f"{ratio:.1f}× lower" if ratio >= 1 else f"{1 / ratio:.1f}× higher"
+            comparison = f"the skips leave hd95 {comparison}"
+        else:
+            comparison = f"a difference of {signed(with_skips - without)}"
+        sentence = (
+            f"At depth {depth}, the deepest with both, all skips give hd95 {px(with_skips)} against {px(without)} "
+            f"without skips: {comparison}"
+        )
+        assd_with, assd_without = (results.value(m[depth], "model", "assd") for m in (every, none))
+        if assd_with is not None and assd_without is not None:
+            sentence += f" (ASSD {px(assd_with)} vs {px(assd_without)})"
+        return sentence + "."
+    return None
+
+
+def probe_gaps(results: Results) -> str | None:
+    """Probe minus floor at the shallowest and the deepest level, for the deepest depth with probes and floors."""
+
+    def gap(model: Model, key: str) -> float | None:
+        probe = results.value(model, f"probe/{key}", "hd95")
+        floor = results.value(model, f"floor/{int(key[3:])}", "hd95")
+        return None if probe is None or floor is None else probe - floor
+
+    for depth in sorted({m.depth for m in results.models}, reverse=True):
+        models = [m for m in results.models if m.depth == depth]
+        shallow = [g for g in (gap(m, "enc0") for m in models) if g is not None]
+        deep = [g for g in (gap(m, f"enc{depth}") for m in models) if g is not None]
+        if not shallow or not deep:
+            continue
+        over = f", averaged over {len(models)} skip sets" if len(models) > 1 else ""
+        sentence = (
+            f"Linear probes at depth {depth} sit {above(sum(shallow) / len(shallow))} the resolution floor "
+            f"at level 0 (enc0) and {above(sum(deep) / len(deep))} it at the bottleneck, level {depth} "
+            f"(enc{depth}){over}"
+        )
+        decoder = {m.skip_label: gap(m, "dec0") for m in models if m.skip_label in ("all", "none")}
+        decoder = {label: value for label, value in decoder.items() if value is not None}
+        if decoder:
+            parts = [f"{above(value)} it {'with all skips' if label == 'all' else 'without skips'}"
+                     for label, value in sorted(decoder.items())]  # fmt: skip
+            sentence += f"; the last decoder features (dec0) sit {' and '.join(parts)}"
+        return sentence + " (gap = probe hd95 − floor hd95)."
+    return None
+
+
+def largest_shapley(results: Results) -> str | None:
+    """Which skip level lowers hd95 most (most negative Shapley value) in the all-skip models."""
+    modes = ablation_modes(results)
+    if not modes:
+        return None
+    mode = modes[0]
+    per_model = [(m, values) for m, values in shapley(results, mode, "hd95") if len(values) > 1]
+    if not per_model:
+        return None
+    every = [(m, values) for m, values in per_model if m.skip_label == "all"] or per_model
+    model, values = max(every, key=lambda item: (item[0].depth, len(item[1])))
+    best = min(values, key=lambda level: values[level].mean)
+    total = sum(stat.mean for stat in values.values())
+    phi = values[best].mean
+    if phi < -TIE:
+        what = f"lowers hd95 most: φ = {signed(phi)} of the {signed(total)} that all kept skips together change"
+    else:
+        what = f"is the least harmful, though no skip lowers hd95 here: φ = {signed(phi)} (total {signed(total)})"
+    sentence = f"Shapley attribution ({mode} ablation) in {describe(model)}: the skip at level {best} {what}"
+    if len(every) > 1:
+        count = sum(1 for _, v in every if min(v, key=lambda level: v[level].mean) == best)
+        which = "all-skip models" if model.skip_label == "all" else "models"
+        sentence += f"; level {best} has the lowest φ in {count} of the {len(every)} {which} with several kept skips"
+    return sentence + "."
+
+
+def drop_one(results: Results) -> list[str]:
+    """At each depth whose grid holds every all-but-one skip set: which dropped skip hurts least, vs Wilm et al."""
+    sentences = []
+    by_key = {(m.depth, m.kept): m for m in results.models}
+    for depth in sorted({m.depth for m in results.models}):
+        if depth < 2:
+            continue
+        levels = list(range(depth))
+        hd95 = {}
+        for dropped in levels:
+            model = by_key.get((depth, tuple(level for level in levels if level != dropped)))
+            value = None if model is None else results.value(model, "model", "hd95")
+            if value is not None:
+                hd95[dropped] = value
+        if len(hd95) < depth:
+            continue
+        least = min(hd95.values())
+        best = [level for level, value in hd95.items() if value <= least + TIE]
+        top = depth - 1
+        others = "; ".join(f"without level {level}: {px(value)}" for level, value in hd95.items())
+        full = by_key.get((depth, tuple(levels)))
+        full_value = None if full is None else results.value(full, "model", "hd95")
+        reference = f"; all skips: {px(full_value)}" if full_value is not None else ""
+        sentence = (
+            f"At depth {depth}, among the models trained with all skips but one, dropping the skip at level "
+            f"{levels_text(best)} hurts least (hd95 {others}{reference})"
+        )
+        wilm = "Wilm et al. (2024), who found dropping the top skip best on real data"
+        if best == [top]:
+            verdict = f"that is the top skip (level {top}), so these results agree with {wilm}"
+        elif top in best:
+            verdict = f"the top skip (level {top}) only ties for best, so these results partly agree with {wilm}"
+        else:
+            verdict = f"dropping the top skip (level {top}) is not best, so these results do not agree with {wilm}"
+        sentences.append(f"{sentence}; {verdict}.")
+    return sentences
+
+
+def single_skip_ablation(results: Results) -> str | None:
+    """In the deepest all-skip model, which single skip can be ablated at test time at the least cost."""
+    modes = ablation_modes(results, prefix="ablate")
+    if not modes:
+        return None
+    mode = modes[0]
+    for depth, model in sorted(models_with(results, "all").items(), reverse=True):
+        base = results.value(model, "model", "hd95")
+        costs = {level: results.value(model, f"ablate/{mode}/{level}", "hd95") for level in model.kept}
+        if depth < 2 or base is None or any(cost is None for cost in costs.values()):
+            continue
+        costs = {level: value - base for level, value in costs.items()}
+        least, most = min(costs.values()), max(costs.values())
+        cheapest = [level for level, cost in costs.items() if cost <= least + TIE]
+        dearest = [level for level, cost in costs.items() if cost >= most - TIE]
+        return (
+            f"Ablating one skip at test time ({mode}) in {describe(model)} costs least at level "
+            f"{levels_text(cheapest)} (hd95 {signed(least)}) and most at level {levels_text(dearest)} ({signed(most)})."
+        )
+    return None
+
+
+FINDINGS: list[Callable[[Results], str | list[str] | None]] = [
+    no_skip_trend,
+    all_vs_none,
+    probe_gaps,
+    largest_shapley,
+    drop_one,
+    single_skip_ablation,
+]
+
+
+def findings(results: Results) -> list[str]:
+    """The sentences whose data exist, in a fixed order."""
+    out = []
+    for finding in FINDINGS:
+        result = finding(results)
+        if isinstance(result, list):
+            out += result
+        elif result:
+            out.append(result)
+    return out

@@ -1,0 +1,256 @@
+"""The report's figures as PNGs (matplotlib, no pyplot state: each figure is built and saved on its own).
+
+Each function takes the seed-averaged ``Results`` of one setting, writes one PNG and returns its path, or
+returns None when the results hold nothing to draw.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from unetlab.report.collect import Results
+from unetlab.report.views import (
+    BOUNDARY_METRICS,
+    LOWER_IS_BETTER,
+    METRIC_LABELS,
+    ablation_modes,
+    by_depth,
+    params_by_depth,
+    probe_panels,
+    shapley,
+)
+
+DPI = 110
+FIXED_COLORS = {"all": "#1f77b4", "none": "#d62728"}
+OTHER_COLORS = ["#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
+OTHER_MARKERS = ["s", "^", "D", "v", "P", "X", "<", ">", "p", "h"]
+LEVEL_COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
+
+
+def style(label: str, index: int) -> dict:
+    """Line style of a skip set: fixed colours for all/none, cycling colours and markers for other sets."""
+    if label in FIXED_COLORS:
+        return {"color": FIXED_COLORS[label], "marker": "o", "linewidth": 2.2, "markersize": 6}
+    return {
+        "color": OTHER_COLORS[index % len(OTHER_COLORS)],
+        "marker": OTHER_MARKERS[index % len(OTHER_MARKERS)],
+        "linewidth": 1.2,
+        "markersize": 6,
+    }
+
+
+def skip_legend_label(label: str) -> str:
+    return {"all": "all skips", "none": "no skips"}.get(label, f"skips {{{label}}}")
+
+
+def draw_by_depth(ax, series: dict[str, list[tuple[int, object]]], with_std: bool = True) -> None:
+    """One line per skip set over depth; a set present at one depth only is a marker without a line."""
+    others = 0
+    for label, points in series.items():
+        kwargs = style(label, others)
+        others += label not in FIXED_COLORS
+        depths = [depth for depth, _ in points]
+        if len(points) == 1 and label not in FIXED_COLORS:
+            # sets trained at one depth sit side by side instead of on top of each other
+            depths = [depths[0] + 0.07 * ((others % 5) - 2)]
+        means = [getattr(stat, "mean", stat) for _, stat in points]
+        stds = [getattr(stat, "std", float("nan")) for _, stat in points]
+        stds = [0.0 if math.isnan(s) else s for s in stds]
+        linestyle = "-" if len(points) > 1 else "none"
+        if with_std and any(stds):
+            ax.errorbar(
+                depths, means, yerr=stds, capsize=3, linestyle=linestyle, label=skip_legend_label(label), **kwargs
+            )
+        else:
+            ax.plot(depths, means, linestyle=linestyle, label=skip_legend_label(label), **kwargs)
+    ax.set_xlabel("depth (number of down-samplings)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+
+
+def legend_below(fig: Figure, ax, n_entries: int) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(n_entries, 5), frameon=False, fontsize=10)
+
+
+def runs_note(series: dict) -> str:
+    runs = {stat.runs for points in series.values() for _, stat in points}
+    if runs == {1}:
+        return "one run per model"
+    return (
+        f"error bars: std over {min(runs)}–{max(runs)} seeds"
+        if len(runs) > 1
+        else f"error bars: std over {runs.pop()} seeds"
+    )
+
+
+def boundary_vs_depth(results: Results, path: Path) -> Path | None:
+    """hd95, assd, nsd, bf1 of the model against depth, a line per skip set."""
+    all_series = {metric: by_depth(results, metric) for metric in BOUNDARY_METRICS}
+    all_series = {metric: series for metric, series in all_series.items() if series}
+    if not all_series:
+        return None
+    fig = Figure(figsize=(11, 8.2), dpi=DPI)
+    axes = fig.subplots(2, 2).ravel()
+    for ax, (metric, series) in zip(axes, all_series.items(), strict=False):
+        draw_by_depth(ax, series)
+        better = "lower" if metric in LOWER_IS_BETTER else "higher"
+        ax.set_ylabel(METRIC_LABELS[metric])
+        ax.set_title(f"{metric} ({better} is better)")
+    for ax in axes[len(all_series) :]:
+        ax.set_visible(False)
+    first = next(iter(all_series.values()))
+    fig.suptitle(f"Boundary error vs depth (test set, mean over classes; {runs_note(first)})", fontsize=13)
+    legend_below(fig, axes[0], len(first))
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path)
+    return path
+
+
+def dice_vs_depth(results: Results, path: Path) -> Path | None:
+    series = by_depth(results, "dice")
+    if not series:
+        return None
+    fig = Figure(figsize=(7.5, 5), dpi=DPI)
+    ax = fig.subplots()
+    draw_by_depth(ax, series)
+    ax.set_ylabel("dice")
+    ax.set_title(f"Dice vs depth (higher is better; {runs_note(series)})")
+    ax.legend(fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def params_vs_depth(results: Results, path: Path) -> Path | None:
+    series = params_by_depth(results)
+    if not series:
+        return None
+    fig = Figure(figsize=(7.5, 5), dpi=DPI)
+    ax = fig.subplots()
+    draw_by_depth(ax, series, with_std=False)
+    ax.set_yscale("log")
+    ax.set_ylabel("trainable parameters (log scale)")
+    ax.set_title("Parameter count vs depth")
+    ax.legend(fontsize=10)
+    ax.grid(True, which="minor", alpha=0.1)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def probes_vs_floor(results: Results, path: Path, metric: str = "hd95") -> Path | None:
+    """Probe error by feature key, one panel per depth, a line per model (skip set), the floor dashed."""
+    panels = probe_panels(results, metric)
+    if not panels:
+        return None
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(5.2 * ncols, 4.2 * nrows + 0.8), dpi=DPI)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, panel in zip(axes, panels, strict=False):
+        x = list(range(len(panel.keys)))
+        bottleneck = panel.keys.index(f"enc{panel.depth}")
+        ax.axvspan(bottleneck - 0.5, bottleneck + 0.5, color="#eeeeee", zorder=0)
+        others = 0
+        for label, stats in panel.probes.items():
+            kwargs = style(label, others)
+            others += label not in ("all", "none")
+            points = [(i, s) for i, s in zip(x, stats, strict=True) if s is not None and not math.isnan(s.mean)]
+            if not points:
+                continue
+            stds = [0.0 if math.isnan(s.std) else s.std for _, s in points]
+            ax.errorbar(
+                [i for i, _ in points],
+                [s.mean for _, s in points],
+                yerr=stds if any(stds) else None,
+                capsize=3,
+                label=f"probe, {skip_legend_label(label)}",
+                **kwargs,
+            )
+        floor = [(i, f) for i, f in zip(x, panel.floor, strict=True) if f is not None]
+        if floor:
+            ax.plot(
+                [i for i, _ in floor],
+                [f for _, f in floor],
+                linestyle="--",
+                color="black",
+                marker="_",
+                markersize=10,
+                label="resolution floor",
+            )
+        ax.set_xticks(x, panel.keys, rotation=0 if len(x) <= 9 else 45)
+        ax.set_xlabel("feature key (forward order; grey: bottleneck)")
+        ax.set_ylabel(f"probe {METRIC_LABELS[metric]}")
+        title = f"depth {panel.depth}"
+        if panel.left_out:
+            title += f" (all/none of {len(panel.left_out) + len(panel.probes)} skip sets)"
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=8.5, loc="upper left")
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    fig.suptitle(f"Linear probes on frozen features vs the resolution floor ({metric}, lower is better)", fontsize=13)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def shapley_bars(results: Results, path: Path, metrics: tuple[str, ...] = ("hd95", "dice")) -> Path | None:
+    """A bar per kept skip level for every model with Shapley rows; a row per metric, a column per mode."""
+    modes = ablation_modes(results)
+    data = {(metric, mode): shapley(results, mode, metric) for metric in metrics for mode in modes}
+    data = {key: value for key, value in data.items() if value}
+    if not data:
+        return None
+    metrics = tuple(m for m in metrics if any(key[0] == m for key in data))
+    groups = max(len(models) for models in data.values())
+    max_levels = max(len(values) for models in data.values() for _, values in models)
+    width = min(20.0, max(7.0, 0.28 * groups * (max_levels + 1) + 2)) * len(modes) ** 0.5
+    fig = Figure(figsize=(width, 3.9 * len(metrics) + 0.6), dpi=DPI)
+    axes = fig.subplots(len(metrics), len(modes), squeeze=False)
+    bar_width = 0.8 / max_levels
+    seen_levels = set()
+    for row, metric in enumerate(metrics):
+        for col, mode in enumerate(modes):
+            ax = axes[row][col]
+            models = data.get((metric, mode), [])
+            for group, (_, values) in enumerate(models):
+                for slot, (level, stat) in enumerate(sorted(values.items())):
+                    offset = (slot - (len(values) - 1) / 2) * bar_width
+                    std = None if math.isnan(stat.std) else stat.std
+                    ax.bar(
+                        group + offset,
+                        stat.mean,
+                        bar_width * 0.92,
+                        yerr=std,
+                        capsize=2,
+                        color=LEVEL_COLORS[level % len(LEVEL_COLORS)],
+                        label=str(level) if level not in seen_levels else None,
+                    )
+                    seen_levels.add(level)
+            ax.axhline(0, color="black", linewidth=0.8)
+            ax.set_xticks(range(len(models)), [f"depth {m.depth}\n{m.skip_label}" for m, _ in models])
+            unit = " px" if metric in LOWER_IS_BETTER else ""
+            sign = "negative = skip lowers the error" if metric in LOWER_IS_BETTER else "positive = skip helps"
+            ax.set_ylabel(f"Shapley value φ ({metric}{unit})")
+            ax.set_title(f"{metric}, {mode} ablation ({sign})", fontsize=11)
+            ax.grid(True, axis="y", alpha=0.3)
+    handles, labels = [], []
+    for ax in axes.ravel():
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    order = sorted(range(len(labels)), key=lambda i: labels[i])
+    fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="lower center", ncol=len(labels),
+               frameon=False, title="skip level")  # fmt: skip
+    fig.suptitle("Shapley attribution of each kept skip (test-time ablation, mean over classes)", fontsize=13)
+    fig.tight_layout(rect=(0, 0.08 if len(metrics) > 1 else 0.14, 1, 1))
+    fig.savefig(path)
+    return path
