@@ -1,0 +1,210 @@
+"""unetlab-report on synthetic results.csv files with known numbers (see tests/fixtures_report.py)."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.fixtures_report import write_grid
+from tests.helpers import run_cli
+from unetlab.cli.report import dirs_to_override
+from unetlab.report import ReportError, make_report
+from unetlab.report.collect import collect
+
+PLOTS = ["boundary_vs_depth", "probes_vs_floor", "shapley", "dice_vs_depth", "params_vs_depth"]
+BOUNDARY = "Boundary metrics by depth and skip set"
+PROBES = "Probe hd95 by level and the resolution floor (gap = probe − floor)"
+SHAPLEY = "Shapley value of each skip level"
+REPORT_FILES = {"report.md", "report.html", "report.csv", *(f"report_{name}.png" for name in PLOTS)}
+
+
+@pytest.fixture
+def grid(tmp_path):
+    root = tmp_path / "grid"
+    write_grid(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """One report of the synthetic grid, shared by the tests that only read it."""
+    root = tmp_path_factory.mktemp("report")
+    write_grid(root / "grid")
+    make_report([root / "grid"], root / "out")
+    return root / "out"
+
+
+def table_row(markdown: str, title: str, *cells: str) -> list[str]:
+    """The cells of the one row that starts with ``cells`` in the Markdown table titled ``title``."""
+    block = markdown.split(f"**{title}**", 1)[1].split("\n\n", 2)[1]
+    prefix = "| " + " | ".join(cells) + " |"
+    rows = [line for line in block.splitlines() if line.startswith(prefix)]
+    assert len(rows) == 1, f"{title}: {prefix!r}: {len(rows)} rows"
+    return [cell.strip() for cell in rows[0].strip("|").split("|")]
+
+
+def test_report_writes_files_and_plots(report):
+    out = report
+    assert {p.name for p in out.iterdir()} == REPORT_FILES
+    for name in PLOTS:
+        image = np.asarray(Image.open(out / f"report_{name}.png").convert("L"), dtype=np.float64)
+        assert image.shape[0] >= 400 and image.shape[1] >= 600, name
+        assert image.std() > 10, f"{name} looks blank"
+        assert (image < 128).mean() > 0.005, f"{name} has almost nothing drawn"
+
+
+def test_report_tables_hold_seed_means(report):
+    md = (report / "report.md").read_text()
+    # depth, skip set, kept levels, runs, hd95, assd, nsd, bf1; each value is the mean of seeds at 0.9x and 1.1x
+    assert table_row(md, BOUNDARY, "3", "none", "none", "2") == [
+        "3", "none", "none", "2", "3.00 ± 0.42", "1.50 ± 0.21", "0.70 ± 0.10", "0.62 ± 0.09",
+    ]  # fmt: skip
+    assert table_row(md, BOUNDARY, "3", "all", "0,1,2", "2")[4] == "0.50 ± 0.07"
+    assert table_row(md, BOUNDARY, "2", "none", "none", "2")[4] == "2.00 ± 0.28"
+    assert table_row(md, BOUNDARY, "3", "0,2", "0,2", "2")[4] == "0.80 ± 0.11"
+    # probes: depth, skip set, level, floor, probe enc, probe dec, gap enc, gap dec
+    assert table_row(md, PROBES, "3", "none", "1")[3:] == ["0.50 ± 0.07", "1.60 ± 0.23", "2.50 ± 0.35", "1.10", "2.00"]
+    assert table_row(md, PROBES, "3", "all", "3 (bottleneck)")[3:] == ["1.50 ± 0.21", "4.60 ± 0.65", "–", "3.10", "–"]
+    # shapley: depth, skip set, ablation, level, phi hd95, phi dice
+    assert table_row(md, SHAPLEY, "3", "all", "mean", "0")[4:] == ["-0.30 ± 0.04", "0.03 ± 0.00"]
+    assert table_row(md, "Parameter counts", "2", "all", "0,1", "16,200")  # 1000 * 4**2 + 100 * 2 kept skips
+    assert "![Boundary error vs depth](report_boundary_vs_depth.png)" in md
+
+    with open(report / "report.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    (row,) = [r for r in rows if (r["depth"], r["skips"], r["source"], r["metric"], r["class"]) ==
+              ("3", "none", "model", "hd95", "mean")]  # fmt: skip
+    assert float(row["mean"]) == pytest.approx(3.0) and row["runs"] == "2" and row["skip_set"] == "none"
+
+
+def test_findings_are_computed_from_the_numbers(report):
+    md = (report / "report.md").read_text()
+    findings = md.split("## What the numbers show", 1)[1].split("\n## ", 1)[0]
+    assert "hd95 rises from 1.00 px at depth 1 to 3.00 px at depth 3 (+2.00 px" in findings
+    assert "At depth 3, the deepest with both, all skips give hd95 0.50 px against 3.00 px without skips" in findings
+    assert "6.0× lower" in findings
+    assert "0.10 px above the resolution floor at level 0 (enc0) and 3.10 px above it at the bottleneck" in findings
+    assert "dec0) sit 0.20 px above it with all skips and 1.00 px above it without skips" in findings
+    assert "the skip at level 0 lowers hd95 most: φ = −0.30 px of the −0.60 px" in findings
+    assert "dropping the skip at level 2 hurts least" in findings
+    assert "these results agree with Wilm et al. (2024)" in findings
+    assert "costs least at level 2 (hd95 +0.10 px) and most at level 0 (+0.30 px)" in findings
+
+
+def test_drop_one_finding_says_when_results_disagree_with_wilm(tmp_path):
+    write_grid(tmp_path / "grid", drop_one={0: 0.6, 1: 0.8, 2: 0.9})
+    make_report([tmp_path / "grid"], tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "dropping the skip at level 0 hurts least" in md
+    assert "dropping the top skip (level 2) is not best, so these results do not agree with Wilm" in md
+
+
+def test_findings_need_their_data(tmp_path):
+    write_grid(tmp_path / "grid", drop_one=None)
+    for path in (tmp_path / "grid").glob("d[23]_*"):  # depth 1 only: no trend, no drop-one set, one skip level
+        for child in path.iterdir():
+            child.unlink()
+        path.rmdir()
+    make_report([tmp_path / "grid"], tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "rises from" not in md and "Wilm" not in md and "lowers hd95 most" not in md
+    assert "At depth 1, the deepest with both, all skips give hd95 0.50 px against 1.00 px" in md
+
+
+def test_html_is_self_contained(report):
+    html = (report / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == len(PLOTS)
+    assert not re.search(r'src="[^"]*\.png"', html)
+    assert "<table>" in html and "3.00 ± 0.42" in html and "<code>" in html
+
+
+def test_seeds_of_one_model_are_averaged(grid):
+    results = collect([grid])
+    assert len(results.files) == 18 and len(results.params) == 9
+    (model,) = [m for m in results.models if m.depth == 2 and m.skips == "none"]
+    stat = results.get(model, "model", "hd95")
+    assert stat.runs == 2 and stat.mean == pytest.approx(2.0) and stat.std == pytest.approx(0.2 * 2**0.5)
+    assert results.get(model, "model", "hd95", "1").mean == pytest.approx(2.0)
+    assert [m.skip_label for m in results.models if m.depth == 3] == ["all", "none", "0,1", "0,2", "1,2"]
+
+
+def test_default_out_dir_is_the_first_dir(grid, tmp_path):
+    other = tmp_path / "other"
+    write_grid(other, drop_one=None)
+    html_path = make_report([grid, other])
+    assert html_path == grid / "report.html" and not (other / "report.md").exists()
+    assert "30 results.csv files" in html_path.read_text()  # 18 + 12: both folders were read
+
+
+def test_no_results_names_the_folders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.csv").write_text("a,b\n")
+    with pytest.raises(ReportError, match=r"no results\.csv found under .*empty"):
+        make_report([tmp_path / "empty"], tmp_path / "out")
+    with pytest.raises(ReportError, match="missing.*does not exist"):
+        make_report([tmp_path / "missing"], tmp_path / "out")
+
+
+def test_missing_column_names_the_file_and_column(grid, tmp_path):
+    bad = grid / "d1_snone_seed0" / "results.csv"
+    lines = bad.read_text().splitlines()
+    header = lines[0].split(",")
+    keep = [i for i, column in enumerate(header) if column != "params"]
+    bad.write_text("\n".join(",".join(line.split(",")[i] for i in keep) for line in lines) + "\n")
+    with pytest.raises(ReportError, match=rf"{re.escape(str(bad))}: missing column params"):
+        make_report([grid], tmp_path / "out")
+
+
+def test_wandb_gets_one_report_run(grid, tmp_path, monkeypatch):
+    import wandb
+
+    calls = {}
+
+    class FakeRun:
+        def log(self, data):
+            calls["log"] = data
+
+    def init(**kwargs):
+        calls["init"] = kwargs
+        return FakeRun()
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setattr(wandb, "finish", lambda: calls.setdefault("finish", True))
+    make_report([grid], tmp_path / "out", log_wandb=True)
+    init = calls["init"]
+    assert init["job_type"] == "report" and init["group"] == "grid" and init["project"] == "unetlab"
+    assert init["dir"] == str(tmp_path / "out") and init["mode"] == "disabled"  # conftest: WANDB_MODE=disabled
+    images = {key for key, value in calls["log"].items() if isinstance(value, wandb.Image)}
+    assert images == {f"report/{name}" for name in PLOTS}
+    assert isinstance(calls["log"]["report/table"], wandb.Table) and calls["finish"]
+
+
+def test_bare_arguments_become_report_dirs():
+    argv = ["unetlab-report", "ablate/quick", "it's", "report.wandb=true", "--cfg", "job", "-m"]
+    assert dirs_to_override(argv) == [
+        "unetlab-report", "report.wandb=true", "--cfg", "job", "-m", r"report.dirs=['ablate/quick','it\'s']",
+    ]  # fmt: skip
+    assert dirs_to_override(["unetlab-report", "report.dirs=[a,b]"]) == ["unetlab-report", "report.dirs=[a,b]"]
+
+
+@pytest.mark.slow
+def test_cli_writes_only_the_report(grid, tmp_path):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    before = {p.relative_to(grid) for p in grid.rglob("*")}
+    proc = run_cli("unetlab-report", str(grid), cwd=cwd)
+    assert "report.html" in proc.stdout
+    assert list(cwd.iterdir()) == []
+    assert {p.relative_to(grid) for p in grid.rglob("*")} - before == {Path(name) for name in REPORT_FILES}
+
+    out = tmp_path / "elsewhere"
+    run_cli("unetlab-report", f"report.dirs=[{grid}]", f"report.out_dir={out}", cwd=cwd)
+    assert {p.name for p in out.iterdir()} == REPORT_FILES and list(cwd.iterdir()) == []
+
+    proc = run_cli("unetlab-report", str(tmp_path / "cwd"), cwd=cwd, check=False)
+    assert proc.returncode != 0 and "no results.csv found under" in proc.stderr and str(cwd) in proc.stderr
