@@ -42,7 +42,9 @@ def test_skip_set_parsing_and_errors():
     assert parse_skips([2, 0, 2], 3) == (0, 2)
     assert parse_skips("0,2", 3) == (0, 2)
     assert skips_to_str((2, 0)) == "0,2" and skips_to_str(()) == "none"
-    with pytest.raises(ValueError, match=r"model.skips=\[5\] names level 5, but a depth-3 U-Net has skips at levels 0..2"):
+    with pytest.raises(
+        ValueError, match=r"model.skips=\[5\] names level 5, but a depth-3 U-Net has skips at levels 0..2"
+    ):
         UNet(1, 2, depth=3, skips=[5])
     for depth in (0, 7):
         with pytest.raises(ValueError, match=rf"model.depth={depth} .*1..6"):

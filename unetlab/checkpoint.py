@@ -75,10 +75,14 @@ def load_state_dict(ckpt_path: str | Path) -> dict[str, torch.Tensor]:
     return {key.removeprefix("net."): value for key, value in state.items() if key.startswith("net.")}
 
 
-def load_run(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> LoadedRun:
-    """Config, set-up data module and network (weights loaded, eval mode) of a trained run."""
+def load_run(ckpt_path: str | Path, overrides: Sequence[str] = (), cfg: DictConfig | None = None) -> LoadedRun:
+    """Config, set-up data module and network (weights loaded, eval mode) of a trained run.
+
+    ``cfg``: the run's config when the caller has it already (e.g. ``train`` evaluating its own run);
+    default: read from ``<run_dir>/.hydra/config.yaml``.
+    """
     ckpt_path = Path(ckpt_path)
-    cfg = load_config(ckpt_path, overrides)
+    cfg = load_config(ckpt_path, overrides) if cfg is None else cfg
     state = load_state_dict(ckpt_path)
     datamodule = instantiate(cfg.data)
     datamodule.setup("test")

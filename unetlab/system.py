@@ -108,4 +108,3 @@ class SegmentationTask(L.LightningModule):
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
-

@@ -7,7 +7,6 @@ Re-running with the same ``paths.output_dir`` resumes from ``checkpoints/last.ck
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import lightning as L
@@ -15,15 +14,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from unetlab.atomic import write_json
 from unetlab.models.unet import check_depth, parse_skips
 from unetlab.system import count_parameters
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -63,8 +56,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.json"
-    if metrics_path.exists():
+    if metrics_path.exists() and "test/dice" in json.loads(metrics_path.read_text()):
         print(f"[unetlab] {run_dir} is finished (metrics.json exists); not training again.")
+        evaluate_if_asked(cfg, run_dir)
         return json.loads(metrics_path.read_text())
 
     L.seed_everything(cfg.seed, workers=True)
@@ -72,9 +66,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup("fit")
     num_classes = cfg.model.num_classes or datamodule.num_classes
     if num_classes < datamodule.num_classes:
-        raise ValueError(
-            f"model.num_classes={num_classes} is smaller than data.num_classes={datamodule.num_classes}"
-        )
+        raise ValueError(f"model.num_classes={num_classes} is smaller than data.num_classes={datamodule.num_classes}")
     net = instantiate(cfg.model, in_channels=cfg.model.in_channels or datamodule.in_channels, num_classes=num_classes)
     task = instantiate(cfg.task, net=net)
 
@@ -90,12 +82,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         ckpt_path = str(last)
 
     try:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+        # Our own checkpoints hold partial(optimizer) hyperparameters, which weights-only loading refuses.
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
         if trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted; re-run the same command to resume")
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         has_best = any(getattr(c, "best_model_path", "") for c in trainer.checkpoint_callbacks)
-        trainer.test(task, datamodule=datamodule, ckpt_path="best" if has_best else None)
+        trainer.test(task, datamodule=datamodule, ckpt_path="best" if has_best else None, weights_only=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     finally:
         if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
@@ -104,4 +97,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics["epochs"] = float(trainer.current_epoch)
     if trainer.is_global_zero:
         write_json(metrics_path, metrics)
+        evaluate_if_asked(cfg, run_dir)
     return metrics
+
+
+def evaluate_if_asked(cfg: DictConfig, run_dir: Path) -> None:
+    """With ``eval`` set in the config (as ``unetlab-ablate`` does), evaluate the best checkpoint once."""
+    if not cfg.get("eval") or (run_dir / "results.csv").exists():
+        return
+    from unetlab.evaluate import run_eval
+
+    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+    run_eval(best[-1] if best else run_dir / "checkpoints" / "last.ckpt", cfg.eval, cfg=cfg)

@@ -119,7 +119,9 @@ class ShapesDataset(Dataset):
     def __init__(self, split: str, length: int, seed: int = 0, **sample_kwargs):
         if split not in SPLITS:
             raise ValueError(f"split={split!r}; allowed: {', '.join(SPLITS)}")
-        images, masks = zip(*(make_sample(seed, split, i, **sample_kwargs) for i in range(length))) if length else ((), ())
+        images, masks = (
+            zip(*(make_sample(seed, split, i, **sample_kwargs) for i in range(length))) if length else ((), ())
+        )
         self.images = torch.from_numpy(np.stack(images))[:, None] if length else torch.empty(0)
         self.masks = torch.from_numpy(np.stack(masks)) if length else torch.empty(0, dtype=torch.long)
 

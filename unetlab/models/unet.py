@@ -163,7 +163,11 @@ class UNet(nn.Module):
     ):
         super().__init__()
         check_depth(depth)
-        for name, value in (("in_channels", in_channels), ("num_classes", num_classes), ("base_channels", base_channels)):
+        for name, value in (
+            ("in_channels", in_channels),
+            ("num_classes", num_classes),
+            ("base_channels", base_channels),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"model.{name}={value!r} must be a positive integer")
         self.depth = depth

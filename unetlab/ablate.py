@@ -1,0 +1,132 @@
+"""The main job's plan: expand an ``ablate`` grid into Hydra multirun sweeps of ``unetlab-train``.
+
+A grid is ``depths`` x ``skips`` (skip-set kinds at every depth) plus ``deepest_skips`` (at the deepest depth
+only), x ``seeds``. Kinds: ``all``, ``none``, ``single`` (each level alone), ``all_but_one`` (each level
+dropped once), or an explicit list of levels. Sets that are the same at some depth (at depth 1, ``single``
+is ``all``) are run once. ``all``/``none`` at every depth form one sweep; the other sets one sweep per depth,
+because Hydra sweeps are cartesian products and those sets depend on the depth.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from unetlab.models.unet import parse_skips, skips_to_str
+
+KINDS = ("all", "none", "single", "all_but_one")
+
+
+def skip_sets(kind: str | Sequence[int], depth: int) -> list[tuple[int, ...]]:
+    """The skip sets (sorted level tuples) that ``kind`` names at ``depth``."""
+    levels = tuple(range(depth))
+    if kind == "all":
+        return [levels]
+    if kind == "none":
+        return [()]
+    if kind == "single":
+        return [(level,) for level in levels]
+    if kind == "all_but_one":
+        return [tuple(lv for lv in levels if lv != level) for level in levels]
+    if isinstance(kind, str):
+        raise ValueError(f"ablate skip kind {kind!r} is unknown; allowed: {', '.join(KINDS)} or a list of levels")
+    return [parse_skips(kind, depth)]
+
+
+def _hydra_value(skips: tuple[int, ...], depth: int) -> str:
+    if skips == tuple(range(depth)):
+        return "all"
+    if not skips:
+        return "none"
+    return "[" + ",".join(map(str, skips)) + "]"
+
+
+def plan_sweeps(
+    depths: Sequence[int], skips: Sequence, deepest_skips: Sequence, seeds: Sequence[int]
+) -> list[list[str]]:
+    """Override lists, one per ``unetlab-train -m`` sweep, covering the grid once."""
+    if not depths:
+        raise ValueError("ablate.depths is empty")
+    seed_list = ",".join(str(int(s)) for s in seeds)
+    sweeps, seen = [], set()
+    generic = [kind for kind in skips if kind in ("all", "none")]
+    if generic:
+        sweeps.append([f"model.depth={','.join(map(str, depths))}", f"model.skips={','.join(generic)}"])
+        seen |= {(d, skips_to_str(s)) for d in depths for kind in generic for s in skip_sets(kind, d)}
+    deepest = max(depths)
+    for depth in depths:
+        kinds = [kind for kind in skips if kind not in ("all", "none")]
+        kinds += list(deepest_skips) if depth == deepest else []
+        values = []
+        for kind in kinds:
+            for skip_set in skip_sets(kind, depth):
+                if (depth, skips_to_str(skip_set)) not in seen:
+                    seen.add((depth, skips_to_str(skip_set)))
+                    values.append(_hydra_value(skip_set, depth))
+        if values:
+            sweeps.append([f"model.depth={depth}", f"model.skips={','.join(values)}"])
+    return [[*sweep, f"seed={seed_list}"] for sweep in sweeps]
+
+
+def count_jobs(sweep: list[str]) -> int:
+    """Jobs in a cartesian sweep: the product of the number of values of each override (Hydra's parser)."""
+    total = 1
+    for override in OverridesParser.create().parse_overrides(sweep):
+        total *= len(list(override.sweep_iterator())) if override.is_sweep_override() else 1
+    return total
+
+
+def run_dir_name(depth: int, skips, seed: int) -> str:
+    """The run directory of one grid cell: ``d4-s0,1,2,3-seed0`` (skip set canonical)."""
+    return f"d{depth}-s{skips_to_str(parse_skips(skips, depth))}-seed{seed}"
+
+
+def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
+    """Train + evaluate the grid (Hydra sweeps of ``unetlab-train``), draw one model, write the report.
+
+    ``forwarded``: overrides for the training jobs (``trainer.*``, ``data.*``, ``hydra/launcher=...``).
+    Returns the report's HTML path. Re-running resumes: finished runs are skipped, dead ones resume.
+    """
+    out_dir = Path(cfg.out_dir).resolve()
+    runs_dir = out_dir / "runs"
+    grid = cfg.ablate
+    sweeps = plan_sweeps(grid.depths, grid.skips, grid.get("deepest_skips", []), grid.seeds)
+    total = sum(count_jobs(sweep) for sweep in sweeps)
+    start = time.time()
+    print(f"[unetlab-ablate] {total} models in {len(sweeps)} sweep(s) -> {runs_dir}", flush=True)
+    done = 0
+    for index, sweep in enumerate(sweeps, 1):
+        jobs = count_jobs(sweep)
+        print(f"[unetlab-ablate] sweep {index}/{len(sweeps)}: jobs {done + 1}-{done + jobs} of {total}: "
+              f"{' '.join(sweep)}", flush=True)  # fmt: skip
+        command = [
+            sys.executable, "-m", "unetlab.cli.train", "--multirun", f"experiment={experiment}", *sweep,
+            f"run_group={grid.name}", f"hydra.sweep.dir={runs_dir}",
+            "hydra.sweep.subdir=d${model.depth}-s${skipset:${model.skips},${model.depth}}-seed${seed}",
+            *forwarded,
+        ]  # fmt: skip
+        if subprocess.run(command).returncode != 0:
+            raise RuntimeError(
+                f"sweep {index} failed (see above); re-run the same command to resume: finished runs are skipped"
+            )
+        done += jobs
+
+    viz_dir = runs_dir / run_dir_name(max(grid.depths), "all", int(grid.seeds[0]))
+    checkpoints = sorted((viz_dir / "checkpoints").glob("best-*.ckpt"))
+    if checkpoints and grid.get("viz_keys"):
+        print(f"[unetlab-ablate] receptive fields and top-9 patches of {viz_dir.name}", flush=True)
+        keys = "[" + ",".join(grid.viz_keys) + "]"
+        viz = [sys.executable, "-m", "unetlab.cli.viz", f"ckpt={checkpoints[-1]}", f"viz.keys={keys}"]
+        if subprocess.run(viz).returncode != 0:
+            print("[unetlab-ablate] viz failed; the report goes on without its pictures", flush=True)
+
+    from unetlab.report import make_report
+
+    html = make_report([runs_dir], out_dir)
+    print(f"[unetlab-ablate] done in {time.time() - start:.0f} s; report: {html}", flush=True)
+    return html

@@ -1,0 +1,42 @@
+"""``unetlab-ablate``: the main job (train -> eval -> viz -> report over a preset grid)."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from unetlab.cli import CONFIG_PATH
+
+# Overrides with these heads go to the training jobs, not to the ablate app itself.
+FORWARD = ("data", "model", "trainer", "task", "logger", "eval", "callbacks", "hydra/launcher", "hydra.launcher")
+FORWARDED: list[str] = []
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="ablate")
+def _main(cfg: DictConfig) -> None:
+    from unetlab.ablate import run_ablation
+
+    experiment = HydraConfig.get().runtime.choices["experiment"]
+    try:
+        run_ablation(cfg, experiment, FORWARDED)
+    except (ValueError, RuntimeError) as err:
+        sys.exit(f"unetlab-ablate: error: {err}")
+
+
+def main() -> None:
+    args = sys.argv[1:]
+
+    def forwarded(arg: str) -> bool:
+        head = arg.split("=", 1)[0].lstrip("+~")
+        return "=" in arg and any(head == key or head.startswith(key + ".") for key in FORWARD)
+
+    FORWARDED[:] = [arg for arg in args if forwarded(arg)]
+    sys.argv = [sys.argv[0], *[a for a in args if a not in FORWARDED]]
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""``evaluate(run)``: every number of the results table for one trained model (SPEC sections 5-7).
+
+Sources: ``model``; ``probe/<key>`` (1x1 probes on frozen features); ``floor/<level>`` (resolution floors);
+``ablate/<mode>/<levels>`` (test-time ablation of every non-empty subset of the kept skips);
+``shapley/<mode>/<level>`` (exact Shapley values from the same subset evaluations). One pass over the test
+split: the encoder runs once per batch and every decoder variant reuses its features.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from unetlab.ablation import ablation_source, shapley_values, subsets
+from unetlab.atomic import write_json
+from unetlab.checkpoint import LoadedRun, load_run
+from unetlab.floors import resolution_floor
+from unetlab.metrics import BoundaryMetrics
+from unetlab.models.unet import parse_ablation_mode
+from unetlab.probes import train_probes
+from unetlab.results import COLUMNS, run_columns, write_results
+
+
+@dataclass
+class EvalOptions:
+    """What ``unetlab-eval`` computes (the ``eval.*`` config keys)."""
+
+    probes: bool = True
+    floors: bool = True
+    ablate_modes: list[str] = field(default_factory=lambda: ["mean"])
+    probe_steps: int = 200
+    probe_lr: float = 0.05
+    probe_batch_size: int = 16
+    tolerance: float = 2.0
+    batch_size: int = 16
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+    def __post_init__(self):
+        for mode in self.ablate_modes:
+            try:
+                parse_ablation_mode(mode)
+            except ValueError as err:
+                raise ValueError(f"eval.ablate_modes: {err}") from None
+
+
+def evaluate(run: LoadedRun, options: EvalOptions) -> list[dict]:
+    """All rows (source, metric, class, value, std, n, empty_rate) for ``run``'s test split."""
+    net, datamodule = run.net.eval().to(options.device), run.datamodule
+    num_classes, ignore = net.num_classes, datamodule.ignore_index
+    kept = net.skip_levels
+
+    def new_metric() -> BoundaryMetrics:
+        return BoundaryMetrics(num_classes, tolerance=options.tolerance, ignore_index=ignore).to(options.device)
+
+    probes = None
+    if options.probes:
+        probes = train_probes(
+            net,
+            datamodule.datasets["train"],
+            num_classes,
+            steps=options.probe_steps,
+            batch_size=options.probe_batch_size,
+            lr=options.probe_lr,
+            seed=options.seed,
+            ignore_index=ignore,
+            device=options.device,
+            progress=options.progress,
+        )
+
+    ablations = {
+        ablation_source(mode, ablated): {level: mode for level in ablated}
+        for mode in options.ablate_modes
+        for ablated in subsets(kept)
+        if ablated
+    }
+    metrics: dict[str, BoundaryMetrics] = {"model": new_metric()}
+    metrics.update({source: new_metric() for source in ablations})
+    if probes is not None:
+        metrics.update({f"probe/{key}": new_metric() for key in probes})
+    if options.floors:
+        metrics.update({f"floor/{level}": new_metric() for level in range(net.depth + 1)})
+
+    loader = DataLoader(datamodule.datasets["test"], batch_size=options.batch_size, shuffle=False)
+    with torch.no_grad():
+        for images, masks in tqdm(loader, desc="test", disable=not options.progress, leave=False):
+            images, masks = images.to(options.device), masks.to(options.device)
+            encoded = net.encode(images)
+            decoded = net.decode(encoded, ablation={})
+            metrics["model"].update(decoded["logits"].argmax(dim=1), masks)
+            for source, ablation in ablations.items():
+                metrics[source].update(net.decode(encoded, ablation=ablation)["logits"].argmax(dim=1), masks)
+            if probes is not None:
+                features = {f"enc{level}": feature for level, feature in enumerate(encoded)} | decoded
+                for key, probe in probes.items():
+                    metrics[f"probe/{key}"].update(probe(features[key], masks.shape[-2:]).argmax(dim=1), masks)
+            if options.floors:
+                for level in range(net.depth + 1):
+                    metrics[f"floor/{level}"].update(resolution_floor(masks, level, num_classes, ignore), masks)
+
+    rows = []
+    for source, metric in metrics.items():
+        rows += [{"source": source, **row} for row in metric.summary()]
+    for mode in options.ablate_modes:
+        rows += shapley_rows(rows, kept, mode)
+    return rows
+
+
+def shapley_rows(rows: list[dict], kept: tuple[int, ...], mode: str) -> list[dict]:
+    """``shapley/<mode>/<level>`` rows for every (metric, class) from the model and ablation rows.
+
+    ``v(S)`` (S = the intact kept skips) is the ``model`` row for S = all kept, else the row of
+    ``ablate/<mode>/<kept minus S>``. ``std`` is left empty: the value is a difference of means.
+    """
+    if not kept:
+        return []
+    table = {(row["source"], row["metric"], row["class_"]): row for row in rows}
+    pairs = sorted({(row["metric"], row["class_"]) for row in rows if row["source"] == "model"})
+    out = []
+    for metric, class_ in pairs:
+
+        def value(intact: tuple[int, ...], metric=metric, class_=class_) -> float:
+            ablated = tuple(level for level in kept if level not in intact)
+            source = "model" if not ablated else ablation_source(mode, ablated)
+            return table[(source, metric, class_)]["value"]
+
+        n = table[("model", metric, class_)]["n"]
+        for level, phi in shapley_values(kept, value).items():
+            out.append(
+                {
+                    "source": f"shapley/{mode}/{level}",
+                    "metric": metric,
+                    "class_": class_,
+                    "value": phi,
+                    "std": float("nan"),
+                    "n": n,
+                    "empty_rate": float("nan"),
+                }
+            )
+    return out
+
+
+def summarize(rows: list[dict], depth: int) -> str:
+    """A few lines for the console: model metrics, then probe vs floor hd95 per level."""
+    table = {(row["source"], row["metric"], row["class_"]): row["value"] for row in rows}
+    lines = ["model (mean over classes): " + ", ".join(
+        f"{m}={table[('model', m, 'mean')]:.3f}" for m in ("dice", "hd95", "assd", "nsd", "bf1", "biou")
+    )]  # fmt: skip
+    if ("floor/0", "hd95", "mean") in table:
+        lines.append("hd95 by level (px):  level  probe/enc  probe/dec  floor")
+        for level in range(depth + 1):
+            enc = table.get((f"probe/enc{level}", "hd95", "mean"), float("nan"))
+            dec = table.get((f"probe/dec{level}", "hd95", "mean"), float("nan"))
+            floor = table.get((f"floor/{level}", "hd95", "mean"), float("nan"))
+            lines.append(f"{'':21s}{level:5d}  {enc:9.2f}  {dec:9.2f}  {floor:5.2f}")
+    return "\n".join(lines)
+
+
+def log_to_wandb(run: LoadedRun, columns: list[str], table_rows: list[list], rows: list[dict]) -> None:
+    """Log the results table and a probe/floor-by-level line plot when the run was trained with wandb."""
+    logger = run.cfg.get("logger") or {}
+    if not str(logger.get("_target_", "")).endswith("WandbLogger"):
+        return
+    import wandb
+
+    wandb_run = wandb.init(
+        project=logger.get("project", "unetlab"),
+        group=logger.get("group"),
+        dir=str(run.run_dir),
+        mode=logger.get("mode", "offline"),
+        job_type="eval",
+        name=f"eval/{run.run_dir.name}",
+        config=OmegaConf.to_container(run.cfg, resolve=False),
+        reinit="finish_previous",
+    )
+    try:
+        log = {"eval/results": wandb.Table(columns=columns, data=table_rows)}
+        table = {(row["source"], row["metric"], row["class_"]): row["value"] for row in rows}
+        levels = list(range(run.net.depth + 1))
+        series = {
+            "probe/enc": [table.get((f"probe/enc{i}", "hd95", "mean")) for i in levels],
+            "probe/dec": [table.get((f"probe/dec{i}", "hd95", "mean")) for i in levels],
+            "floor": [table.get((f"floor/{i}", "hd95", "mean")) for i in levels],
+        }
+        series = {k: [float("nan") if v is None else v for v in ys] for k, ys in series.items()}
+        log["eval/hd95_by_level"] = wandb.plot.line_series(
+            xs=levels, ys=list(series.values()), keys=list(series), title="hd95 (px) by level", xname="level"
+        )
+        wandb_run.log(log)
+    finally:
+        wandb_run.finish()
+
+
+def run_eval(ckpt: str | Path, eval_cfg, overrides: Sequence[str] = (), cfg: DictConfig | None = None) -> list[dict]:
+    """Load the run, evaluate, write ``results.csv`` and ``metrics.json`` in its run dir, log, print a summary.
+
+    ``eval_cfg``: the ``eval.*`` keys (see ``EvalOptions``); ``cfg``: the run's config if already loaded.
+    """
+    options = EvalOptions(**OmegaConf.to_container(eval_cfg, resolve=True))
+    run = load_run(ckpt, overrides, cfg=cfg)
+    rows = evaluate(run, options)
+    results_path = run.run_dir / "results.csv"
+    columns = run_columns(run.cfg, run.net, run.run_dir)
+    write_results(results_path, columns, rows)
+
+    metrics_path = run.run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    metrics = {k: v for k, v in metrics.items() if not k.startswith("eval/")}
+    metrics.update({f"eval/{r['source']}/{r['metric']}": r["value"] for r in rows if r["class_"] == "mean"})
+    write_json(metrics_path, metrics)
+
+    table_rows = [[{**columns, **row, "class": row["class_"]}[c] for c in COLUMNS] for row in rows]
+    log_to_wandb(run, COLUMNS, table_rows, rows)
+    print(summarize(rows, run.net.depth))
+    print(f"[unetlab] wrote {results_path} ({len(rows)} rows)")
+    return rows
