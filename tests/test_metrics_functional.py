@@ -144,6 +144,13 @@ def test_every_search_path_gives_the_same_values(monkeypatch, radius, chunk_elem
         torch.testing.assert_close(again[name], expected[name], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("shape", [(3, 5, 7), (2, 8, 8), (1, 1, 1), (4, 0, 3)])
+def test_sparse_nonzero_equals_nonzero(shape):
+    mask = torch.rand(shape, generator=torch.Generator().manual_seed(0)) < 0.2
+    for got, want in zip(_distance.sparse_nonzero(mask), mask.nonzero(as_tuple=True), strict=True):
+        assert torch.equal(got, want)
+
+
 # --- edge cases and hand-drawn masks -----------------------------------------------------------
 
 
@@ -229,9 +236,9 @@ def test_pixels_at_a_3_4_5_triangle():
     assert F.nsd(pred, target, tolerance=4.99).item() == 0.0
 
 
-def test_far_apart_corners_use_exact_float64_squares():
-    # H² + W² >= 2**24: squared distances leave float32's exact integers.
-    side = 2900
+@pytest.mark.parametrize("side", [1500, 2900])
+def test_far_apart_corners_stay_exact_in_large_images(side):
+    # 1500: the brute force's |q|² + |c|² - 2 q·c needs float64; 2900: H² + W² >= 2**24 too.
     pred = torch.zeros(1, side, side, dtype=torch.bool)
     target = pred.clone()
     pred[0, 0, 0] = True

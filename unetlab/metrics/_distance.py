@@ -86,7 +86,7 @@ def surface_sq_distances(pred_boundary: Tensor, target_boundary: Tensor) -> tupl
     """
     num_images, height, width = pred_boundary.shape
     boundaries = torch.cat([pred_boundary, target_boundary])
-    segment, row, col = boundaries.nonzero(as_tuple=True)
+    segment, row, col = sparse_nonzero(boundaries)
     dtype = torch.float32 if height**2 + width**2 < 2**24 else torch.float64
     sq_distance = torch.full(segment.shape, float("inf"), dtype=dtype, device=segment.device)
     counts = torch.bincount(segment, minlength=2 * num_images)
@@ -97,10 +97,29 @@ def surface_sq_distances(pred_boundary: Tensor, target_boundary: Tensor) -> tupl
         sq_distance[pending] = found
         pending = pending[found > (WINDOW_RADIUS + 1) ** 2]
     if pending.numel() > 0:
-        coords = torch.stack([row, col], dim=1).to(torch.float64)
+        # |q|² + |c|² - 2 q·c stays below 4 (H² + W²): exact integers in float32 below 2**24.
+        exact_dtype = torch.float32 if 4 * (height**2 + width**2) < 2**24 else torch.float64
+        coords = torch.stack([row, col], dim=1).to(exact_dtype)
         found = _brute_force_search(coords, counts, segment[pending], coords[pending], num_images)
         sq_distance[pending] = found.to(dtype)
     return segment, sq_distance
+
+
+def sparse_nonzero(mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``mask.nonzero(as_tuple=True)`` for a sparse bool (K, H, W) mask, in the same order.
+
+    Scans 8 pixels at a time as one int64 word, then looks inside the nonzero words only: a few
+    times faster than ``nonzero`` on boundary masks, where most words are zero.
+    """
+    _, height, width = mask.shape
+    flat = mask.reshape(-1)
+    if flat.numel() % 8:
+        flat = F.pad(flat, (0, 8 - flat.numel() % 8))
+    words = flat.view(torch.int64).nonzero().squeeze(1)
+    word, byte = flat.view(-1, 8)[words].nonzero(as_tuple=True)
+    index = words[word] * 8 + byte
+    image, rest = index.div(height * width, rounding_mode="floor"), index.remainder(height * width)
+    return image, rest.div(width, rounding_mode="floor"), rest.remainder(width)
 
 
 def _window_search(images: Tensor, image: Tensor, row: Tensor, col: Tensor, radius: int, dtype) -> Tensor:
@@ -137,9 +156,9 @@ def _window_search(images: Tensor, image: Tensor, row: Tensor, col: Tensor, radi
 def _brute_force_search(coords: Tensor, counts: Tensor, segment: Tensor, query: Tensor, num_images: int) -> Tensor:
     """Squared distance from each query to the nearest pixel of its segment's partner; (Q,).
 
-    ``coords`` (P, 2) float64 are all boundary pixels, grouped by segment with ``counts`` each;
-    ``query`` (Q, 2) float64 are sorted by ``segment``. One loop step per segment, using
-    ``|q - c|² = |q|² + |c|² - 2 q·c``, exact for integer coordinates in float64.
+    ``coords`` (P, 2) are all boundary pixels, grouped by segment with ``counts`` each; ``query``
+    (Q, 2) are sorted by ``segment``. One loop step per segment, using
+    ``|q - c|² = |q|² + |c|² - 2 q·c`` (a matrix product), exact while the integers fit the dtype.
     """
     ends = torch.cumsum(counts, 0).tolist()
     sq_norms = (coords * coords).sum(dim=1)

@@ -1,0 +1,296 @@
+"""Benchmark unetlab's boundary metrics against MONAI and torchmetrics on the same mask pairs.
+
+Each size gets a batch of random mask pairs: targets are unions of ellipses and stars; predictions
+are the targets shifted, eroded or dilated by a few pixels, with an object missed now and then and
+false-positive blobs added. Every tool sees the same pairs; times are the median of ``--repeats``
+runs over the whole batch, reported per pair.
+
+- unetlab: all eight metrics (dice, iou, hd, hd95, assd, nsd, bf1, biou) in one call.
+- MONAI: hd95, assd and nsd, three calls (``compute_hausdorff_distance(percentile=95)``,
+  ``compute_average_surface_distance(symmetric=True)``, ``compute_surface_dice``).
+- torchmetrics: ``hausdorff_distance`` only, on the first ``--torchmetrics-pairs`` pairs and only
+  up to ``--torchmetrics-max-side`` (it takes seconds and gigabytes per 256² pair).
+
+Peak memory: a fresh child process loads the largest batch, resets its peak resident set size
+(``/proc/self/clear_refs``), computes the metrics once and reports ``VmHWM`` (peak RSS) minus the
+RSS before the call. RSS counts every allocator (torch, NumPy, scipy; ``tracemalloc`` would miss
+torch's own).
+
+Threads: ``--threads 1`` by default. On a shared 2-core machine, torch's OpenMP threads stall
+whenever another process holds a core, which makes multi-threaded timings swing by 10-100x;
+MONAI's distance code is single-threaded anyway. ``--threads 0`` keeps torch's default.
+
+    python scripts/bench_metrics.py                 # full run -> bench_results/bench_metrics.json
+    python scripts/bench_metrics.py --quick         # small batches, a smoke test
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from unetlab.metrics import functional as F  # noqa: E402
+
+SIZES = ((128, 64), (256, 32), (512, 8))  # (side, pairs)
+QUICK_SIZES = ((128, 8), (256, 4), (512, 2))
+TOLERANCE = 2.0
+
+
+def make_pairs(num_pairs: int, side: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (pred, target) bool masks (num_pairs, side, side); see the module docstring."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:side, :side].astype(np.float64)
+    preds, targets = [], []
+    for _ in range(num_pairs):
+        objects = [_random_object(rng, yy, xx, side) for _ in range(rng.integers(1, 4))]
+        target = np.logical_or.reduce(objects)
+        kept = [obj for obj in objects if rng.random() > 0.1] or objects[:1]
+        pred = np.logical_or.reduce(kept)
+        shift = rng.integers(-3, 4, size=2)
+        pred = np.roll(pred, tuple(shift), axis=(0, 1))
+        change = rng.integers(-2, 3)
+        if change > 0:
+            pred = ndimage.binary_dilation(pred, iterations=int(change))
+        elif change < 0:
+            pred = ndimage.binary_erosion(pred, iterations=int(-change))
+        for _ in range(rng.integers(0, 3)):
+            cy, cx = rng.uniform(0, side, size=2)
+            radius = rng.uniform(0.02, 0.06) * side
+            pred |= (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+        preds.append(pred)
+        targets.append(target)
+    return torch.from_numpy(np.stack(preds)), torch.from_numpy(np.stack(targets))
+
+
+def _random_object(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, side: int) -> np.ndarray:
+    cy, cx = rng.uniform(0.2, 0.8, size=2) * side
+    radius = rng.uniform(0.08, 0.25) * side
+    dy, dx = yy - cy, xx - cx
+    angle = np.arctan2(dy, dx)
+    if rng.random() < 0.5:
+        aspect, tilt = rng.uniform(0.4, 1.0), rng.uniform(0, np.pi)
+        u = dx * np.cos(tilt) + dy * np.sin(tilt)
+        v = -dx * np.sin(tilt) + dy * np.cos(tilt)
+        return (u / radius) ** 2 + (v / (aspect * radius)) ** 2 <= 1
+    lobes, amplitude, phase = rng.integers(3, 9), rng.uniform(0.1, 0.4), rng.uniform(0, 2 * np.pi)
+    return np.hypot(dy, dx) <= radius * (1 + amplitude * np.sin(lobes * angle + phase))
+
+
+def unetlab_call(pred: torch.Tensor, target: torch.Tensor) -> Callable[[], object]:
+    return lambda: F.boundary_metrics(pred, target, tolerance=TOLERANCE)
+
+
+def monai_call(pred: torch.Tensor, target: torch.Tensor) -> Callable[[], object] | None:
+    try:
+        from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance, compute_surface_dice
+    except ImportError:
+        return None
+    y_pred, y = pred[:, None].float(), target[:, None].float()
+
+    def run() -> dict[str, torch.Tensor]:
+        return {
+            "hd95": compute_hausdorff_distance(y_pred, y, include_background=True, percentile=95)[:, 0],
+            "assd": compute_average_surface_distance(y_pred, y, include_background=True, symmetric=True)[:, 0],
+            "nsd": compute_surface_dice(y_pred, y, class_thresholds=[TOLERANCE], include_background=True)[:, 0],
+        }
+
+    return run
+
+
+def torchmetrics_call(pred: torch.Tensor, target: torch.Tensor) -> Callable[[], object] | None:
+    try:
+        from torchmetrics.functional.segmentation import hausdorff_distance
+    except ImportError:
+        return None
+    y_pred, y = pred[:, None].long(), target[:, None].long()
+    return lambda: hausdorff_distance(y_pred, y, num_classes=1, include_background=True, input_format="one-hot")
+
+
+TOOLS = {"unetlab": unetlab_call, "monai": monai_call, "torchmetrics": torchmetrics_call}
+
+
+def time_ms(run: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(median, min) wall time of ``run`` in ms over ``repeats`` runs after one warm-up run."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times), 1e3 * min(times)
+
+
+def max_difference_vs_monai(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float] | None:
+    """Largest |unetlab - MONAI| per metric over the pairs where MONAI is finite."""
+    monai = monai_call(pred, target)
+    if monai is None:
+        return None
+    theirs = monai()
+    ours = F.boundary_metrics(pred, target, tolerance=TOLERANCE)
+    differences = {}
+    for name, values in theirs.items():
+        finite = torch.isfinite(values)
+        differences[name] = float((ours[name][finite] - values[finite].float()).abs().max()) if finite.any() else 0.0
+    return differences
+
+
+def memory_status_mb(field: str) -> float:
+    """A ``VmRSS``/``VmHWM`` line of ``/proc/self/status`` in MiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def memory_probe(tool: str, pairs_file: str) -> None:
+    """Child-process entry: prints the extra peak RSS (MiB) of one call of ``tool``."""
+    pred, target = torch.load(pairs_file)
+    run = TOOLS[tool](pred, target)
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # resets VmHWM to the current RSS
+        peak_reset = True
+    except OSError:
+        peak_reset = False  # VmHWM then also holds the start-up peak: an upper bound
+    before = memory_status_mb("VmRSS")
+    run()
+    peak = memory_status_mb("VmHWM")
+    print(json.dumps({"extra_peak_mb": peak - before, "rss_before_mb": before, "peak_reset": peak_reset}))
+
+
+def measure_memory(tool: str, pred: torch.Tensor, target: torch.Tensor) -> dict | None:
+    if sys.platform != "linux":
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs_file = str(Path(tmp) / "pairs.pt")
+        torch.save((pred, target), pairs_file)
+        command = [
+            sys.executable,
+            __file__,
+            "--threads",
+            str(torch.get_num_threads()),
+            "--memory-probe",
+            tool,
+            pairs_file,
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per tool and size (median reported)")
+    parser.add_argument("--quick", action="store_true", help="small batches, a smoke test")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--torchmetrics-pairs", type=int, default=1, help="pairs given to torchmetrics per size")
+    parser.add_argument("--torchmetrics-max-side", type=int, default=256, help="skip torchmetrics above this side")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--out", type=Path, default=Path("bench_results/bench_metrics.json"))
+    parser.add_argument("--memory-probe", nargs=2, metavar=("TOOL", "PAIRS_FILE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", module="monai")  # deprecations and empty-mask notices
+    if args.memory_probe:
+        memory_probe(*args.memory_probe)
+        return
+
+    sizes = QUICK_SIZES if args.quick else SIZES
+    notes = []
+    for tool in ("monai", "torchmetrics"):
+        if TOOLS[tool](torch.zeros(1, 2, 2, dtype=torch.bool), torch.zeros(1, 2, 2, dtype=torch.bool)) is None:
+            notes.append(f"{tool} is not installed: skipped")
+    results = []
+    for side, num_pairs in sizes:
+        pred, target = make_pairs(num_pairs, side, seed=args.seed + side)
+        row = {"side": side, "pairs": num_pairs, "ms_per_pair": {}, "min_ms_per_pair": {}, "pairs_timed": {}}
+        for tool, make_call in TOOLS.items():
+            count = num_pairs
+            if tool == "torchmetrics":
+                if side > args.torchmetrics_max_side:
+                    notes.append(f"torchmetrics skipped at {side}² (over --torchmetrics-max-side, memory)")
+                    continue
+                count = min(num_pairs, args.torchmetrics_pairs)
+            run = make_call(pred[:count], target[:count])
+            if run is None:
+                continue
+            median, fastest = time_ms(run, args.repeats)
+            row["ms_per_pair"][tool], row["min_ms_per_pair"][tool] = median / count, fastest / count
+            row["pairs_timed"][tool] = count
+            print(
+                f"{side:4d}² {tool:>12}: {median / count:9.3f} ms/pair median, {fastest / count:9.3f} min "
+                f"({count} pairs)",
+                flush=True,
+            )
+        if "monai" in row["ms_per_pair"]:
+            for key in ("ms_per_pair", "min_ms_per_pair"):
+                monai_ms = row[key]["monai"]
+                speedup_key = "speedup_vs_monai" + ("" if key == "ms_per_pair" else "_min")
+                row[speedup_key] = {tool: monai_ms / ms for tool, ms in row[key].items()}
+            row["max_abs_difference_vs_monai"] = max_difference_vs_monai(pred, target)
+            print(
+                f"{side:4d}² unetlab speed-up vs MONAI: {row['speedup_vs_monai']['unetlab']:.1f}x median, "
+                f"{row['speedup_vs_monai_min']['unetlab']:.1f}x min",
+                flush=True,
+            )
+        results.append(row)
+
+    side, num_pairs = sizes[-1]
+    pred, target = make_pairs(num_pairs, side, seed=args.seed + side)
+    memory = {}
+    for tool in ("unetlab", "monai"):
+        if TOOLS[tool](pred[:1], target[:1]) is not None:
+            memory[tool] = measure_memory(tool, pred, target)
+            if memory[tool]:
+                print(f"{side:4d}² x {num_pairs} {tool:>8}: extra peak RSS {memory[tool]['extra_peak_mb']:.1f} MB")
+
+    report = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "config": {
+            "repeats": args.repeats,
+            "quick": args.quick,
+            "seed": args.seed,
+            "tolerance": TOLERANCE,
+            "command": " ".join(sys.argv),
+            "load_average_at_end": os.getloadavg(),
+        },
+        "tools": {
+            "unetlab": "dice, iou, hd, hd95, assd, nsd, bf1, biou (one call)",
+            "monai": "hd95, assd, nsd (three calls)",
+            "torchmetrics": "hausdorff_distance (hd)",
+        },
+        "sizes": results,
+        "peak_memory": {
+            "batch": f"{num_pairs} pairs of {side}x{side}",
+            "method": "child process: VmHWM after one call (peak reset before it) minus VmRSS before it",
+            "extra_peak_mb": {tool: value["extra_peak_mb"] for tool, value in memory.items() if value},
+        },
+        "notes": sorted(set(notes)),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
