@@ -122,24 +122,31 @@ def test_batch_equals_single_images_and_tolerance_is_used():
                 assert got[name][i].item() == pytest.approx(want[name], rel=1e-5, abs=1e-5), (i, name)
 
 
-@pytest.mark.parametrize(("radius", "chunk_elements"), [(0, 1 << 22), (1, 7), (2, 1 << 22), (3, 7)])
-def test_every_search_path_gives_the_same_values(monkeypatch, radius, chunk_elements):
+@pytest.mark.parametrize(
+    ("radius", "chunk_elements", "column_cost"),
+    [(0, 1 << 22, 16), (1, 7, 16), (2, 1 << 22, 0), (3, 7, 0), (3, 1 << 22, 1e9)],
+)
+def test_every_search_path_gives_the_same_values(monkeypatch, radius, chunk_elements, column_cost):
     rng = np.random.default_rng(3)
     preds = torch.from_numpy(np.stack([random_masks(rng, 40, 40) for _ in range(6)]))
     targets = torch.from_numpy(np.stack([random_masks(rng, 40, 40) for _ in range(6)]))
     expected = F.boundary_metrics(preds, targets)
-    brute_force_queries = []
-    search = _distance._brute_force_search
+    searched = {"_pairwise_search": 0, "_column_search": 0}
+    for name in searched:
+        search = getattr(_distance, name)
 
-    def spy(coords, counts, segment, query, num_images):
-        brute_force_queries.append(len(query))
-        return search(coords, counts, segment, query, num_images)
+        def spy(*args, name=name, search=search):
+            searched[name] += 1
+            return search(*args)
 
-    monkeypatch.setattr(_distance, "_brute_force_search", spy)
+        monkeypatch.setattr(_distance, name, spy)
     monkeypatch.setattr(_distance, "WINDOW_RADIUS", radius)
     monkeypatch.setattr(_distance, "CHUNK_ELEMENTS", chunk_elements)
+    monkeypatch.setattr(_distance, "COLUMN_SEARCH_COST", column_cost)
     again = F.boundary_metrics(preds, targets)
-    assert sum(brute_force_queries) > 0
+    assert searched["_column_search" if column_cost == 0 else "_pairwise_search"] > 0
+    if column_cost > 1e6:
+        assert searched["_column_search"] == 0
     for name in NAMES:
         torch.testing.assert_close(again[name], expected[name], rtol=0, atol=0)
 

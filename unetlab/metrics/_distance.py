@@ -12,6 +12,9 @@ from torch import Tensor
 # `surface_sq_distances`). Most boundary pixels of a prediction lie a few pixels from the other
 # boundary, so the window settles nearly all of them cheaply.
 WINDOW_RADIUS = 3
+# Work of the column transform per pixel, relative to one query-pixel pair of the pairwise search
+# (measured on CPU); picks the cheaper exact search in `_exhaustive_search`.
+COLUMN_SEARCH_COST = 16
 # Upper bound on the elements of one temporary (query x candidate) tensor: about 16 MB in float32.
 CHUNK_ELEMENTS = 1 << 22
 
@@ -74,8 +77,8 @@ def surface_sq_distances(pred_boundary: Tensor, target_boundary: Tensor) -> tupl
 
     Search: a window of radius ``w`` around a pixel holds every partner pixel closer than ``w + 1``,
     so a best window distance ``d² <= (w + 1)²`` is already the global minimum. Pixels not settled
-    by the window of radius ``WINDOW_RADIUS`` are compared with every pixel of their partner. Squared
-    distances are integers, exact in float32 below 2**24 (float64 above).
+    by the window of radius ``WINDOW_RADIUS`` go to an exhaustive exact search (``_exhaustive_search``).
+    Squared distances are integers, exact in float32 below 2**24 (float64 above).
 
     Args:
         pred_boundary, target_boundary: bool (N, H, W).
@@ -97,11 +100,10 @@ def surface_sq_distances(pred_boundary: Tensor, target_boundary: Tensor) -> tupl
         sq_distance[pending] = found
         pending = pending[found > (WINDOW_RADIUS + 1) ** 2]
     if pending.numel() > 0:
-        # |q|² + |c|² - 2 q·c stays below 4 (H² + W²): exact integers in float32 below 2**24.
+        # Pairwise |q|² + |c|² - 2 q·c stays below 4 (H² + W²): exact in float32 below 2**24.
         exact_dtype = torch.float32 if 4 * (height**2 + width**2) < 2**24 else torch.float64
         coords = torch.stack([row, col], dim=1).to(exact_dtype)
-        found = _brute_force_search(coords, counts, segment[pending], coords[pending], num_images)
-        sq_distance[pending] = found.to(dtype)
+        sq_distance[pending] = _exhaustive_search(boundaries, coords, counts, segment[pending], coords[pending], dtype)
     return segment, sq_distance
 
 
@@ -153,29 +155,67 @@ def _window_search(images: Tensor, image: Tensor, row: Tensor, col: Tensor, radi
     return found
 
 
-def _brute_force_search(coords: Tensor, counts: Tensor, segment: Tensor, query: Tensor, num_images: int) -> Tensor:
+def _exhaustive_search(
+    boundaries: Tensor, coords: Tensor, counts: Tensor, segment: Tensor, query: Tensor, dtype
+) -> Tensor:
     """Squared distance from each query to the nearest pixel of its segment's partner; (Q,).
 
-    ``coords`` (P, 2) are all boundary pixels, grouped by segment with ``counts`` each; ``query``
-    (Q, 2) are sorted by ``segment``. One loop step per segment, using
-    ``|q - c|² = |q|² + |c|² - 2 q·c`` (a matrix product), exact while the integers fit the dtype.
+    ``boundaries`` (2N, H, W) are the stacked boundaries and ``coords`` (P, 2) all their pixels,
+    grouped by segment with ``counts`` each; ``query`` (Q, 2) are sorted by ``segment``. Per
+    segment, the cheaper of two exact searches: all query-partner pairs as one matrix product
+    (``q·t`` work), or the column transform of the partner (``H·W + q·W`` work, see
+    ``_column_search``), which bounds the cost when both boundaries are large and far apart.
     """
+    num_segments, height, width = boundaries.shape
     ends = torch.cumsum(counts, 0).tolist()
+    query_ends = torch.cumsum(torch.bincount(segment, minlength=num_segments), 0).tolist()
     sq_norms = (coords * coords).sum(dim=1)
     query_sq_norms = (query * query).sum(dim=1)
-    query_ends = torch.cumsum(torch.bincount(segment, minlength=counts.numel()), 0).tolist()
-    found = torch.empty(query.shape[0], dtype=coords.dtype, device=coords.device)
+    found = torch.empty(query.shape[0], dtype=dtype, device=query.device)
     query_start = 0
     for seg, query_end in enumerate(query_ends):
-        if query_end == query_start:
+        num_queries = query_end - query_start
+        if num_queries == 0:
             continue
-        other = (seg + num_images) % (2 * num_images)
+        other = (seg + num_segments // 2) % num_segments
         start, end = ends[other - 1] if other > 0 else 0, ends[other]
-        # Chunk the queries so that one (queries x partner pixels) block stays small.
-        chunk = max(1, CHUNK_ELEMENTS // (end - start))
-        for first in range(query_start, query_end, chunk):
-            last = min(first + chunk, query_end)
-            block = torch.addmm(sq_norms[None, start:end], query[first:last], coords[start:end].T, alpha=-2)
-            found[first:last] = block.amin(dim=1) + query_sq_norms[first:last]
+        queries = slice(query_start, query_end)
+        if num_queries * (end - start) > COLUMN_SEARCH_COST * height * width + num_queries * width:
+            found[queries] = _column_search(boundaries[other], query[queries].long(), dtype)
+        else:
+            found[queries] = _pairwise_search(
+                coords[start:end], sq_norms[start:end], query[queries], query_sq_norms[queries]
+            ).to(dtype)
         query_start = query_end
+    return found
+
+
+def _pairwise_search(points: Tensor, sq_norms: Tensor, query: Tensor, query_sq_norms: Tensor) -> Tensor:
+    """``min_c |q - c|²`` over all ``points`` for each query, as ``|q|² + |c|² - 2 q·c``; (Q,)."""
+    found = torch.empty(query.shape[0], dtype=query.dtype, device=query.device)
+    chunk = max(1, CHUNK_ELEMENTS // points.shape[0])
+    for first in range(0, query.shape[0], chunk):
+        last = first + chunk
+        block = torch.addmm(sq_norms[None], query[first:last], points.T, alpha=-2)
+        found[first:last] = block.amin(dim=1) + query_sq_norms[first:last]
+    return found
+
+
+def _column_search(partner: Tensor, query: Tensor, dtype) -> Tensor:
+    """Exact squared distance from each query ``(row, col)`` to the nearest True pixel of
+    ``partner`` (H, W), by the first pass of a separable distance transform:
+    ``v(y, x')`` = squared distance from ``(y, x')`` to the nearest set pixel in column ``x'``,
+    then ``d² = min_x' v(y, x') + (x - x')²``; (Q,)."""
+    height, width = partner.shape
+    rows = torch.arange(height, device=partner.device, dtype=dtype)[:, None]
+    above = torch.where(partner, rows, float("-inf")).cummax(dim=0).values
+    below = torch.where(partner, rows, float("inf")).flip(0).cummin(dim=0).values.flip(0)
+    vertical = torch.minimum(rows - above, below - rows) ** 2
+    cols = torch.arange(width, device=partner.device, dtype=dtype)
+    found = torch.empty(query.shape[0], dtype=dtype, device=partner.device)
+    chunk = max(1, CHUNK_ELEMENTS // width)
+    for first in range(0, query.shape[0], chunk):
+        last = first + chunk
+        dx = query[first:last, 1:2].to(dtype) - cols
+        found[first:last] = (vertical[query[first:last, 0]] + dx * dx).amin(dim=1)
     return found
