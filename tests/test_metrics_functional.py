@@ -307,6 +307,8 @@ def test_shapes_and_single_metric_functions_agree_with_boundary_metrics():
         one = single(preds[2], targets[2], **kwargs)
         assert one.shape == ()
         torch.testing.assert_close(one, together[name][2], rtol=0, atol=0)
+    nothing = F.boundary_metrics(preds[:0], targets[:0])
+    assert all(value.shape == (0,) for value in nothing.values())
 
 
 def test_bad_inputs_raise_clear_errors():

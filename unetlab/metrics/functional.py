@@ -136,7 +136,9 @@ def _run(pred: Tensor, target: Tensor, names: tuple[str, ...], tolerance: float 
     single = _check(pred, target)
     if single:
         pred, target = pred[None], target[None]
-    height, width = pred.shape[1:]
+    num_images, height, width = pred.shape
+    if num_images == 0:
+        return {name: torch.zeros(0, device=pred.device) for name in names}
     pred, target = _crop_to_foreground(pred, target)
     pred_size, target_size = _count(pred), _count(target)
     values: dict[str, Tensor] = {}
