@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Radius of the local window search that precedes the brute-force pass (see
+# Radius of the local window search that precedes the exhaustive search (see
 # `surface_sq_distances`). Most boundary pixels of a prediction lie a few pixels from the other
 # boundary, so the window settles nearly all of them cheaply.
 WINDOW_RADIUS = 3
