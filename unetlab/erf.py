@@ -170,23 +170,30 @@ def plot_erf_maps(erfs_by_label: dict[str, dict[str, ERF]], path: Path, title: s
     95% square solid, 50% square dotted."""
     labels = list(erfs_by_label)
     keys = list(erfs_by_label[labels[0]])
-    figure = Figure(figsize=(1.9 * len(keys) + 0.8, 2.1 * len(labels) + 0.7), layout="constrained")
-    axes = figure.subplots(len(labels), len(keys), squeeze=False)
+    # Fixed margins in inches (a constrained layout of many panels costs seconds); the colour bar sits on the right.
+    cell, gap_w, gap_h, left, right, top, bottom = 1.7, 0.35, 0.75, 0.75, 1.3, 1.05, 0.45
+    width = left + right + len(keys) * (cell + gap_w) - gap_w
+    height = top + bottom + len(labels) * (cell + gap_h) - gap_h
+    figure = Figure(figsize=(width, height))
+    grid = dict(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height)
+    axes = figure.subplots(
+        len(labels), len(keys), squeeze=False, gridspec_kw={**grid, "wspace": gap_w / cell, "hspace": gap_h / cell}
+    )
     image = None
     for row, label in enumerate(labels):
         for col, key in enumerate(keys):
             erf, ax = erfs_by_label[label][key], axes[row][col]
-            height, width = erf.grad_map.shape
+            rows, cols = erf.grad_map.shape
             peak = float(erf.grad_map.max())
             normalised = (erf.grad_map / peak if peak > 0 else erf.grad_map).numpy()
-            image = ax.imshow(normalised, cmap="magma", vmin=0, vmax=1, extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+            image = ax.imshow(normalised, cmap="magma", vmin=0, vmax=1, extent=(-0.5, cols - 0.5, rows - 0.5, -0.5))
             y0, y1, x0, x1 = erf.box
             ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="cyan", ls="--", lw=1))
             for radius, style in ((erf.radius95, "-"), (erf.radius50, ":")):
                 corner = (erf.centre[1] - radius - 0.5, erf.centre[0] - radius - 0.5)
                 ax.add_patch(Rectangle(corner, 2 * radius + 1, 2 * radius + 1, fill=False, ec="white", ls=style, lw=1))
-            ax.set_xlim(-0.5, width - 0.5)
-            ax.set_ylim(height - 0.5, -0.5)
+            ax.set_xlim(-0.5, cols - 0.5)
+            ax.set_ylim(rows - 0.5, -0.5)
             ax.set_title(
                 f"{key} ({erf.theoretical.size} px)\nr50 {erf.radius50:g}, r95 {erf.radius95:g} px", fontsize=8
             )
@@ -195,7 +202,8 @@ def plot_erf_maps(erfs_by_label: dict[str, dict[str, ERF]], path: Path, title: s
                 ax.set_ylabel(f"{label}\ny (px)", fontsize=8)
             if row == len(labels) - 1:
                 ax.set_xlabel("x (px)", fontsize=8)
-    figure.colorbar(image, ax=axes, shrink=0.8, label="mean |∂unit/∂input| / max")
-    figure.suptitle(title, fontsize=10)
+    colour_axes = figure.add_axes((1 - 1.05 / width, bottom / height, 0.12 / width, 1 - (top + bottom) / height))
+    figure.colorbar(image, cax=colour_axes, label="mean |∂unit/∂input| / max")
+    figure.suptitle(title, fontsize=9, y=1 - 0.08 / height, va="top")
     figure.savefig(path, dpi=100)
     return path

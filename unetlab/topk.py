@@ -213,8 +213,14 @@ def save_grid(net: UNet, dataset, top: TopUnits, path: Path, num_classes: int | 
     rows = top_patches(net, dataset, top)
     images = _to_rgb([patch.image for patches in rows for patch in patches])
     k = len(rows[0]) if rows else 0
-    figure = Figure(figsize=(1.25 * k + 0.9, 1.35 * len(rows) + 0.9), layout="constrained")
-    axes = figure.subplots(len(rows), k, squeeze=False)
+    # Fixed margins in inches (a constrained layout of many panels costs seconds).
+    cell, gap_w, gap_h, left, right, head, bottom = 1.2, 0.1, 0.3, 0.35, 0.1, 0.7, 0.1
+    width, height = left + right + k * cell + (k - 1) * gap_w, head + bottom + len(rows) * (cell + gap_h) - gap_h
+    figure = Figure(figsize=(width, height))
+    grid = dict(left=left / width, right=1 - right / width, top=1 - head / height, bottom=bottom / height)
+    axes = figure.subplots(
+        len(rows), k, squeeze=False, gridspec_kw={**grid, "wspace": gap_w / cell, "hspace": gap_h / cell}
+    )
     num_classes = num_classes or net.num_classes
     for r, patches in enumerate(rows):
         for c, patch in enumerate(patches):
@@ -235,6 +241,8 @@ def save_grid(net: UNet, dataset, top: TopUnits, path: Path, num_classes: int | 
         f"units {rf.jump:g} px apart)\nlines: ground-truth boundary; blue-grey: outside the image; "
         "title: activation (image index)",
         fontsize=8,
+        y=1 - 0.1 / height,
+        va="top",
     )
     figure.savefig(path, dpi=100)
     return path
