@@ -66,6 +66,7 @@ class Results:
     runs: dict[Model, list[str]]  # run names per model
     files: list[Path]
     notes: list[str] = field(default_factory=list)
+    empty_rate: dict[Model, float] = field(default_factory=dict)  # of the model's test predictions, over runs
 
     def get(self, model: Model, source: str, metric: str, class_: str = "mean") -> Stat | None:
         return self.stats.get((model, source, metric, class_))
@@ -79,9 +80,6 @@ class Results:
     def models(self) -> list[Model]:
         return sorted(self.params, key=lambda m: (m.setting, m.depth, skip_order(m.skip_label)))
 
-    def sources(self, model: Model) -> set[str]:
-        return {source for (m, source, _, _) in self.stats if m == model}
-
     def settings(self) -> list[Results]:
         """One ``Results`` per (dataset, image_size), in order."""
         keys = sorted({model.setting for model in self.params})
@@ -94,6 +92,7 @@ class Results:
                     runs={m: r for m, r in self.runs.items() if m.setting == key},
                     files=self.files,
                     notes=self.notes,
+                    empty_rate={m: r for m, r in self.empty_rate.items() if m.setting == key},
                 )
             )
         return out
@@ -161,6 +160,7 @@ def aggregate(rows_by_file: Iterable[tuple[Path, list[dict]]]) -> Results:
     params: dict[Model, list[int]] = defaultdict(list)
     runs: dict[Model, list[str]] = defaultdict(list)
     seeds: dict[Model, list[int]] = defaultdict(list)
+    empty: dict[Model, list[float]] = defaultdict(list)
     files = []
     for path, rows in rows_by_file:
         files.append(path)
@@ -168,6 +168,8 @@ def aggregate(rows_by_file: Iterable[tuple[Path, list[dict]]]) -> Results:
         for row in rows:
             model = Model(str(row["dataset"]), str(row["image_size"]), row["depth"], str(row["skips"]))
             values[(model, row["source"], row["metric"], str(row["class"]))].append(row["value"])
+            if (row["source"], row["metric"], str(row["class"])) == ("model", "hd95", "mean"):
+                empty[model].append(row["empty_rate"])
             if model not in seen_models:
                 seen_models.add(model)
                 params[model].append(row["params"])
@@ -192,6 +194,7 @@ def aggregate(rows_by_file: Iterable[tuple[Path, list[dict]]]) -> Results:
         runs=dict(runs),
         files=files,
         notes=notes,
+        empty_rate={model: stat.mean for model, rates in empty.items() if (stat := summarize(rates)).runs},
     )
 
 

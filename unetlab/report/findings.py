@@ -5,6 +5,7 @@ All numbers are hd95 (px) of the class ``mean``, averaged over runs (seeds).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from itertools import pairwise
 
@@ -73,7 +74,9 @@ def all_vs_none(results: Results) -> str | None:
         without = results.value(none[depth], "model", "hd95")
         if with_skips is None or without is None:
             continue
-        if with_skips > TIE and without > TIE:
+        if abs(with_skips - without) <= TIE:
+            comparison = "no difference"
+        elif with_skips > TIE and without > TIE:
             ratio = without / with_skips
             comparison = f"{ratio:.1f}× lower" if ratio >= 1 else f"{1 / ratio:.1f}× higher"
             comparison = f"the skips leave hd95 {comparison}"
@@ -104,7 +107,7 @@ def probe_gaps(results: Results) -> str | None:
         deep = [g for g in (gap(m, f"enc{depth}") for m in models) if g is not None]
         if not shallow or not deep:
             continue
-        over = f", averaged over {len(models)} skip sets" if len(models) > 1 else ""
+        over = f", averaged over {len(shallow)} skip sets" if len(shallow) > 1 else ""
         sentence = (
             f"Linear probes at depth {depth} sit {above(sum(shallow) / len(shallow))} the resolution floor "
             f"at level 0 (enc0) and {above(sum(deep) / len(deep))} it at the bottleneck, level {depth} "
@@ -131,18 +134,22 @@ def largest_shapley(results: Results) -> str | None:
         return None
     every = [(m, values) for m, values in per_model if m.skip_label == "all"] or per_model
     model, values = max(every, key=lambda item: (item[0].depth, len(item[1])))
-    best = min(values, key=lambda level: values[level].mean)
     total = sum(stat.mean for stat in values.values())
-    phi = values[best].mean
-    if phi < -TIE:
-        what = f"lowers hd95 most: φ = {signed(phi)} of the {signed(total)} that all kept skips together change"
+    lowest = min(stat.mean for stat in values.values())
+    best = [level for level, stat in values.items() if stat.mean <= lowest + TIE]
+    where = f"Shapley attribution ({mode} ablation) in {describe(model)}"
+    if len(best) == len(values):
+        return f"{where}: every kept skip has the same φ for hd95 ({signed(lowest)}; total {signed(total)})."
+    skip = f"the skip at level {best[0]}" if len(best) == 1 else f"the skips at levels {levels_text(best)}"
+    if lowest < -TIE:
+        sentence = f"{where}: {skip} lowers hd95 most: φ = {signed(lowest)} of the total {signed(total)} "
+        sentence += "(v(all kept) − v(none))"
     else:
-        what = f"is the least harmful, though no skip lowers hd95 here: φ = {signed(phi)} (total {signed(total)})"
-    sentence = f"Shapley attribution ({mode} ablation) in {describe(model)}: the skip at level {best} {what}"
-    if len(every) > 1:
-        count = sum(1 for _, v in every if min(v, key=lambda level: v[level].mean) == best)
+        sentence = f"{where}: no skip lowers hd95; {skip} raises it least: φ = {signed(lowest)} (total {signed(total)})"
+    if len(every) > 1 and len(best) == 1:
+        count = sum(1 for _, v in every if min(v, key=lambda level: v[level].mean) == best[0])
         which = "all-skip models" if model.skip_label == "all" else "models"
-        sentence += f"; level {best} has the lowest φ in {count} of the {len(every)} {which} with several kept skips"
+        sentence += f"; level {best[0]} has the lowest φ in {count} of the {len(every)} {which} with several kept skips"
     return sentence + "."
 
 
@@ -154,12 +161,12 @@ def drop_one(results: Results) -> list[str]:
         if depth < 2:
             continue
         levels = list(range(depth))
-        hd95 = {}
+        hd95, spread = {}, {}
         for dropped in levels:
             model = by_key.get((depth, tuple(level for level in levels if level != dropped)))
-            value = None if model is None else results.value(model, "model", "hd95")
-            if value is not None:
-                hd95[dropped] = value
+            stat = None if model is None else results.get(model, "model", "hd95")
+            if stat is not None and not math.isnan(stat.mean):
+                hd95[dropped], spread[dropped] = stat.mean, stat.std
         if len(hd95) < depth:
             continue
         least = min(hd95.values())
@@ -180,6 +187,15 @@ def drop_one(results: Results) -> list[str]:
             verdict = f"the top skip (level {top}) only ties for best, so these results partly agree with {wilm}"
         else:
             verdict = f"dropping the top skip (level {top}) is not best, so these results do not agree with {wilm}"
+        runner_up = min((level for level in hd95 if level not in best), key=hd95.get, default=None)
+        if runner_up is not None:
+            margin = hd95[runner_up] - least
+            stds = [spread[level] for level in (*best, runner_up) if not math.isnan(spread[level])]
+            if stds and margin < max(stds):
+                verdict += (
+                    f"; but the margin to the next best ({px(margin)}) is smaller than the spread over seeds "
+                    f"(std {px(max(stds))}), so the ranking is not firm"
+                )
         sentences.append(f"{sentence}; {verdict}.")
     return sentences
 
@@ -199,11 +215,29 @@ def single_skip_ablation(results: Results) -> str | None:
         least, most = min(costs.values()), max(costs.values())
         cheapest = [level for level, cost in costs.items() if cost <= least + TIE]
         dearest = [level for level, cost in costs.items() if cost >= most - TIE]
+        if most - least <= TIE:
+            return (
+                f"Ablating one skip at test time ({mode}) in {describe(model)} costs the same at every level "
+                f"(hd95 {signed(least)})."
+            )
         return (
             f"Ablating one skip at test time ({mode}) in {describe(model)} costs least at level "
             f"{levels_text(cheapest)} (hd95 {signed(least)}) and most at level {levels_text(dearest)} ({signed(most)})."
         )
     return None
+
+
+def empty_predictions(results: Results) -> str | None:
+    """A caution where models left objects out (or hallucinated them): their distances are the image diagonal."""
+    rates = {model: rate for model, rate in results.empty_rate.items() if rate > TIE}
+    if not rates:
+        return None
+    worst = max(rates, key=rates.get)
+    return (
+        f"Caution: in {len(rates)} of {len(results.models)} models, prediction or ground truth of a class was empty "
+        f"in some test images (up to {rates[worst]:.0%}, {describe(worst)}); those images count at the image "
+        "diagonal, so these models' distances measure missed objects more than boundary placement."
+    )
 
 
 FINDINGS: list[Callable[[Results], str | list[str] | None]] = [
@@ -213,6 +247,7 @@ FINDINGS: list[Callable[[Results], str | list[str] | None]] = [
     largest_shapley,
     drop_one,
     single_skip_ablation,
+    empty_predictions,
 ]
 
 

@@ -47,34 +47,58 @@ def skip_legend_label(label: str) -> str:
     return {"all": "all skips", "none": "no skips"}.get(label, f"skips {{{label}}}")
 
 
+MAX_NAMED_SETS = 5  # more "other" skip sets than this are drawn as one grey group
+
+
 def draw_by_depth(ax, series: dict[str, list[tuple[int, object]]], with_std: bool = True) -> None:
-    """One line per skip set over depth; a set present at one depth only is a marker without a line."""
-    others = 0
+    """One line per skip set over depth; a set present at one depth only is a marker without a line.
+
+    Sets other than all/none sit side by side around their depth; more than ``MAX_NAMED_SETS`` of them share one
+    grey style and one legend entry (their numbers are in the table).
+    """
+    other_labels = [label for label in series if label not in FIXED_COLORS]
+    grouped = len(other_labels) > MAX_NAMED_SETS
     for label, points in series.items():
-        kwargs = style(label, others)
-        others += label not in FIXED_COLORS
+        if label in FIXED_COLORS:
+            kwargs, name = style(label, 0), skip_legend_label(label)
+        else:
+            index = other_labels.index(label)
+            kwargs, name = style(label, index), skip_legend_label(label)
+            if grouped:
+                kwargs = {"color": "#8c8c8c", "marker": "o", "markersize": 4, "linewidth": 0.8, "alpha": 0.8}
+                name = f"other skip sets ({len(other_labels)})" if index == 0 else None
         depths = [depth for depth, _ in points]
         if len(points) == 1 and label not in FIXED_COLORS:
             # sets trained at one depth sit side by side instead of on top of each other
-            depths = [depths[0] + 0.07 * ((others % 5) - 2)]
+            spread = 0.3 if grouped else 0.07 * (len(other_labels) - 1)
+            position = other_labels.index(label) / max(1, len(other_labels) - 1) - 0.5
+            depths = [depths[0] + spread * position]
         means = [getattr(stat, "mean", stat) for _, stat in points]
         stds = [getattr(stat, "std", float("nan")) for _, stat in points]
         stds = [0.0 if math.isnan(s) else s for s in stds]
         linestyle = "-" if len(points) > 1 else "none"
         if with_std and any(stds):
-            ax.errorbar(
-                depths, means, yerr=stds, capsize=3, linestyle=linestyle, label=skip_legend_label(label), **kwargs
-            )
+            capsize = 0 if grouped and label not in FIXED_COLORS else 3
+            ax.errorbar(depths, means, yerr=stds, capsize=capsize, linestyle=linestyle, label=name, **kwargs)
         else:
-            ax.plot(depths, means, linestyle=linestyle, label=skip_legend_label(label), **kwargs)
+            ax.plot(depths, means, linestyle=linestyle, label=name, **kwargs)
     ax.set_xlabel("depth (number of down-samplings)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
 
 
-def legend_below(fig: Figure, ax, n_entries: int) -> None:
+def legend_below(fig: Figure, ax) -> float:
+    """A legend under the panels; returns the figure fraction it takes."""
     handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(n_entries, 5), frameon=False, fontsize=10)
+    ncol = min(len(labels), 5)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False, fontsize=10)
+    rows = math.ceil(len(labels) / ncol)
+    return 0.025 + 0.03 * rows
+
+
+def legend_right(ax) -> None:
+    """Outside the axes, so that it hides no point."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=10, borderaxespad=0)
 
 
 def runs_note(series: dict) -> str:
@@ -105,8 +129,8 @@ def boundary_vs_depth(results: Results, path: Path) -> Path | None:
         ax.set_visible(False)
     first = next(iter(all_series.values()))
     fig.suptitle(f"Boundary error vs depth (test set, mean over classes; {runs_note(first)})", fontsize=13)
-    legend_below(fig, axes[0], len(first))
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    bottom = legend_below(fig, axes[0])
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path)
     return path
 
@@ -115,12 +139,12 @@ def dice_vs_depth(results: Results, path: Path) -> Path | None:
     series = by_depth(results, "dice")
     if not series:
         return None
-    fig = Figure(figsize=(7.5, 5), dpi=DPI)
+    fig = Figure(figsize=(9, 5), dpi=DPI)
     ax = fig.subplots()
     draw_by_depth(ax, series)
     ax.set_ylabel("dice")
     ax.set_title(f"Dice vs depth (higher is better; {runs_note(series)})")
-    ax.legend(fontsize=10)
+    legend_right(ax)
     fig.tight_layout()
     fig.savefig(path)
     return path
@@ -130,13 +154,13 @@ def params_vs_depth(results: Results, path: Path) -> Path | None:
     series = params_by_depth(results)
     if not series:
         return None
-    fig = Figure(figsize=(7.5, 5), dpi=DPI)
+    fig = Figure(figsize=(9, 5), dpi=DPI)
     ax = fig.subplots()
     draw_by_depth(ax, series, with_std=False)
     ax.set_yscale("log")
     ax.set_ylabel("trainable parameters (log scale)")
     ax.set_title("Parameter count vs depth")
-    ax.legend(fontsize=10)
+    legend_right(ax)
     ax.grid(True, which="minor", alpha=0.1)
     fig.tight_layout()
     fig.savefig(path)
@@ -150,7 +174,7 @@ def probes_vs_floor(results: Results, path: Path, metric: str = "hd95") -> Path 
         return None
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(5.2 * ncols, 4.2 * nrows + 0.8), dpi=DPI)
+    fig = Figure(figsize=(4.6 * ncols, 4.0 * nrows + 0.8), dpi=DPI)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, panel in zip(axes, panels, strict=False):
         x = list(range(len(panel.keys)))
@@ -183,7 +207,7 @@ def probes_vs_floor(results: Results, path: Path, metric: str = "hd95") -> Path 
                 markersize=10,
                 label="resolution floor",
             )
-        ax.set_xticks(x, panel.keys, rotation=0 if len(x) <= 9 else 45)
+        ax.set_xticks(x, panel.keys, rotation=0 if len(x) <= 7 else 45)
         ax.set_xlabel("feature key (forward order; grey: bottleneck)")
         ax.set_ylabel(f"probe {METRIC_LABELS[metric]}")
         title = f"depth {panel.depth}"
@@ -192,7 +216,7 @@ def probes_vs_floor(results: Results, path: Path, metric: str = "hd95") -> Path 
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
         ax.set_ylim(bottom=0)
-        ax.legend(fontsize=8.5, loc="upper left")
+        ax.legend(fontsize=9, loc="upper left")
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle(f"Linear probes on frozen features vs the resolution floor ({metric}, lower is better)", fontsize=13)
@@ -201,56 +225,53 @@ def probes_vs_floor(results: Results, path: Path, metric: str = "hd95") -> Path 
     return path
 
 
+MAX_SHAPLEY_MODELS = 10  # beyond this only the all-skip models are drawn (the table has every model)
+
+
 def shapley_bars(results: Results, path: Path, metrics: tuple[str, ...] = ("hd95", "dice")) -> Path | None:
-    """A bar per kept skip level for every model with Shapley rows; a row per metric, a column per mode."""
-    modes = ablation_modes(results)
-    data = {(metric, mode): shapley(results, mode, metric) for metric in metrics for mode in modes}
-    data = {key: value for key, value in data.items() if value}
-    if not data:
+    """A bar per kept skip level for every model with Shapley rows; a panel per (metric, ablation mode)."""
+    panels = {(metric, mode): shapley(results, mode, metric) for metric in metrics for mode in ablation_modes(results)}
+    panels = {key: models for key, models in panels.items() if models}
+    if not panels:
         return None
-    metrics = tuple(m for m in metrics if any(key[0] == m for key in data))
-    groups = max(len(models) for models in data.values())
-    max_levels = max(len(values) for models in data.values() for _, values in models)
-    width = min(20.0, max(7.0, 0.28 * groups * (max_levels + 1) + 2)) * len(modes) ** 0.5
-    fig = Figure(figsize=(width, 3.9 * len(metrics) + 0.6), dpi=DPI)
-    axes = fig.subplots(len(metrics), len(modes), squeeze=False)
+    subset_note = ""
+    if max(len(models) for models in panels.values()) > MAX_SHAPLEY_MODELS:
+        every = {key: [(m, v) for m, v in models if m.skip_label == "all"] for key, models in panels.items()}
+        if any(every.values()):
+            panels = {key: models for key, models in every.items() if models}
+            subset_note = "; all-skip models only, every model is in the table"
+    groups = max(len(models) for models in panels.values())
+    max_levels = max(len(values) for models in panels.values() for _, values in models)
+    width = min(14.0, max(7.0, 0.3 * groups * (max_levels + 1) + 2))
+    fig = Figure(figsize=(width, 3.4 * len(panels) + 1.0), dpi=DPI)
+    axes = fig.subplots(len(panels), 1, squeeze=False).ravel()
     bar_width = 0.8 / max_levels
-    seen_levels = set()
-    for row, metric in enumerate(metrics):
-        for col, mode in enumerate(modes):
-            ax = axes[row][col]
-            models = data.get((metric, mode), [])
-            for group, (_, values) in enumerate(models):
-                for slot, (level, stat) in enumerate(sorted(values.items())):
-                    offset = (slot - (len(values) - 1) / 2) * bar_width
-                    std = None if math.isnan(stat.std) else stat.std
-                    ax.bar(
-                        group + offset,
-                        stat.mean,
-                        bar_width * 0.92,
-                        yerr=std,
-                        capsize=2,
-                        color=LEVEL_COLORS[level % len(LEVEL_COLORS)],
-                        label=str(level) if level not in seen_levels else None,
-                    )
-                    seen_levels.add(level)
-            ax.axhline(0, color="black", linewidth=0.8)
-            ax.set_xticks(range(len(models)), [f"depth {m.depth}\n{m.skip_label}" for m, _ in models])
-            unit = " px" if metric in LOWER_IS_BETTER else ""
-            sign = "negative = skip lowers the error" if metric in LOWER_IS_BETTER else "positive = skip helps"
-            ax.set_ylabel(f"Shapley value φ ({metric}{unit})")
-            ax.set_title(f"{metric}, {mode} ablation ({sign})", fontsize=11)
-            ax.grid(True, axis="y", alpha=0.3)
-    handles, labels = [], []
-    for ax in axes.ravel():
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            if label not in labels:
-                handles.append(handle)
-                labels.append(label)
-    order = sorted(range(len(labels)), key=lambda i: labels[i])
-    fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="lower center", ncol=len(labels),
-               frameon=False, title="skip level")  # fmt: skip
-    fig.suptitle("Shapley attribution of each kept skip (test-time ablation, mean over classes)", fontsize=13)
-    fig.tight_layout(rect=(0, 0.08 if len(metrics) > 1 else 0.14, 1, 1))
+    handles: dict[int, object] = {}
+    for ax, ((metric, mode), models) in zip(axes, panels.items(), strict=True):
+        for group, (_, values) in enumerate(models):
+            for slot, (level, stat) in enumerate(sorted(values.items())):
+                offset = (slot - (len(values) - 1) / 2) * bar_width
+                bars = ax.bar(
+                    group + offset,
+                    stat.mean,
+                    bar_width * 0.92,
+                    yerr=None if math.isnan(stat.std) else stat.std,
+                    capsize=2,
+                    color=LEVEL_COLORS[level % len(LEVEL_COLORS)],
+                )
+                handles.setdefault(level, bars)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(models)), [f"depth {m.depth}\n{m.skip_label}" for m, _ in models])
+        ax.set_xlim(-0.6, len(models) - 0.4)
+        unit = " px" if metric in LOWER_IS_BETTER else ""
+        sign = "negative = the skip lowers the error" if metric in LOWER_IS_BETTER else "positive = the skip helps"
+        ax.set_ylabel(f"φ ({metric}{unit})")
+        ax.set_title(f"{metric}, {mode} ablation ({sign})", fontsize=11)
+        ax.grid(True, axis="y", alpha=0.3)
+    levels = sorted(handles)
+    fig.legend([handles[level] for level in levels], [str(level) for level in levels], loc="lower center",
+               ncol=len(levels), frameon=False, title="skip level", fontsize=10)  # fmt: skip
+    fig.suptitle(f"Shapley value of each kept skip (test-time ablation, mean over classes{subset_note})", fontsize=13)
+    fig.tight_layout(rect=(0, 0.7 / fig.get_figheight(), 1, 1 - 0.25 / fig.get_figheight()))
     fig.savefig(path)
     return path

@@ -98,6 +98,9 @@ code { background: #f4f4f4; padding: 0 .25em; border-radius: 3px; }
 """
 
 
+LONG_TABLE = 40  # rows; a longer table is folded (click to open) so the figures stay close together
+
+
 def html_table(table: Table) -> str:
     esc = html.escape
     head = "".join(f"<th>{esc(column)}</th>" for column in table.columns)
@@ -142,7 +145,12 @@ def to_html(doc: Document) -> str:
             out += [f"<{h}>{esc(part.heading)}</{h}>", f"<p>{inline(part.text)}</p>"]
             if part.image is not None:
                 out.append(f'<figure><img src="{data_uri(part.image)}" alt="{esc(part.heading)}"></figure>')
-            out += [html_table(table) for table in part.tables]
+            for table in part.tables:
+                if len(table.rows) > LONG_TABLE:
+                    summary = f"{esc(table.title)} ({len(table.rows)} rows)"
+                    out.append(f"<details><summary>{summary}</summary>{html_table(table)}</details>")
+                else:
+                    out.append(html_table(table))
     if doc.notes:
         out += ["<h2>Notes</h2>", "<ul>" + "".join(f"<li>{inline(note)}</li>" for note in doc.notes) + "</ul>"]
     sources = "".join(f"<li><code>{esc(source)}</code></li>" for source in doc.sources)

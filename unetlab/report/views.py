@@ -123,7 +123,7 @@ def shapley(results: Results, mode: str, metric: str) -> list[tuple[Model, dict[
     out = []
     for model in results.models:
         values = {level: results.get(model, f"shapley/{mode}/{level}", metric) for level in model.kept}
-        values = {level: stat for level, stat in values.items() if stat is not None}
+        values = {level: stat for level, stat in values.items() if stat is not None and not math.isnan(stat.mean)}
         if values:
             out.append((model, values))
     return out
