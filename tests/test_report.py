@@ -159,6 +159,17 @@ def test_default_out_dir_is_the_first_dir(grid, tmp_path):
     assert "30 results.csv files" in html_path.read_text()  # 18 + 12: both folders were read
 
 
+def test_repeated_seed_is_noted(grid, tmp_path):
+    copy = grid / "copy_of_d2_snone_seed0"
+    copy.mkdir()
+    (copy / "results.csv").write_bytes((grid / "d2_snone_seed0" / "results.csv").read_bytes())
+    make_report([grid], tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    notes = md.split("## Notes", 1)[1]
+    assert "depth 2, skips none (shapes): 3 runs, seed 0 more than once" in notes
+    assert table_row(md, BOUNDARY, "2", "none", "none", "3")[4] == "1.93 ± 0.23"  # 1.8, 1.8, 2.2
+
+
 def test_no_results_names_the_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.csv").write_text("a,b\n")
@@ -208,6 +219,8 @@ def test_bare_arguments_become_report_dirs():
         "unetlab-report", "report.wandb=true", "--cfg", "job", "-m", r"report.dirs=['ablate/quick','it\'s']",
     ]  # fmt: skip
     assert dirs_to_override(["unetlab-report", "report.dirs=[a,b]"]) == ["unetlab-report", "report.dirs=[a,b]"]
+    with pytest.raises(ValueError, match="not both"):
+        dirs_to_override(["unetlab-report", "c", "report.dirs=[a,b]"])
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ report.wandb=true``. Options that take a value (``--cfg job``, ``-cn report``) k
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -22,8 +23,10 @@ INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchp
 
 
 def quote(path: str) -> str:
-    """A Hydra override string literal: single quotes, backslashes and quotes escaped."""
-    return "'" + path.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """A Hydra override string literal. Hydra unescapes only backslashes before a quote or the closing quote, so
+    only those are doubled; then each quote is escaped."""
+    path = re.sub(r"(\\+)(?='|$)", lambda match: match.group(1) * 2, path)
+    return "'" + path.replace("'", "\\'") + "'"
 
 
 def dirs_to_override(argv: list[str]) -> list[str]:
@@ -41,6 +44,10 @@ def dirs_to_override(argv: list[str]) -> list[str]:
         (rest if override or info_topic else dirs).append(arg)
         index += 1
     if dirs:
+        if any(arg.lstrip("+").startswith("report.dirs=") for arg in rest):
+            raise ValueError(
+                f"give the folders either as arguments ({' '.join(dirs)}) or as report.dirs=[...], not both"
+            )
         rest.append(f"report.dirs=[{','.join(quote(d) for d in dirs)}]")
     return rest
 
@@ -68,7 +75,10 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    sys.argv = dirs_to_override(sys.argv)
+    try:
+        sys.argv = dirs_to_override(sys.argv)
+    except ValueError as err:
+        sys.exit(f"unetlab-report: error: {err}")
     _main()
 
 

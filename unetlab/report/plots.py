@@ -34,7 +34,9 @@ LEVEL_COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"
 def style(label: str, index: int) -> dict:
     """Line style of a skip set: fixed colours for all/none, cycling colours and markers for other sets."""
     if label in FIXED_COLORS:
-        return {"color": FIXED_COLORS[label], "marker": "o", "linewidth": 2.2, "markersize": 6}
+        # different markers keep both visible where the two lines coincide
+        marker = "o" if label == "all" else "s"
+        return {"color": FIXED_COLORS[label], "marker": marker, "linewidth": 2.2, "markersize": 6}
     return {
         "color": OTHER_COLORS[index % len(OTHER_COLORS)],
         "marker": OTHER_MARKERS[index % len(OTHER_MARKERS)],
