@@ -52,7 +52,8 @@ def make_report(
     runs = sum(len(r) for r in results.runs.values())
     searched = ", ".join(f"`{d.resolve() if d.name in ('', '.', '..') else d}`" for d in dirs)
     intro = [
-        f"{len(results.files)} results.csv files under {searched}: {runs} runs of {models} models "
+        f"{plural(len(results.files), 'results.csv file')} under {searched}: {plural(runs, 'run')} of "
+        f"{plural(models, 'model')} "
         f"(a model is a depth and a skip set; its runs differ by seed).",
         "Every number is the mean over a model's runs; `±` gives the standard deviation over those runs (seeds). "
         "Metrics are scored on the test split and averaged over the foreground classes; distances (hd95, assd, the "
@@ -169,6 +170,10 @@ def log_to_wandb(
         run.log(log)
     finally:
         wandb.finish()
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def slug(results: Results) -> str:

@@ -10,7 +10,6 @@ import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from unetlab.report.collect import Results
 from unetlab.report.views import (
@@ -84,8 +83,10 @@ def draw_by_depth(ax, series: dict[str, list[tuple[int, object]]], with_std: boo
             ax.errorbar(depths, means, yerr=stds, capsize=capsize, linestyle=linestyle, label=name, **kwargs)
         else:
             ax.plot(depths, means, linestyle=linestyle, label=name, **kwargs)
+    grid_depths = sorted({depth for points in series.values() for depth, _ in points})
+    ax.set_xticks(grid_depths)
+    ax.set_xlim(grid_depths[0] - 0.4, grid_depths[-1] + 0.4)
     ax.set_xlabel("depth (number of down-samplings)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
 
 
@@ -176,7 +177,7 @@ def probes_vs_floor(results: Results, path: Path, metric: str = "hd95") -> Path 
         return None
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(4.6 * ncols, 4.0 * nrows + 0.8), dpi=DPI)
+    fig = Figure(figsize=(max(8.0, 4.6 * ncols), 4.0 * nrows + 0.8), dpi=DPI)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, panel in zip(axes, panels, strict=False):
         x = list(range(len(panel.keys)))
