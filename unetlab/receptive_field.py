@@ -47,8 +47,9 @@ class RF(NamedTuple):
     """Receptive field of a feature key, in input pixels.
 
     size: side of the largest field over unit positions and paths; jump: input pixels between neighbouring units;
-    start: input coordinate of unit 0's field centre (unit 0 of a decoder key may sit off the nominal grid by
-    half a pixel; ``unit_field`` gives every unit's exact box).
+    start: input coordinate of unit 0's field centre. In the encoder unit ``u``'s field is centred on
+    ``start + u * jump``; after up-sampling a decoder unit's field can sit a few px off that and be smaller than
+    ``size``, depending on the unit's position (``unit_field`` gives every unit's exact box).
     """
 
     size: int
