@@ -211,6 +211,7 @@ def main() -> None:
         return
 
     sizes = QUICK_SIZES if args.quick else SIZES
+    load_at_start = os.getloadavg()
     notes = []
     for tool in ("monai", "torchmetrics"):
         if TOOLS[tool](torch.zeros(1, 2, 2, dtype=torch.bool), torch.zeros(1, 2, 2, dtype=torch.bool)) is None:
@@ -272,6 +273,7 @@ def main() -> None:
             "seed": args.seed,
             "tolerance": TOLERANCE,
             "command": " ".join(sys.argv),
+            "load_average_at_start": load_at_start,
             "load_average_at_end": os.getloadavg(),
         },
         "tools": {

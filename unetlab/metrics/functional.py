@@ -17,7 +17,9 @@ metric functions compute only what they need.
 The distance metrics agree with MONAI's ``compute_hausdorff_distance`` (``percentile=95`` for
 ``hd95``), ``compute_average_surface_distance(symmetric=True)`` and ``compute_surface_dice``
 wherever MONAI gives a finite number: MONAI also takes the boundary as ``m XOR binary_erosion(m)``
-with the cross and zero border, and ``torch.quantile``'s linear percentile.
+with the cross and zero border (its crop keeps a 1-pixel margin), exact Euclidean distances, and
+``torch.quantile``'s linear percentile; no option needs changing. MONAI differs on empty masks
+only: NaN where both are empty, ``inf`` (or NaN for the surface dice) where one is.
 """
 
 import math
