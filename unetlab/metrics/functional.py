@@ -19,7 +19,7 @@ The distance metrics agree with MONAI's ``compute_hausdorff_distance`` (``percen
 wherever MONAI gives a finite number: MONAI also takes the boundary as ``m XOR binary_erosion(m)``
 with the cross and zero border (its crop keeps a 1-pixel margin), exact Euclidean distances, and
 ``torch.quantile``'s linear percentile; no option needs changing. MONAI differs on empty masks
-only: NaN where both are empty, ``inf`` (or NaN for the surface dice) where one is.
+only: NaN where both are empty (here 0 or 1); where one is, it agrees (``inf``, surface dice 0).
 """
 
 import math
