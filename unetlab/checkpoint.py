@@ -86,10 +86,11 @@ def load_run(ckpt_path: str | Path, overrides: Sequence[str] = (), cfg: DictConf
     state = load_state_dict(ckpt_path)
     datamodule = instantiate(cfg.data)
     datamodule.setup("test")
+    # The weights fix the channels: a data root given at eval time must not change them.
     net = instantiate(
         cfg.model,
-        in_channels=cfg.model.in_channels or datamodule.in_channels,
-        num_classes=cfg.model.num_classes or datamodule.num_classes,
+        in_channels=state["encoder.0.layers.0.weight"].shape[1],
+        num_classes=state["head.weight"].shape[0],
     )
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
