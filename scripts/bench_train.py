@@ -111,8 +111,9 @@ class Throughput(L.Callback):
         return self.seen / (self.end - self.start)
 
 
-def lightning_loop(net, datamodule, steps, warmup, precision="32-true") -> float:
-    task = SegmentationTask(net, optimizer=partial(torch.optim.AdamW, lr=3e-3, weight_decay=1e-4))
+def lightning_loop(net, datamodule, steps, warmup, precision="32-true", channels_last=False) -> float:
+    optimizer = partial(torch.optim.AdamW, lr=3e-3, weight_decay=1e-4)
+    task = SegmentationTask(net, optimizer=optimizer, channels_last=channels_last)
     meter = Throughput(warmup)
     trainer = L.Trainer(
         accelerator="cpu",
@@ -153,7 +154,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=30, help="timed steps per loop (after --warmup)")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--quality-steps", type=int, default=150, help="steps of the quality check (0: skip)")
+    parser.add_argument("--quality-steps", type=int, default=300, help="steps of the quality check (0: skip)")
+    parser.add_argument("--quality-size", type=int, default=64, help="image size of the quality check")
+    parser.add_argument("--quality-base", type=int, default=8, help="base channels of the quality check")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
     parser.add_argument("--out", default="bench_results/bench_train.json")
     args = parser.parse_args()
@@ -188,6 +191,9 @@ def main() -> None:
     variants = {
         "plain": lambda: plain_loop(fresh_net(), datamodule, args.steps, args.warmup),
         "lightning": lambda: lightning_loop(fresh_net(), datamodule, args.steps, args.warmup),
+        "lightning_channels_last": lambda: lightning_loop(
+            fresh_net(), datamodule, args.steps, args.warmup, channels_last=True
+        ),
         "plain_channels_last": lambda: plain_loop(fresh_net(), datamodule, args.steps, args.warmup, channels_last=True),
         "plain_bf16": lambda: plain_loop(fresh_net(), datamodule, args.steps, args.warmup, bf16=True),
         "lightning_bf16-mixed": lambda: lightning_loop(fresh_net(), datamodule, args.steps, args.warmup, "bf16-mixed"),
@@ -206,11 +212,15 @@ def main() -> None:
     print(f"lightning / plain = {results['lightning_over_plain']:.3f}   (mm 4096: {peak:.1f} GFLOP/s)")
 
     if args.quality_steps:
+        # Same quality check for every variant, at the quick experiment's scale (64x64, base 8).
+        small = ShapesDataModule(image_size=args.quality_size, train_size=1024, val_size=128, test_size=16)
+        small.setup("fit")
         quality = {}
         for name, kwargs in {"fp32": {}, "channels_last": {"channels_last": True}, "bf16": {"bf16": True}}.items():
-            net = fresh_net()
-            plain_loop(net, datamodule, args.quality_steps, 0, **kwargs)
-            quality[name] = val_dice(net, datamodule, **kwargs)
+            torch.manual_seed(0)
+            net = UNet(1, 2, depth=args.depth, base_channels=args.quality_base, skips="all")
+            plain_loop(net, small, args.quality_steps, 0, **kwargs)
+            quality[name] = val_dice(net, small, **kwargs)
             print(f"quality after {args.quality_steps} steps, {name:14s}: val dice {quality[name]:.4f}", flush=True)
         results["quality_val_dice"] = quality
 
