@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 import lightning as L
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
@@ -40,6 +41,8 @@ class SegmentationTask(L.LightningModule):
         dice_weight: weight of the soft Dice term beside cross-entropy.
         tolerance: pixel tolerance of ``nsd`` and ``bf1`` in the logged metrics.
         ignore_index: mask value left out of the loss and the metrics.
+        channels_last: run the network in channels-last memory format (same maths, another memory layout; ~1.3x faster
+            convolutions on CPU; scripts/bench_train.py).
     """
 
     def __init__(
@@ -50,15 +53,18 @@ class SegmentationTask(L.LightningModule):
         dice_weight: float = 1.0,
         tolerance: float = 2.0,
         ignore_index: int = IGNORE_INDEX,
+        channels_last: bool = True,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
-        self.net = net
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.val_metrics = BoundaryMetrics(net.num_classes, tolerance=tolerance, ignore_index=ignore_index)
         self.test_metrics = BoundaryMetrics(net.num_classes, tolerance=tolerance, ignore_index=ignore_index)
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, C, H, W) -> logits (B, K, H, W)."""
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.net(images)
 
     def loss(self, logits: Tensor, masks: Tensor) -> Tensor:
@@ -78,11 +84,12 @@ class SegmentationTask(L.LightningModule):
         metrics.update(logits.argmax(dim=1), masks)
 
     def _log_metrics(self, stage: str, metrics: BoundaryMetrics) -> None:
-        # BoundaryMetrics returns a dict (per class and mean); compute() syncs across ranks itself.
+        # BoundaryMetrics returns a dict (per class and mean); compute() syncs across ranks itself, so every rank
+        # holds the same values: sync_dist with "max" keeps them exact and tells Lightning they are global.
         values = {f"{stage}/{name}": value for name, value in metrics.compute().items()}
         dice = values.pop(f"{stage}/dice")
-        self.log(f"{stage}/dice", dice, prog_bar=True)
-        self.log_dict(values)
+        self.log(f"{stage}/dice", dice, prog_bar=True, sync_dist=True, reduce_fx="max")
+        self.log_dict(values, sync_dist=True, reduce_fx="max")
         metrics.reset()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

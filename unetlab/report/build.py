@@ -26,6 +26,7 @@ def make_report(
     wandb_mode: str | None = None,
     project: str = "unetlab",
     group: str | None = None,
+    pictures: Sequence[tuple[str, str, Path]] = (),
 ) -> Path:
     """Read every ``results.csv`` under ``dirs`` (recursively), average over seeds, write the report.
 
@@ -33,6 +34,8 @@ def make_report(
     ``report.html`` (self-contained: PNGs inlined), ``report_*.png`` and ``report.csv`` (the seed-averaged table).
     With ``log_wandb`` the PNGs and the table go to one wandb run (``job_type="report"``, ``group`` default: the
     name of the first dir, ``wandb_mode`` default: ``$WANDB_MODE`` or offline). Returns the path of report.html.
+    ``pictures``: extra (heading, text, PNG) figures, e.g. receptive fields and top-9 patches from
+    ``unetlab-viz``, shown in a last section (``unetlab-ablate`` passes them).
     Raises ``ReportError`` (a ValueError) when no results.csv is found or one is not a results table.
     """
     dirs = [Path(d) for d in dirs]
@@ -48,6 +51,9 @@ def make_report(
         build_section(setting, out_dir, prefix="report_" if len(settings) == 1 else f"report_{slug(setting)}_")
         for setting in settings
     ]
+    if pictures:
+        parts = [Part(heading, text, Path(image), []) for heading, text, image in pictures]
+        sections.append(Section("What the units see", [], parts))
     models = len(results.params)
     runs = sum(len(r) for r in results.runs.values())
     searched = ", ".join(f"`{d.resolve() if d.name in ('', '.', '..') else d}`" for d in dirs)
@@ -78,7 +84,7 @@ def make_report(
     if log_wandb:
         images = {
             f"{slug(s) + '/' if len(sections) > 1 else ''}{part.image.stem.removeprefix('report_')}": part.image
-            for s, section in zip(settings, sections, strict=True)
+            for s, section in zip(settings, sections, strict=False)
             for part in section.parts
             if part.image is not None
         }
