@@ -2,6 +2,14 @@
 
 Re-running with the same ``paths.output_dir`` resumes from ``checkpoints/last.ckpt``; a run whose
 ``metrics.json`` exists is finished and is not trained again.
+
+Under DDP (``trainer.devices``/``trainer.num_nodes`` > 1, ``trainer.strategy=ddp|ddp_spawn``) every rank starts from
+the same ``seed_everything(seed)`` weights, and Lightning's DistributedSampler shuffles the training split with
+``seed + epoch`` (its seed is ``PL_GLOBAL_SEED``) and hands each rank a disjoint slice: ranks see different images, and
+a re-run sees the same ones. Rank 0 alone writes checkpoints, metrics.json and results.csv. Validation during training
+uses Lightning's sampler, which pads the val split with repeated images up to a multiple of the world size (so val/*
+is exact when that split's size is a multiple of it); the final test runs on ``UnpaddedShards``, so test/* counts
+every test image once, and results.csv comes from the single-process evaluation on rank 0.
 """
 
 from __future__ import annotations
@@ -11,8 +19,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher, _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from unetlab.atomic import write_json
 from unetlab.models.unet import check_depth, parse_skips
@@ -30,6 +42,74 @@ def check_config(cfg: DictConfig) -> None:
             f"data.image_size={size} is not a multiple of 2**model.depth = {factor} (model.depth={depth}); "
             f"use e.g. data.image_size={max(factor, int(size) // factor * factor)}"
         )
+
+
+def check_strategy(trainer: L.Trainer, loggers: list) -> None:
+    """Multi-process set-ups that would fail late or silently, named before training starts."""
+    launcher = trainer.strategy.launcher
+    reruns_command = (
+        isinstance(launcher, _SubprocessScriptLauncher)
+        and trainer.num_devices > 1
+        and not trainer.strategy.cluster_environment.creates_processes_externally
+    )
+    if reruns_command and _in_sweep():
+        raise ValueError(
+            "trainer.strategy=ddp starts its other processes by re-running the command line, which inside a -m sweep "
+            "re-runs the whole sweep (Lightning #11300); in a sweep use trainer.strategy=ddp_spawn, or "
+            "hydra/launcher=slurm with hydra.launcher.tasks_per_node=hydra.launcher.gpus_per_node=trainer.devices "
+            "(SLURM starts the processes)"
+        )
+    if isinstance(launcher, _MultiProcessingLauncher) and any(isinstance(lg, CSVLogger) for lg in loggers):
+        raise ValueError(
+            "logger=csv does not work with trainer.strategy=ddp_spawn (or ddp_fork, ddp_notebook): every new process "
+            "gets the main process's CSV writer, which has not seen the columns the last one wrote, and the test then "
+            "fails to append to metrics.csv (lightning 2.6); use trainer.strategy=ddp, or logger=wandb / logger=none"
+        )
+
+
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+class UnpaddedShards(DistributedSampler):
+    """This process's share of an evaluation split, with every image in exactly one process.
+
+    Lightning's DistributedSampler pads a split with repeated images up to a multiple of the world size, and those
+    would count twice in the metrics; here the shards are uneven instead (rank ``r`` of ``W`` takes images ``r, r+W,
+    ...``). Rank and world size are read when iterating, in the worker: ``ddp_spawn`` pickles the loader before the
+    process group exists. Being a DistributedSampler, Lightning leaves it in place. One process: the whole split.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:  # no super().__init__(): it wants the process group now
+        self.dataset = dataset
+        self.epoch = 0
+
+    def _indices(self) -> range:
+        if not (dist.is_available() and dist.is_initialized()):
+            return range(len(self.dataset))
+        return range(dist.get_rank(), len(self.dataset), dist.get_world_size())
+
+    def __iter__(self):
+        return iter(self._indices())
+
+    def __len__(self) -> int:
+        return len(self._indices())
+
+
+def unpadded(loader: DataLoader) -> DataLoader:
+    """``loader`` (unshuffled) with ``UnpaddedShards`` as its sampler."""
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=UnpaddedShards(loader.dataset),
+        num_workers=loader.num_workers,
+        pin_memory=loader.pin_memory,
+        persistent_workers=loader.persistent_workers,
+        collate_fn=loader.collate_fn,
+    )
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -73,12 +153,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c and "_target_" in c]
     loggers = build_loggers(cfg)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    check_strategy(trainer, loggers)
 
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = None
     if last.exists():
-        epoch = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
-        print(f"[unetlab] resuming {run_dir} from checkpoints/last.ckpt ({epoch + 1} epoch(s) done)")
+        print(f"[unetlab] resuming {run_dir} from checkpoints/last.ckpt ({epochs_done(last)} epoch(s) done)")
         ckpt_path = str(last)
 
     try:
@@ -88,17 +168,26 @@ def train(cfg: DictConfig) -> dict[str, float]:
             raise KeyboardInterrupt("training was interrupted; re-run the same command to resume")
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         has_best = any(getattr(c, "best_model_path", "") for c in trainer.checkpoint_callbacks)
-        trainer.test(task, datamodule=datamodule, ckpt_path="best" if has_best else None, weights_only=False)
+        test_loader = unpadded(datamodule.test_dataloader())
+        trainer.test(task, dataloaders=test_loader, ckpt_path="best" if has_best else None, weights_only=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     finally:
         if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
             finish_wandb()
     metrics["params"] = float(count_parameters(net))
-    metrics["epochs"] = float(trainer.current_epoch)
+    # ddp_spawn does not send the loop's progress back to the main process; the last checkpoint has it.
+    metrics["epochs"] = float(max(trainer.current_epoch, epochs_done(last)))
     if trainer.is_global_zero:
         write_json(metrics_path, metrics)
         evaluate_if_asked(cfg, run_dir)
     return metrics
+
+
+def epochs_done(last: Path) -> int:
+    """Epochs finished by the run whose last checkpoint is ``last`` (0 when there is none)."""
+    if not last.exists():
+        return 0
+    return torch.load(last, map_location="cpu", weights_only=False, mmap=True)["epoch"] + 1
 
 
 def evaluate_if_asked(cfg: DictConfig, run_dir: Path) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
+from collections.abc import Sequence
 from importlib.resources import files
 
 from omegaconf import DictConfig, OmegaConf
@@ -14,6 +16,34 @@ CONFIG_PATH = str(files("unetlab.conf"))
 
 # Keys of a trained run's saved config that unetlab-eval / unetlab-viz accept on their command line.
 RUN_KEYS = ("data", "model", "trainer", "logger")
+
+
+# hydra/launcher=<name> -> (the plugin module that provides it, its short name, the unetlab extra that installs it).
+# `slurm` is unetlab's own conf/hydra/launcher/slurm.yaml, built on the plugin's `submitit_slurm`.
+LAUNCHER_PLUGINS = {
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", "joblib", "joblib"),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "submitit", "slurm"),
+    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "submitit", "slurm"),
+    "slurm": ("hydra_plugins.hydra_submitit_launcher", "submitit", "slurm"),
+}
+
+
+def check_launcher(prog: str, argv: Sequence[str] | None = None) -> None:
+    """Exit 2 naming the extra to install when ``hydra/launcher=X`` (in ``argv``, default ``sys.argv``) needs a
+    launcher plugin that does not import; Hydra itself would only say "Could not find 'hydra/launcher/X'"."""
+    for arg in sys.argv[1:] if argv is None else argv:
+        key, _, name = arg.partition("=")
+        if key.lstrip("+~") != "hydra/launcher" or name not in LAUNCHER_PLUGINS:
+            continue
+        module, plugin, extra = LAUNCHER_PLUGINS[name]
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            print(
+                f"{prog}: error: hydra/launcher={name} needs the {plugin} launcher: pip install 'unetlab[{extra}]'",
+                file=sys.stderr,
+            )
+            sys.exit(2)
 
 
 def accept_run_overrides() -> None:

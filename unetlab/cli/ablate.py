@@ -8,7 +8,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from unetlab.cli import CONFIG_PATH
+from unetlab.cli import CONFIG_PATH, check_launcher
 
 # Overrides with these heads go to the training jobs, not to the ablate app itself.
 FORWARD = ("data", "model", "trainer", "task", "logger", "eval", "callbacks", "hydra/launcher", "hydra.launcher")
@@ -27,6 +27,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    check_launcher("unetlab-ablate")
     args = sys.argv[1:]
 
     def forwarded(arg: str) -> bool:

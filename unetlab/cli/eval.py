@@ -7,7 +7,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from unetlab.cli import CONFIG_PATH, accept_run_overrides, run_overrides
+from unetlab.cli import CONFIG_PATH, accept_run_overrides, check_launcher, run_overrides
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
@@ -21,6 +21,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    check_launcher("unetlab-eval")
     accept_run_overrides()
     _main()
 
