@@ -81,7 +81,6 @@ def test_submitit_local_sweep_runs_every_job(tmp_path):
 
 @pytest.mark.slow
 def test_joblib_sweep_gives_each_job_its_own_wandb_run(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep = tmp_path / "sweep"
     # n_jobs=1 runs both jobs in one process, one after the other, as loky does when it reuses a worker:
     # a wandb.run left over from job 0 would swallow job 1.
@@ -110,7 +109,6 @@ def test_slurm_launcher_config_extends_the_plugin():
     [
         ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher", "slurm"),
         ("slurm", "hydra_plugins.hydra_submitit_launcher", "slurm"),
-        ("joblib", "hydra_plugins.hydra_joblib_launcher", "joblib"),
     ],
 )
 def test_missing_launcher_plugin_names_the_extra(monkeypatch, capsys, launcher, module, extra):
@@ -119,7 +117,6 @@ def test_missing_launcher_plugin_names_the_extra(monkeypatch, capsys, launcher, 
     with pytest.raises(SystemExit) as exit_info:
         check_launcher("unetlab-train", ["-m", "model.depth=1,2", f"hydra/launcher={launcher}"])
     assert exit_info.value.code == 2
-    plugin = "joblib" if extra == "joblib" else "submitit"
     assert capsys.readouterr().err.strip() == (
-        f"unetlab-train: error: hydra/launcher={launcher} needs the {plugin} launcher: pip install 'unetlab[{extra}]'"
+        f"unetlab-train: error: hydra/launcher={launcher} needs the submitit launcher: pip install 'unetlab[{extra}]'"
     )

@@ -9,8 +9,10 @@ because Hydra sweeps are cartesian products and those sets depend on the depth.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,10 +88,66 @@ def run_dir_name(depth: int, skips, seed: int) -> str:
     return f"d{depth}-s{skips_to_str(parse_skips(skips, depth))}-seed{seed}"
 
 
+def parallel_overrides(jobs: int, forwarded: Sequence[str], cores: int | None = None) -> list[str]:
+    """Overrides that train ``jobs`` models at once on this machine: Hydra's joblib launcher, each job on its share
+    of the cores (``threads``), a line per epoch instead of progress bars that would overwrite each other.
+
+    Small U-Nets on a CPU use a second thread poorly (measured: 1.7x the throughput from two one-thread jobs over one
+    two-thread job on 2 cores), so the quick preset trains two at a time. Nothing is added for ``jobs <= 1`` or when
+    ``hydra/launcher`` is given (a cluster launcher decides for itself); keys given on the command line win.
+    """
+    if jobs <= 1 or any(arg.lstrip("+~").startswith(("hydra/launcher=", "hydra.launcher.")) for arg in forwarded):
+        return []
+    cores = cores or len(os.sched_getaffinity(0))
+    wanted = {
+        "hydra/launcher": "joblib",
+        "hydra.launcher.n_jobs": str(jobs),
+        "threads": str(max(1, cores // jobs)),
+        "trainer.enable_progress_bar": "false",
+        "trainer.enable_model_summary": "false",
+    }
+    given = {arg.split("=", 1)[0].lstrip("+~") for arg in forwarded}
+    return [f"{key}={value}" for key, value in wanted.items() if key not in given]
+
+
+class Finished:
+    """Counts the grid's evaluated runs (``results.csv`` written) and prints when the count grows, every few s."""
+
+    def __init__(self, runs_dir: Path, total: int, start: float, interval: float = 5.0):
+        self.runs_dir, self.total, self.start, self.interval = runs_dir, total, start, interval
+        self.stop = threading.Event()
+        self.count = self.done()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+
+    def done(self) -> int:
+        return len(list(self.runs_dir.glob("*/results.csv"))) if self.runs_dir.is_dir() else 0
+
+    def update(self) -> None:
+        count = self.done()
+        if count != self.count:
+            self.count = count
+            print(f"[unetlab-ablate] {count} of {self.total} models done ({time.time() - self.start:.0f} s)",
+                  flush=True)  # fmt: skip
+
+    def watch(self) -> None:
+        while not self.stop.wait(self.interval):
+            self.update()
+
+    def __enter__(self) -> Finished:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.update()
+
+
 def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
     """Train + evaluate the grid (Hydra sweeps of ``unetlab-train``), draw one model, write the report.
 
     ``forwarded``: overrides for the training jobs (``trainer.*``, ``data.*``, ``hydra/launcher=...``).
+    ``ablate.jobs`` > 1 trains that many models at once with Hydra's joblib launcher (``parallel_overrides``).
     Returns the report's HTML path. Re-running resumes: finished runs are skipped, dead ones resume.
     """
     out_dir = Path(cfg.out_dir).resolve()
@@ -97,30 +155,39 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
     grid = cfg.ablate
     sweeps = plan_sweeps(grid.depths, grid.skips, grid.get("deepest_skips", []), grid.seeds)
     total = sum(count_jobs(sweep) for sweep in sweeps)
+    parallel = parallel_overrides(int(grid.get("jobs", 1)), forwarded)
     start = time.time()
-    print(f"[unetlab-ablate] {total} models in {len(sweeps)} sweep(s) -> {runs_dir}", flush=True)
+    at_once = f", {grid.jobs} at a time" if parallel else ""
+    print(f"[unetlab-ablate] {total} models in {len(sweeps)} sweep(s){at_once} -> {runs_dir}", flush=True)
     done = 0
-    for index, sweep in enumerate(sweeps, 1):
-        jobs = count_jobs(sweep)
-        print(f"[unetlab-ablate] sweep {index}/{len(sweeps)}: jobs {done + 1}-{done + jobs} of {total}: "
-              f"{' '.join(sweep)}", flush=True)  # fmt: skip
-        command = [
-            sys.executable, "-m", "unetlab.cli.train", "--multirun", f"experiment={experiment}", *sweep,
-            f"run_group={grid.name}", f"hydra.sweep.dir={runs_dir}",
-            "hydra.sweep.subdir='d${model.depth}-s${skipset:${model.skips},${model.depth}}-seed${seed}'",
-            *forwarded,
-        ]  # fmt: skip
-        if subprocess.run(command).returncode != 0:
-            raise RuntimeError(
-                f"sweep {index} failed (see above); re-run the same command to resume: finished runs are skipped"
-            )
-        done += jobs
+    with Finished(runs_dir, total, start):
+        for index, sweep in enumerate(sweeps, 1):
+            jobs = count_jobs(sweep)
+            print(f"[unetlab-ablate] sweep {index}/{len(sweeps)}: jobs {done + 1}-{done + jobs} of {total}: "
+                  f"{' '.join(sweep)}", flush=True)  # fmt: skip
+            command = [
+                sys.executable, "-m", "unetlab.cli.train", "--multirun", f"experiment={experiment}", *sweep,
+                f"run_group={grid.name}", f"hydra.sweep.dir={runs_dir}",
+                "hydra.sweep.subdir='d${model.depth}-s${skipset:${model.skips},${model.depth}}-seed${seed}'",
+                *parallel, *forwarded,
+            ]  # fmt: skip
+            # Side by side, wandb's per-run banners would bury the epoch lines; the end of the job says how to sync.
+            env = {**os.environ, "WANDB_SILENT": "true"} if parallel else None
+            if subprocess.run(command, env=env).returncode != 0:
+                raise RuntimeError(
+                    f"sweep {index} failed (see above); re-run the same command to resume: finished runs are skipped"
+                )
+            done += jobs
 
     pictures = draw_units(runs_dir / run_dir_name(max(grid.depths), "all", int(grid.seeds[0])), grid, out_dir)
 
     from unetlab.report import make_report
 
     html = make_report([runs_dir], out_dir, pictures=pictures)
+    offline = sorted(runs_dir.glob("*/wandb/offline-run-*"))
+    if offline:
+        print(f"[unetlab-ablate] {len(offline)} offline wandb runs; upload them with: "
+              f"wandb sync {runs_dir}/*/wandb/offline-run-*", flush=True)  # fmt: skip
     print(f"[unetlab-ablate] done in {time.time() - start:.0f} s; report: {html}", flush=True)
     return html
 

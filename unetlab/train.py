@@ -141,6 +141,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         evaluate_if_asked(cfg, run_dir)
         return json.loads(metrics_path.read_text())
 
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
@@ -169,7 +171,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         has_best = any(getattr(c, "best_model_path", "") for c in trainer.checkpoint_callbacks)
         test_loader = unpadded(datamodule.test_dataloader())
-        trainer.test(task, dataloaders=test_loader, ckpt_path="best" if has_best else None, weights_only=False)
+        trainer.test(
+            task,
+            dataloaders=test_loader,
+            ckpt_path="best" if has_best else None,
+            weights_only=False,
+            verbose=trainer.progress_bar_callback is not None,  # without bars (parallel jobs) no table either
+        )
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     finally:
         if any(type(logger).__name__ == "WandbLogger" for logger in loggers):

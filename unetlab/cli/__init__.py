@@ -19,9 +19,9 @@ RUN_KEYS = ("data", "model", "trainer", "logger")
 
 
 # hydra/launcher=<name> -> (the plugin module that provides it, its short name, the unetlab extra that installs it).
-# `slurm` is unetlab's own conf/hydra/launcher/slurm.yaml, built on the plugin's `submitit_slurm`.
+# `slurm` is unetlab's own conf/hydra/launcher/slurm.yaml, built on the plugin's `submitit_slurm`. (joblib is a
+# dependency of unetlab itself: the main job uses it.)
 LAUNCHER_PLUGINS = {
-    "joblib": ("hydra_plugins.hydra_joblib_launcher", "joblib", "joblib"),
     "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "submitit", "slurm"),
     "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "submitit", "slurm"),
     "slurm": ("hydra_plugins.hydra_submitit_launcher", "submitit", "slurm"),

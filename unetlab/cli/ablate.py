@@ -11,7 +11,9 @@ from omegaconf import DictConfig
 from unetlab.cli import CONFIG_PATH, check_launcher
 
 # Overrides with these heads go to the training jobs, not to the ablate app itself.
-FORWARD = ("data", "model", "trainer", "task", "logger", "eval", "callbacks", "hydra/launcher", "hydra.launcher")
+FORWARD = (
+    "data", "model", "trainer", "task", "logger", "eval", "callbacks", "threads", "hydra/launcher", "hydra.launcher",
+)  # fmt: skip
 FORWARDED: list[str] = []
 
 

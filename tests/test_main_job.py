@@ -1,0 +1,144 @@
+"""The main job: the grid plan covers every cell once, and a shrunken ``unetlab-ablate`` runs end to end."""
+
+import csv
+import itertools
+import json
+
+import pytest
+
+from tests.helpers import run_cli
+from unetlab.ablate import count_jobs, parallel_overrides, plan_sweeps, run_dir_name, skip_sets
+
+
+def cells_of_sweeps(sweeps: list[list[str]]) -> list[tuple[int, str, int]]:
+    """Every (depth, canonical skip set, seed) that the sweeps run, expanded by hand (not with Hydra's parser)."""
+    cells = []
+    for sweep in sweeps:
+        values = {}
+        for override in sweep:
+            key, text = override.split("=", 1)
+            parts, depth_items, buf = [], 0, ""
+            for char in text:  # split on commas outside brackets: model.skips=all,[0],[1]
+                depth_items += (char == "[") - (char == "]")
+                if char == "," and depth_items == 0:
+                    parts.append(buf)
+                    buf = ""
+                else:
+                    buf += char
+            values[key] = [*parts, buf]
+        for depth, skips, seed in itertools.product(values["model.depth"], values["model.skips"], values["seed"]):
+            depth = int(depth)
+            name = run_dir_name(depth, skips.strip("[]") if skips.startswith("[") else skips, int(seed))
+            cells.append((depth, name.split("-s", 1)[1].rsplit("-seed", 1)[0], int(seed)))
+    return cells
+
+
+def expected_cells(depths, skips, deepest_skips, seeds) -> set[tuple[int, str, int]]:
+    """The grid by its definition: every kind at every depth, the deepest-only kinds at the deepest depth."""
+    cells = set()
+    for depth in depths:
+        kinds = [*skips, *(deepest_skips if depth == max(depths) else [])]
+        for kind, seed in itertools.product(kinds, seeds):
+            levels = range(depth)
+            sets = {
+                "all": [tuple(levels)],
+                "none": [()],
+                "single": [(lv,) for lv in levels],
+                "all_but_one": [tuple(x for x in levels if x != lv) for lv in levels],
+            }[kind]
+            cells |= {(depth, ",".join(map(str, s)) or "none", seed) for s in sets}
+    return cells
+
+
+@pytest.mark.parametrize(
+    ("depths", "skips", "deepest", "seeds", "models"),
+    [
+        ([1, 2, 3, 4], ["all", "none"], ["single"], [0], 12),  # the quick preset
+        ([1, 2, 3, 4, 5, 6], ["all", "none", "single", "all_but_one"], [], [0, 1, 2], 50),  # the full preset
+        ([2, 3], ["single"], ["all_but_one"], [0, 1], 8),
+    ],
+)
+def test_plan_covers_every_cell_once(depths, skips, deepest, seeds, models):
+    sweeps = plan_sweeps(depths, skips, deepest, seeds)
+    cells = cells_of_sweeps(sweeps)
+    assert len(cells) == len(set(cells)), "a cell is trained twice"
+    assert set(cells) == expected_cells(depths, skips, deepest, seeds)
+    assert len(cells) == models * len(seeds)
+    assert sum(count_jobs(sweep) for sweep in sweeps) == len(cells)  # what the progress line counts
+
+
+def test_single_skip_at_depth_one_is_the_all_skip_model():
+    assert skip_sets("single", 1) == skip_sets("all", 1) == [(0,)]
+    assert skip_sets("all_but_one", 1) == skip_sets("none", 1) == [()]
+    sweeps = plan_sweeps([1], ["all", "none", "single", "all_but_one"], [], [0])
+    assert sum(count_jobs(sweep) for sweep in sweeps) == 2
+
+
+def test_bad_grid_names_the_kind_and_the_allowed_ones():
+    with pytest.raises(ValueError, match=r"'some'.*allowed: all, none, single, all_but_one"):
+        plan_sweeps([2], ["some"], [], [0])
+    with pytest.raises(ValueError, match="ablate.depths is empty"):
+        plan_sweeps([], ["all"], [], [0])
+    with pytest.raises(ValueError, match="names level 3, but a depth-2 U-Net"):
+        plan_sweeps([2], [[3]], [], [0])
+
+
+def test_parallel_jobs_use_joblib_with_a_share_of_the_cores_each():
+    assert parallel_overrides(2, [], cores=2) == [
+        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1", "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+    ]  # fmt: skip
+    assert "threads=4" in parallel_overrides(4, [], cores=16)
+    assert parallel_overrides(1, [], cores=2) == []
+    # A launcher on the command line decides for itself; keys given there win.
+    assert parallel_overrides(2, ["hydra/launcher=slurm"], cores=2) == []
+    assert parallel_overrides(2, ["hydra.launcher.n_jobs=3"], cores=2) == []
+    assert "threads=1" not in parallel_overrides(2, ["threads=2"], cores=2)
+
+
+@pytest.mark.slow
+def test_shrunken_main_job_runs_end_to_end(tmp_path):
+    """unetlab-ablate from an empty folder: 4 models trained and evaluated, one drawn, the report written."""
+    grid = ["ablate.depths=[1,2]", "ablate.skips=[all,none]", "ablate.deepest_skips=[]", "ablate.viz_keys=[enc1]"]
+    small = [
+        "logger=csv", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "data.image_size=32",
+        "data.train_size=32", "data.val_size=16", "data.test_size=16", "data.batch_size=8", "model.base_channels=4",
+        "eval.probe_steps=5",
+    ]  # fmt: skip
+    proc = run_cli("unetlab-ablate", *grid, *small, cwd=tmp_path, timeout=600)
+    out = tmp_path / "ablate" / "quick"
+    assert "[unetlab-ablate] 4 models in 1 sweep(s), 2 at a time" in proc.stdout
+    assert "[unetlab-ablate] 4 of 4 models done" in proc.stdout
+    assert "[unetlab] d2-snone-seed0 epoch 1/1: train/loss" in proc.stdout  # a line per epoch, no bars
+    assert f"report: {out / 'report.html'}" in proc.stdout
+
+    runs = {f"d{d}-s{s}-seed0": (d, s) for d in (1, 2) for s in (",".join(map(str, range(d))), "none")}
+    assert sorted(p.name for p in (out / "runs").iterdir() if p.is_dir()) == sorted(runs)
+    hd95 = {}
+    for name, (depth, skips) in runs.items():
+        run = out / "runs" / name
+        config = (run / ".hydra" / "config.yaml").read_text()
+        assert "max_epochs: 1" in config and f"depth: {depth}" in config
+        assert "test/dice" in json.loads((run / "metrics.json").read_text())
+        with open(run / "results.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        sources = {row["source"] for row in rows}
+        assert {"model", f"probe/enc{depth}", "probe/dec0", f"floor/{depth}"} <= sources
+        assert any(s.startswith("shapley/mean/") for s in sources) == (skips != "none")
+        (row,) = [r for r in rows if (r["source"], r["metric"], r["class"]) == ("model", "hd95", "mean")]
+        assert (row["depth"], row["skips"], row["n"]) == (str(depth), skips, "16")
+        hd95[(depth, skips)] = float(row["value"])
+
+    # The report's seed-averaged table holds the numbers of the runs (one seed: the same numbers).
+    with open(out / "report.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    table = [r for r in rows if (r["source"], r["metric"], r["class"]) == ("model", "hd95", "mean")]
+    assert {(int(r["depth"]), r["skips"]): float(r["mean"]) for r in table} == pytest.approx(hd95)
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5  # self-contained: plots and the unit pictures inlined
+    assert "Top-9 patches of enc1" in (out / "report.md").read_text()
+    assert (out / "viz").is_dir() and list((out / "viz").glob("*.png"))
+
+    # Re-running the same command trains nothing again.
+    again = run_cli("unetlab-ablate", *grid, *small, cwd=tmp_path, timeout=600)
+    assert again.stdout.count("is finished (metrics.json exists); not training again") == 4
