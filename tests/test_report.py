@@ -113,6 +113,22 @@ def test_empty_predictions_get_a_caution(grid, tmp_path):
     assert "(up to 25%, the depth-1 no-skip U-Net)" in md
 
 
+def test_floor_that_loses_objects_gets_a_caution(grid, tmp_path):
+    rates = {"floor/2": 0.1, "floor/3": 0.4}  # averaged over the models that have the level
+    for path in grid.rglob("results.csv"):
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows({**row, "empty_rate": rates.get(row["source"], 0.0)} for row in rows)
+    make_report([grid], tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Caution: the resolution floor is empty from 10% of test images at level 2 to 40% at level 3" in md
+    assert "half a 4×4-px cell vanish" in md
+    assert "Caution: in" not in md  # the models themselves predicted every object
+
+
 def test_drop_one_finding_says_when_results_disagree_with_wilm(tmp_path):
     write_grid(tmp_path / "grid", drop_one={0: 0.6, 1: 0.8, 2: 0.9})
     make_report([tmp_path / "grid"], tmp_path / "out")

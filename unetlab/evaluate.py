@@ -38,6 +38,7 @@ class EvalOptions:
     probe_steps: int = 200
     probe_lr: float = 0.05
     probe_batch_size: int = 16
+    probe_images: int = 64
     tolerance: float = 2.0
     batch_size: int = 16
     seed: int = 0
@@ -71,6 +72,7 @@ def evaluate(run: LoadedRun, options: EvalOptions) -> list[dict]:
             num_classes,
             steps=options.probe_steps,
             batch_size=options.probe_batch_size,
+            pool=options.probe_images,
             lr=options.probe_lr,
             seed=options.seed,
             ignore_index=ignore,

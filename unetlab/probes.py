@@ -2,17 +2,19 @@
 
 The probe at key ``k`` (level ``i``) maps the standardised level-``i`` features to class logits, which are
 bilinearly upsampled from ``H/2**i`` to full resolution before the loss and before scoring. All probes train
-together from one frozen forward pass per batch: same images, same steps, same seed for every key.
+together on the same images, steps and seed. The network is frozen, so its features never change: it runs once
+over a seeded pool of training images, and the probes' steps draw their batches from those cached features
+(a forward pass per step would cost the whole network ``steps`` times over for the same numbers).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import Dataset, default_collate
 from tqdm.auto import tqdm
 
 from unetlab.models.unet import UNet
@@ -42,15 +44,20 @@ class LinearProbe(nn.Module):
         self.mean.copy_(features.mean(dim=(0, 2, 3), keepdim=True))
         self.std.copy_(features.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6))
 
-    def forward(self, features: Tensor, size: Sequence[int]) -> Tensor:
-        logits = self.conv((features - self.mean) / self.std)
+    def standardise(self, features: Tensor) -> Tensor:
+        return (features - self.mean) / self.std
+
+    def forward(self, features: Tensor, size: Sequence[int], standardised: bool = False) -> Tensor:
+        logits = self.conv(features if standardised else self.standardise(features))
+        if tuple(logits.shape[-2:]) == tuple(size):  # level 0: bilinear to the same size is the identity
+            return logits
         return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def _batches(dataset: Dataset, batch_size: int, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
+def _pool(dataset: Dataset, size: int, seed: int) -> list[int]:
+    """A seeded sample of ``size`` distinct training indices (all of them if the split is smaller)."""
     generator = torch.Generator().manual_seed(seed)
-    sampler = RandomSampler(dataset, replacement=True, num_samples=10**9, generator=generator)
-    yield from DataLoader(dataset, batch_size=batch_size, sampler=sampler)
+    return torch.randperm(len(dataset), generator=generator)[:size].tolist()
 
 
 def train_probes(
@@ -64,32 +71,44 @@ def train_probes(
     ignore_index: int = 255,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    pool: int = 64,
 ) -> nn.ModuleDict:
-    """Train one ``LinearProbe`` per probe key on ``net``'s frozen features (cross-entropy, Adam).
+    """Train one ``LinearProbe`` per probe key on ``net``'s frozen features (cross-entropy, Adam, cosine lr).
 
+    ``pool`` training images (seeded) go through the network once; the ``steps`` steps walk through them in that
+    seeded order, ``batch_size`` at a time (slices of the cache: no copies). Features are standardised once, with
+    the pool's per-channel statistics.
     Returns a ModuleDict key -> LinearProbe, in eval mode. Deterministic for a given ``seed``.
     """
     torch.manual_seed(seed)
     net = net.eval().to(device)
     keys = probe_keys(net)
-    batches = _batches(dataset, batch_size, seed)
-    images, _ = next(batches)
+    indices = _pool(dataset, pool, seed)
+    cached: dict[str, list[Tensor]] = {key: [] for key in keys}
+    pool_masks = []
     with torch.no_grad():
-        features = net.features(images.to(device))
+        for chunk in tqdm(range(0, len(indices), batch_size), desc="probe features", disable=not progress, leave=False):
+            images, masks = default_collate([dataset[i] for i in indices[chunk : chunk + batch_size]])
+            features = net.features(images.to(device))
+            for key in keys:
+                cached[key].append(features[key].contiguous())  # (b, C_k, H/2**i, W/2**i)
+            pool_masks.append(masks.to(device))
+    features = {key: torch.cat(parts) for key, parts in cached.items()}  # (pool, C_k, h_k, w_k)
+    masks = torch.cat(pool_masks)  # (pool, H, W)
+
     probes = nn.ModuleDict({key: LinearProbe(features[key].shape[1], num_classes) for key in keys}).to(device)
     for key in keys:
         probes[key].set_statistics(features[key])
+        features[key] = probes[key].standardise(features[key])
     optimizer = torch.optim.Adam(probes.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
-    for _ in tqdm(range(steps), desc="probes", disable=not progress, leave=False):
-        images, masks = next(batches)
-        images, masks = images.to(device), masks.to(device)
-        with torch.no_grad():
-            features = net.features(images)
-        loss = sum(
-            F.cross_entropy(probes[key](features[key], masks.shape[-2:]), masks, ignore_index=ignore_index)
-            for key in keys
-        )
+    starts = list(range(0, len(masks), batch_size))
+    for step in tqdm(range(steps), desc="probes", disable=not progress, leave=False):
+        batch = slice(starts[step % len(starts)], starts[step % len(starts)] + batch_size)
+        target = masks[batch]
+        size = target.shape[-2:]
+        logits = {key: probes[key](features[key][batch], size, standardised=True) for key in keys}
+        loss = sum(F.cross_entropy(logits[key], target, ignore_index=ignore_index) for key in keys)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -67,6 +67,8 @@ class Results:
     files: list[Path]
     notes: list[str] = field(default_factory=list)
     empty_rate: dict[Model, float] = field(default_factory=dict)  # of the model's test predictions, over runs
+    # (model, source) -> share of test images where exactly one mask was empty (hd95, class mean), over runs
+    source_empty_rate: dict[tuple[Model, str], float] = field(default_factory=dict)
 
     def get(self, model: Model, source: str, metric: str, class_: str = "mean") -> Stat | None:
         return self.stats.get((model, source, metric, class_))
@@ -93,6 +95,7 @@ class Results:
                     files=self.files,
                     notes=self.notes,
                     empty_rate={m: r for m, r in self.empty_rate.items() if m.setting == key},
+                    source_empty_rate={k: r for k, r in self.source_empty_rate.items() if k[0].setting == key},
                 )
             )
         return out
@@ -161,6 +164,7 @@ def aggregate(rows_by_file: Iterable[tuple[Path, list[dict]]]) -> Results:
     runs: dict[Model, list[str]] = defaultdict(list)
     seeds: dict[Model, list[int]] = defaultdict(list)
     empty: dict[Model, list[float]] = defaultdict(list)
+    source_empty: dict[tuple[Model, str], list[float]] = defaultdict(list)
     files = []
     for path, rows in rows_by_file:
         files.append(path)
@@ -168,8 +172,10 @@ def aggregate(rows_by_file: Iterable[tuple[Path, list[dict]]]) -> Results:
         for row in rows:
             model = Model(str(row["dataset"]), str(row["image_size"]), row["depth"], str(row["skips"]))
             values[(model, row["source"], row["metric"], str(row["class"]))].append(row["value"])
-            if (row["source"], row["metric"], str(row["class"])) == ("model", "hd95", "mean"):
-                empty[model].append(row["empty_rate"])
+            if (row["metric"], str(row["class"])) == ("hd95", "mean"):
+                source_empty[(model, row["source"])].append(row["empty_rate"])
+                if row["source"] == "model":
+                    empty[model].append(row["empty_rate"])
             if model not in seen_models:
                 seen_models.add(model)
                 params[model].append(row["params"])
@@ -195,6 +201,7 @@ def aggregate(rows_by_file: Iterable[tuple[Path, list[dict]]]) -> Results:
         files=files,
         notes=notes,
         empty_rate={model: stat.mean for model, rates in empty.items() if (stat := summarize(rates)).runs},
+        source_empty_rate={key: stat.mean for key, rates in source_empty.items() if (stat := summarize(rates)).runs},
     )
 
 

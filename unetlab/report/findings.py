@@ -240,10 +240,39 @@ def empty_predictions(results: Results) -> str | None:
     )
 
 
+def vanishing_floor(results: Results, threshold: float = 0.05) -> str | None:
+    """A caution where the resolution floor itself is empty in many test images.
+
+    Averaged down by ``2**level``, an object smaller than about half a cell vanishes at the 0.5 threshold; such
+    images count at the image diagonal, so the floor's distances there measure vanished objects, and a probe whose
+    coarse blob keeps the object scores *below* the floor. Rates are averaged over the models of the grid.
+    """
+    rates: dict[int, list[float]] = {}
+    for (_, source), rate in results.source_empty_rate.items():
+        if source.startswith("floor/") and not math.isnan(rate):
+            rates.setdefault(int(source.split("/", 1)[1]), []).append(rate)
+    mean = {level: sum(values) / len(values) for level, values in rates.items()}
+    high = sorted(level for level, rate in mean.items() if rate >= threshold)
+    if not high:
+        return None
+    first, deepest = high[0], high[-1]
+    if first == deepest:
+        share = f"in {mean[first]:.0%} of test images at level {first}"
+    else:
+        share = f"from {mean[first]:.0%} of test images at level {first} to {mean[deepest]:.0%} at level {deepest}"
+    return (
+        f"Caution: the resolution floor is empty {share} (objects smaller than about half a "
+        f"{2**first}×{2**first}-px cell vanish when averaged down); those images count at the image diagonal, "
+        "so at these levels the floor measures vanished objects rather than boundary placement, and a probe that "
+        "keeps a coarse blob can score below it."
+    )
+
+
 FINDINGS: list[Callable[[Results], str | list[str] | None]] = [
     no_skip_trend,
     all_vs_none,
     probe_gaps,
+    vanishing_floor,
     largest_shapley,
     drop_one,
     single_skip_ablation,
