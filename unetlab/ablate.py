@@ -183,7 +183,9 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
 
     from unetlab.report import make_report
 
-    html = make_report([runs_dir], out_dir, pictures=pictures)
+    # The training jobs log to wandb unless logger=csv|none was given; the report's plots then go there too, once.
+    logger = next((arg.split("=", 1)[1] for arg in forwarded if arg.lstrip("+~").startswith("logger=")), "wandb")
+    html = make_report([runs_dir], out_dir, pictures=pictures, log_wandb=logger == "wandb", group=grid.name)
     offline = sorted(runs_dir.glob("*/wandb/offline-run-*"))
     if offline:
         print(f"[unetlab-ablate] {len(offline)} offline wandb runs; upload them with: "
