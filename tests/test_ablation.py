@@ -3,8 +3,10 @@ import math
 import random
 
 import pytest
+import torch
 
-from unetlab.ablation import ablation_source, shapley_values, subsets
+from unetlab import UNet
+from unetlab.ablation import ablation_source, decode_variants, shapley_values, subsets
 
 
 def test_subsets_and_sources():
@@ -46,3 +48,24 @@ def test_shapley_of_additive_game_is_each_players_own_worth():
     # a player that adds nothing to any coalition gets zero
     phi = shapley_values([0, 1], lambda coalition: 1.0 if 0 in coalition else 0.0)
     assert phi[1] == 0 and math.isclose(phi[0], 1.0)
+
+
+@pytest.mark.parametrize("skips", ["all", [0, 2], [1]])
+def test_shared_decoding_equals_decoding_each_variant(skips):
+    torch.manual_seed(0)
+    net = UNet(in_channels=1, num_classes=3, depth=3, base_channels=4, skips=skips).eval()
+    x = torch.randn(2, 1, 32, 32)
+    variants = {
+        f"{mode}/{ablated}": {level: mode for level in ablated}
+        for mode in ("zero", "mean", "lowpass:1")
+        for ablated in subsets(net.skip_levels)
+    }
+    variants["mixed"] = {level: mode for level, mode in zip(net.skip_levels, ("zero", "mean", "lowpass:1"))}
+    with torch.no_grad():
+        encoded = net.encode(x)
+        shared = decode_variants(net, encoded, variants)
+        for name, ablation in variants.items():
+            assert torch.equal(shared[name], net.decode(encoded, ablation=ablation)["logits"]), name
+    assert not torch.equal(shared["zero/()"], shared[f"zero/{net.skip_levels}"])  # ablations change the logits
+    with pytest.raises(ValueError, match="cannot ablate the skip at level"):
+        decode_variants(net, encoded, {"bad": {5: "zero"}})

@@ -8,10 +8,12 @@ all ``2**n`` subsets of the ``n`` kept skips; the values sum to ``v(all) - v(non
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from math import factorial
 
-from unetlab.models.unet import skips_to_str
+from torch import Tensor
+
+from unetlab.models.unet import UNet, ablate, skips_to_str
 
 
 def subsets(levels: Sequence[int]) -> list[tuple[int, ...]]:
@@ -40,3 +42,45 @@ def shapley_values(players: Sequence[int], value: Callable[[tuple[int, ...]], fl
             total += weight * (cache[with_player] - cache[coalition])
         result[player] = total
     return result
+
+
+def decode_variants(
+    net: UNet, encoded: Sequence[Tensor], variants: Mapping[str, Mapping[int, str]]
+) -> dict[str, Tensor]:
+    """Logits of every ablation variant from one encoder pass, each decoder level computed once per distinct input.
+
+    The decoder walks from the bottleneck (level D) up to level 0, so its state after level ``j`` depends only on
+    which skips at levels ``>= j`` a variant ablates, and how. Variants that agree there share that state: for the
+    ``2**K`` subsets of ``K`` kept skips, level ``j`` runs once per subset of the kept skips at ``>= j`` (level D-1
+    once or twice, level 0 ``2**K`` times) instead of ``2**K`` times at every level. Same operations in the same
+    order as ``net.decode(encoded, ablation)``, so the logits are identical to it.
+
+    Args:
+        encoded: ``net.encode(x)``, the features of levels 0..D.
+        variants: name -> ablation ({level: mode}, kept skips only; ``{}`` is the intact model).
+    Returns: name -> logits (B, K, H, W).
+    """
+    for ablation in variants.values():
+        net.check_ablation(ablation)
+
+    def key(ablation: Mapping[int, str], level: int) -> tuple:
+        return tuple(sorted((lv, mode) for lv, mode in ablation.items() if lv >= level))
+
+    states: dict[tuple, Tensor] = {(): encoded[net.depth]}  # key at the level above -> decoder state
+    ablated_skips: dict[tuple[int, str], Tensor] = {}
+    for block, level in zip(net.decoder, reversed(range(net.depth))):
+        next_states: dict[tuple, Tensor] = {}
+        for ablation in variants.values():
+            state_key = key(ablation, level)
+            if state_key in next_states:
+                continue
+            skip = None
+            if level in net.skip_levels:
+                skip = encoded[level]
+                if level in ablation:
+                    if (level, ablation[level]) not in ablated_skips:
+                        ablated_skips[(level, ablation[level])] = ablate(skip, ablation[level])
+                    skip = ablated_skips[(level, ablation[level])]
+            next_states[state_key] = block(states[key(ablation, level + 1)], skip)
+        states = next_states
+    return {name: net.head(states[key(ablation, 0)]) for name, ablation in variants.items()}

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from unetlab.ablation import ablation_source, shapley_values, subsets
+from unetlab.ablation import ablation_source, decode_variants, shapley_values, subsets
 from unetlab.atomic import write_json
 from unetlab.checkpoint import LoadedRun, load_run
 from unetlab.floors import resolution_floor
@@ -100,8 +100,8 @@ def evaluate(run: LoadedRun, options: EvalOptions) -> list[dict]:
             encoded = net.encode(images)
             decoded = net.decode(encoded, ablation={})
             metrics["model"].update(decoded["logits"].argmax(dim=1), masks)
-            for source, ablation in ablations.items():
-                metrics[source].update(net.decode(encoded, ablation=ablation)["logits"].argmax(dim=1), masks)
+            for source, logits in decode_variants(net, encoded, ablations).items():
+                metrics[source].update(logits.argmax(dim=1), masks)
             if probes is not None:
                 features = {f"enc{level}": feature for level, feature in enumerate(encoded)} | decoded
                 for key, probe in probes.items():
