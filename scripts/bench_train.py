@@ -109,16 +109,18 @@ class Throughput(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.warmup:
+            if pl_module.device.type == "cuda":
+                torch.cuda.synchronize()
             self.start, self.seen = time.perf_counter(), 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()  # kernels run asynchronously: time the finished step
         self.seen += len(batch[0])
         self.end = time.perf_counter()
 
     def on_train_end(self, trainer, pl_module):
         if trainer.is_global_zero:
-            if pl_module.device.type == "cuda":
-                torch.cuda.synchronize()
             self.out.write_text(json.dumps(trainer.world_size * self.seen / (self.end - self.start)))
 
 
