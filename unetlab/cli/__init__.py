@@ -18,29 +18,24 @@ CONFIG_PATH = str(files("unetlab.conf"))
 RUN_KEYS = ("data", "model", "trainer", "logger")
 
 
-# hydra/launcher=<name> -> (the plugin module that provides it, its short name, the unetlab extra that installs it).
-# `slurm` is unetlab's own conf/hydra/launcher/slurm.yaml, built on the plugin's `submitit_slurm`. (joblib is a
-# dependency of unetlab itself: the main job uses it.)
-LAUNCHER_PLUGINS = {
-    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "submitit", "slurm"),
-    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "submitit", "slurm"),
-    "slurm": ("hydra_plugins.hydra_submitit_launcher", "submitit", "slurm"),
-}
+# hydra/launcher=<name> options that the submitit plugin provides (the `slurm` extra); `slurm` is unetlab's own
+# conf/hydra/launcher/slurm.yaml, built on the plugin's `submitit_slurm`. (joblib is a dependency of unetlab itself:
+# the main job uses it.)
+SUBMITIT_LAUNCHERS = ("submitit_local", "submitit_slurm", "slurm")
 
 
 def check_launcher(prog: str, argv: Sequence[str] | None = None) -> None:
-    """Exit 2 naming the extra to install when ``hydra/launcher=X`` (in ``argv``, default ``sys.argv``) needs a
-    launcher plugin that does not import; Hydra itself would only say "Could not find 'hydra/launcher/X'"."""
+    """Exit 2 naming the extra to install when ``hydra/launcher=X`` (in ``argv``, default ``sys.argv``) needs the
+    submitit plugin and it does not import; Hydra itself would only say "Could not find 'hydra/launcher/X'"."""
     for arg in sys.argv[1:] if argv is None else argv:
         key, _, name = arg.partition("=")
-        if key.lstrip("+~") != "hydra/launcher" or name not in LAUNCHER_PLUGINS:
+        if key.lstrip("+~") != "hydra/launcher" or name not in SUBMITIT_LAUNCHERS:
             continue
-        module, plugin, extra = LAUNCHER_PLUGINS[name]
         try:
-            importlib.import_module(module)
+            importlib.import_module("hydra_plugins.hydra_submitit_launcher")
         except ImportError:
             print(
-                f"{prog}: error: hydra/launcher={name} needs the {plugin} launcher: pip install 'unetlab[{extra}]'",
+                f"{prog}: error: hydra/launcher={name} needs the submitit launcher: pip install 'unetlab[slurm]'",
                 file=sys.stderr,
             )
             sys.exit(2)
