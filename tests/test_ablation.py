@@ -64,8 +64,10 @@ def test_shared_decoding_equals_decoding_each_variant(skips):
     with torch.no_grad():
         encoded = net.encode(x)
         shared = decode_variants(net, encoded, variants)
+        reusing = decode_variants(net, encoded, variants, intact=net.decode(encoded, ablation={}))
         for name, ablation in variants.items():
             assert torch.equal(shared[name], net.decode(encoded, ablation=ablation)["logits"]), name
+            assert torch.equal(reusing[name], shared[name]), name
     assert not torch.equal(shared["zero/()"], shared[f"zero/{net.skip_levels}"])  # ablations change the logits
     with pytest.raises(ValueError, match="cannot ablate the skip at level"):
         decode_variants(net, encoded, {"bad": {5: "zero"}})

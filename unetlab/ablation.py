@@ -45,7 +45,10 @@ def shapley_values(players: Sequence[int], value: Callable[[tuple[int, ...]], fl
 
 
 def decode_variants(
-    net: UNet, encoded: Sequence[Tensor], variants: Mapping[str, Mapping[int, str]]
+    net: UNet,
+    encoded: Sequence[Tensor],
+    variants: Mapping[str, Mapping[int, str]],
+    intact: Mapping[str, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """Logits of every ablation variant from one encoder pass, each decoder level computed once per distinct input.
 
@@ -58,6 +61,8 @@ def decode_variants(
     Args:
         encoded: ``net.encode(x)``, the features of levels 0..D.
         variants: name -> ablation ({level: mode}, kept skips only; ``{}`` is the intact model).
+        intact: ``net.decode(encoded)`` when the caller has it already: the unablated states are taken from it
+            instead of being computed again.
     Returns: name -> logits (B, K, H, W).
     """
     for ablation in variants.values():
@@ -73,6 +78,9 @@ def decode_variants(
         for ablation in variants.values():
             state_key = key(ablation, level)
             if state_key in next_states:
+                continue
+            if not state_key and intact is not None:
+                next_states[state_key] = intact[f"dec{level}"]
                 continue
             skip = None
             if level in net.skip_levels:

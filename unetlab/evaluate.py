@@ -100,7 +100,7 @@ def evaluate(run: LoadedRun, options: EvalOptions) -> list[dict]:
             encoded = net.encode(images)
             decoded = net.decode(encoded, ablation={})
             metrics["model"].update(decoded["logits"].argmax(dim=1), masks)
-            for source, logits in decode_variants(net, encoded, ablations).items():
+            for source, logits in decode_variants(net, encoded, ablations, intact=decoded).items():
                 metrics[source].update(logits.argmax(dim=1), masks)
             if probes is not None:
                 features = {f"enc{level}": feature for level, feature in enumerate(encoded)} | decoded
