@@ -3,11 +3,18 @@
 import csv
 import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import run_cli
-from unetlab.ablate import count_jobs, parallel_overrides, plan_sweeps, run_dir_name, skip_sets
+from unetlab.ablate import count_jobs, drawn_keys, parallel_overrides, plan_sweeps, run_dir_name, skip_sets
+from unetlab.run_dir import hold_run_dir
 
 
 def cells_of_sweeps(sweeps: list[list[str]]) -> list[tuple[int, str, int]]:
@@ -86,7 +93,7 @@ def test_bad_grid_names_the_kind_and_the_allowed_ones():
 def test_parallel_jobs_use_joblib_with_a_share_of_the_cores_each():
     assert parallel_overrides(2, [], cores=2) == [
         "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1", "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
+        "trainer.enable_model_summary=false", "hydra/hydra_logging=disabled",
     ]  # fmt: skip
     assert "threads=4" in parallel_overrides(4, [], cores=16)
     assert parallel_overrides(1, [], cores=2) == []
@@ -142,3 +149,73 @@ def test_shrunken_main_job_runs_end_to_end(tmp_path):
     # Re-running the same command trains nothing again.
     again = run_cli("unetlab-ablate", *grid, *small, cwd=tmp_path, timeout=600)
     assert again.stdout.count("is finished (metrics.json exists); not training again") == 4
+
+
+def test_viz_keys_auto_fit_the_drawn_model_and_a_list_is_checked():
+    assert drawn_keys("auto", 4) == ["enc1", "enc2", "enc3"]
+    assert drawn_keys("auto", 1) == ["enc1"]
+    assert drawn_keys(["enc1", "dec0"], 2) == ["enc1", "dec0"]
+    assert drawn_keys(None, 3) == []
+    with pytest.raises(ValueError, match=r"ablate.viz_keys names enc3, but the drawn model \(the depth-2 all-skip"):
+        drawn_keys(["enc1", "enc3"], 2)
+
+
+SMALL = [
+    "logger=csv", "trainer.enable_progress_bar=false", "data.image_size=32", "data.train_size=32", "data.val_size=16",
+    "data.test_size=16", "data.batch_size=8", "model.base_channels=4", "eval.probe_steps=5",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ablate.depths=[1,2]", "ablate.viz_keys=[enc3]"], "ablate.viz_keys names enc3, but the drawn model"),
+        (
+            ["ablate.depths=[2,3]", "data.image_size=36"],
+            "the grid's job model.depth=3 model.skips=all seed=0: data.image_size=36 is not a multiple of "
+            "2**model.depth = 8",
+        ),
+        (["ablate.depths=[2]", "data.detail=3"], "data.detail=3 must lie in [0, 1]"),
+    ],
+)
+def test_grid_config_errors_are_found_before_the_first_model_trains(tmp_path, args, message):
+    proc = run_cli("unetlab-ablate", *args, *SMALL[:1], cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr + proc.stdout
+    assert message in proc.stderr
+    assert not (tmp_path / "ablate" / "quick" / "runs").exists()
+
+
+@pytest.mark.slow
+def test_killed_main_job_resumes_what_is_missing(tmp_path):
+    """kill -9 of unetlab-ablate once one model is evaluated: no training outlives it, and the same command then
+    trains only the unfinished models (finished ones untouched), evaluates what is missing, reports every model."""
+    args = ["ablate.depths=[1,2]", "ablate.skips=[all,none]", "ablate.deepest_skips=[]", "ablate.viz_keys=[enc1]",
+            "trainer.max_epochs=6", "data.train_size=96", *SMALL[:1], *SMALL[2:]]  # fmt: skip
+    script = Path(sys.executable).parent / "unetlab-ablate"
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen([str(script), *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    runs = tmp_path / "ablate" / "quick" / "runs"
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline and not list(runs.glob("*/results.csv")):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the main job ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(1)
+    finished = {path: path.stat().st_mtime_ns for path in runs.glob("*/checkpoints/*.ckpt")
+                if (path.parents[1] / "metrics.json").exists()}  # fmt: skip
+    assert finished
+    run_dirs = [path for path in runs.iterdir() if path.is_dir()]
+    for run in run_dirs:  # every lock is free again: nothing of the killed grid still runs
+        with hold_run_dir(run):
+            pass
+
+    again = run_cli("unetlab-ablate", *args, cwd=tmp_path, timeout=600)
+    finished_runs = {path.parents[1] for path in finished}
+    assert again.stdout.count("is finished (metrics.json exists); not training again") == len(finished_runs)
+    assert {path: path.stat().st_mtime_ns for path in finished} == finished  # not rewritten
+    assert len(run_dirs) <= 4 and all((run / "results.csv").exists() for run in runs.iterdir() if run.is_dir())
+    with open(tmp_path / "ablate" / "quick" / "report.csv") as handle:
+        reported = {(row["depth"], row["skips"]) for row in csv.DictReader(handle)}
+    assert reported == {("1", "0"), ("1", "none"), ("2", "0,1"), ("2", "none")}

@@ -9,6 +9,8 @@ because Hydra sweeps are cartesian products and those sets depend on the depth.
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import subprocess
 import sys
@@ -18,8 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, InstantiationException
+from omegaconf.errors import OmegaConfBaseException
 
-from unetlab.models.unet import parse_skips, skips_to_str
+from unetlab.atomic import write_json
+from unetlab.models.unet import feature_keys, parse_skips, skips_to_str
+from unetlab.run_dir import DIE_WITH_PARENT, die_with_parent
 
 KINDS = ("all", "none", "single", "all_but_one")
 
@@ -83,6 +89,53 @@ def count_jobs(sweep: list[str]) -> int:
     return total
 
 
+def expand_sweep(sweep: list[str]) -> list[list[str]]:
+    """Each job of a cartesian sweep as plain overrides, in Hydra's order (its parser)."""
+    choices = [
+        [f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()] if o.is_sweep_override()
+        else [o.input_line]
+        for o in OverridesParser.create().parse_overrides(sweep)
+    ]  # fmt: skip
+    return [list(job) for job in itertools.product(*choices)]
+
+
+def check_grid(experiment: str, sweeps: list[list[str]], forwarded: Sequence[str]) -> None:
+    """Compose every job's training config as its sweep will and check it as ``unetlab-train`` does, so that a config
+    error stops the grid before the first model trains (ValueError naming the job and the key)."""
+    from hydra import compose
+    from hydra.utils import instantiate
+
+    from unetlab.train import check_config
+
+    train_overrides = [arg for arg in forwarded if not arg.lstrip("+~").startswith("hydra")]
+    for sweep in sweeps:
+        for job in expand_sweep(sweep):
+            try:
+                cfg = compose("train", overrides=[f"experiment={experiment}", *job, *train_overrides])
+                check_config(cfg)
+                instantiate(cfg.data)  # the data module checks its keys here; files are read only in setup()
+            except (HydraException, OmegaConfBaseException, ValueError) as err:
+                if isinstance(err, InstantiationException) and err.__cause__ is not None:
+                    err = err.__cause__  # the data module's own message names the key
+                message = str(err).split("\n")[0]
+                raise ValueError(f"the grid's job {' '.join(job)}: {message}") from None
+
+
+def drawn_keys(viz_keys, depth: int) -> list[str]:
+    """The feature keys whose units are drawn, of the depth-``depth`` all-skip model: ``auto`` = enc1..enc{depth-1}
+    (enc1 at depth 1), ``null`` or ``[]`` = none; a list is checked against that model's keys."""
+    if viz_keys == "auto":
+        return [f"enc{level}" for level in range(1, max(depth, 2))]
+    keys = [viz_keys] if isinstance(viz_keys, str) else list(viz_keys or [])
+    unknown = [key for key in keys if key not in feature_keys(depth)]
+    if unknown:
+        raise ValueError(
+            f"ablate.viz_keys names {', '.join(unknown)}, but the drawn model (the depth-{depth} all-skip U-Net) has "
+            f"the feature keys {', '.join(feature_keys(depth))}; use ablate.viz_keys=auto or some of those"
+        )
+    return keys
+
+
 def run_dir_name(depth: int, skips, seed: int) -> str:
     """The run directory of one grid cell: ``d4-s0,1,2,3-seed0`` (skip set canonical)."""
     return f"d{depth}-s{skips_to_str(parse_skips(skips, depth))}-seed{seed}"
@@ -90,7 +143,8 @@ def run_dir_name(depth: int, skips, seed: int) -> str:
 
 def parallel_overrides(jobs: int, forwarded: Sequence[str], cores: int | None = None) -> list[str]:
     """Overrides that train ``jobs`` models at once on this machine: Hydra's joblib launcher, each job on its share
-    of the cores (``threads``), a line per epoch instead of progress bars that would overwrite each other.
+    of the cores (``threads``), a line per epoch instead of progress bars that would overwrite each other, and none of
+    the launcher's own log lines.
 
     Small U-Nets on a CPU use a second thread poorly (measured: 1.7x the throughput from two one-thread jobs over one
     two-thread job on 2 cores), so the quick preset trains two at a time. Nothing is added for ``jobs <= 1`` or when
@@ -105,6 +159,7 @@ def parallel_overrides(jobs: int, forwarded: Sequence[str], cores: int | None = 
         "threads": str(max(1, cores // jobs)),
         "trainer.enable_progress_bar": "false",
         "trainer.enable_model_summary": "false",
+        "hydra/hydra_logging": "disabled",  # the launcher's job listing; unetlab-ablate names the sweep's jobs itself
     }
     given = {arg.split("=", 1)[0].lstrip("+~") for arg in forwarded}
     return [f"{key}={value}" for key, value in wanted.items() if key not in given]
@@ -154,6 +209,8 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
     runs_dir = out_dir / "runs"
     grid = cfg.ablate
     sweeps = plan_sweeps(grid.depths, grid.skips, grid.get("deepest_skips", []), grid.seeds)
+    check_grid(experiment, sweeps, forwarded)
+    keys = drawn_keys(grid.get("viz_keys"), max(grid.depths))
     total = sum(count_jobs(sweep) for sweep in sweeps)
     parallel = parallel_overrides(int(grid.get("jobs", 1)), forwarded)
     start = time.time()
@@ -171,15 +228,17 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
                 "hydra.sweep.subdir='d${model.depth}-s${skipset:${model.skips},${model.depth}}-seed${seed}'",
                 *parallel, *forwarded,
             ]  # fmt: skip
-            # Side by side, wandb's per-run banners would bury the epoch lines; the end of the job says how to sync.
-            env = {**os.environ, "WANDB_SILENT": "true"} if parallel else None
-            if subprocess.run(command, env=env).returncode != 0:
+            env = {**os.environ, DIE_WITH_PARENT: "1"}  # a killed grid leaves no orphan training (run_dir.py)
+            if parallel:  # side by side, wandb's per-run banners would bury the epoch lines; the end says how to sync
+                env["WANDB_SILENT"] = "true"
+            if subprocess.run(command, env=env, preexec_fn=die_with_parent).returncode != 0:
                 raise RuntimeError(
                     f"sweep {index} failed (see above); re-run the same command to resume: finished runs are skipped"
                 )
             done += jobs
 
-    pictures = draw_units(runs_dir / run_dir_name(max(grid.depths), "all", int(grid.seeds[0])), grid, out_dir)
+    drawn = runs_dir / run_dir_name(max(grid.depths), "all", int(grid.seeds[0]))
+    pictures = draw_units(drawn, max(grid.depths), keys, out_dir)
 
     from unetlab.report import make_report
 
@@ -194,16 +253,27 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
     return html
 
 
-def draw_units(run_dir: Path, grid, out_dir: Path) -> list[tuple[str, str, Path]]:
-    """Receptive fields, ERFs and top-9 patches of one model (``unetlab-viz``) as report pictures."""
-    checkpoints = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
-    if not checkpoints or not grid.get("viz_keys"):
-        return []
-    from unetlab.viz import run_viz
+def draw_units(run_dir: Path, depth: int, keys: list[str], out_dir: Path) -> list[tuple[str, str, Path]]:
+    """Receptive fields, ERFs and top-9 patches of one model (``unetlab-viz``) as report pictures.
 
-    print(f"[unetlab-ablate] receptive fields and top-9 patches of {run_dir.name}", flush=True)
-    paths = run_viz(checkpoints[-1], {"keys": list(grid.viz_keys), "out_dir": str(out_dir / "viz")})
-    model = f"the depth-{max(grid.depths)} all-skip model ({run_dir.name})"
+    Drawn once: a re-run whose pictures are all there (``viz/drawn.json`` names them) reuses them.
+    """
+    checkpoints = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
+    if not checkpoints or not keys:
+        return []
+    viz_dir = out_dir / "viz"
+    record = viz_dir / "drawn.json"
+    wanted = {"run": run_dir.name, "checkpoint": checkpoints[-1].name, "keys": keys}
+    saved = json.loads(record.read_text()) if record.is_file() else {}
+    if {k: saved.get(k) for k in wanted} == wanted and all(Path(p).is_file() for p in saved["paths"].values()):
+        paths = {name: Path(p) for name, p in saved["paths"].items()}
+    else:
+        from unetlab.viz import run_viz
+
+        print(f"[unetlab-ablate] receptive fields and top-9 patches of {run_dir.name}", flush=True)
+        paths = run_viz(checkpoints[-1], {"keys": keys, "out_dir": str(viz_dir)})
+        write_json(record, {**wanted, "paths": {name: str(p) for name, p in paths.items()}})
+    model = f"the depth-{depth} all-skip model ({run_dir.name})"
     pictures = [
         (
             "Receptive fields by feature key",
@@ -217,7 +287,7 @@ def draw_units(run_dir: Path, grid, out_dir: Path) -> list[tuple[str, str, Path]
             paths["erf_maps"],
         ),
     ]
-    for key in grid.viz_keys:
+    for key in keys:
         name = f"top9_{key}"
         if name in paths:
             pictures.append(

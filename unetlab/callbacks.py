@@ -1,4 +1,4 @@
-"""``EpochSummary``: one printed line per epoch when there is no progress bar.
+"""Training callbacks: ``EpochSummary`` (a printed line per epoch) and ``StopOnNonFiniteLoss``.
 
 Jobs that run side by side (``unetlab-ablate``'s parallel sweep, SLURM logs) cannot share a terminal's progress
 bars; a line per epoch names the run and says how far it is and how good it is.
@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 
 
 class EpochSummary(L.Callback):
@@ -49,3 +50,29 @@ class EpochSummary(L.Callback):
             f"({time.perf_counter() - self.start:.0f} s)",
             flush=True,
         )
+
+
+class NonFiniteLoss(ValueError):
+    """The training loss became NaN or infinite (a user error: the learning rate, usually)."""
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    """Stops training at the first NaN or infinite training loss, before that step's weights are checkpointed.
+
+    ``last.ckpt`` keeps the last finished epoch; ``train`` writes no ``metrics.json`` for the run.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None or torch.isfinite(loss).all():
+            return
+        raise NonFiniteLoss(
+            f"the training loss became {float(loss)} at epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
+            f" (batch {batch_idx + 1} of the epoch); try a lower learning rate, e.g. "
+            f"task.optimizer.lr={_lower_lr(pl_module)}; checkpoints/last.ckpt still holds the last finished epoch"
+        )
+
+
+def _lower_lr(pl_module: L.LightningModule) -> str:
+    group = pl_module.optimizers(use_pl_optimizer=False).param_groups[0]
+    return f"{group.get('initial_lr', group['lr']) / 10:g}"  # initial_lr: the configured one, before the schedule

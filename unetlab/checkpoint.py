@@ -6,8 +6,6 @@ A checkpoint lives at ``<run_dir>/checkpoints/*.ckpt`` beside ``<run_dir>/.hydra
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +40,8 @@ def load_config(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> DictCon
     Overrides of ``model.*`` must agree with the checkpoint: the weights fix the architecture.
     """
     ckpt_path = Path(ckpt_path)
+    if ckpt_path.is_dir():
+        raise ValueError(f"checkpoint {ckpt_path} is a folder; give a file, e.g. {ckpt_path}/checkpoints/last.ckpt")
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
     config_file = run_dir_of(ckpt_path) / ".hydra" / "config.yaml"
@@ -67,12 +67,22 @@ def load_state_dict(ckpt_path: str | Path) -> dict[str, torch.Tensor]:
     """The network's weights (``net.*`` of the Lightning checkpoint, prefix removed)."""
     try:
         checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        raise ValueError(f"checkpoint {ckpt_path} is unreadable or corrupt ({type(err).__name__}: {err})") from err
+    # Any exception: torch.load of a truncated or foreign file raises nearly any type (fuzzing found RuntimeError,
+    # OSError "Invalid argument", EOFError, UnpicklingError, ValueError, TypeError, AttributeError, OverflowError,
+    # MemoryError), and the file is known to exist, so each one means "not a checkpoint".
+    except Exception as err:
+        detail = str(err).split(". ")[0].splitlines()[0] if str(err) else ""  # torch's first sentence, one line
+        raise ValueError(
+            f"checkpoint {ckpt_path} is unreadable or corrupt (truncated, or not written by unetlab-train): "
+            f"{type(err).__name__}{': ' + detail if detail else ''}"
+        ) from err
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if state is None:
+    if not isinstance(state, dict):
         raise ValueError(f"checkpoint {ckpt_path} has no state_dict: is it a Lightning checkpoint from unetlab-train?")
-    return {key.removeprefix("net."): value for key, value in state.items() if key.startswith("net.")}
+    weights = {key.removeprefix("net."): value for key, value in state.items() if key.startswith("net.")}
+    if not all(key in weights for key in ("encoder.0.layers.0.weight", "head.weight")):
+        raise ValueError(f"checkpoint {ckpt_path} holds no unetlab U-Net weights (net.encoder.*, net.head.*)")
+    return weights
 
 
 def load_run(ckpt_path: str | Path, overrides: Sequence[str] = (), cfg: DictConfig | None = None) -> LoadedRun:
@@ -92,7 +102,12 @@ def load_run(ckpt_path: str | Path, overrides: Sequence[str] = (), cfg: DictConf
         in_channels=state["encoder.0.layers.0.weight"].shape[1],
         num_classes=state["head.weight"].shape[0],
     )
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a tensor of the wrong shape: the saved config and the weights disagree
+        raise ValueError(
+            f"checkpoint {ckpt_path} does not fit the configured model ({str(err).splitlines()[-1].strip()})"
+        ) from err
     if missing or unexpected:
         raise ValueError(
             f"checkpoint {ckpt_path} does not fit the configured model "

@@ -26,6 +26,7 @@ from unetlab.metrics import BoundaryMetrics
 from unetlab.models.unet import parse_ablation_mode
 from unetlab.probes import train_probes
 from unetlab.results import COLUMNS, run_columns, write_results
+from unetlab.run_dir import hold_run_dir
 
 
 @dataclass
@@ -208,8 +209,15 @@ def run_eval(ckpt: str | Path, eval_cfg, overrides: Sequence[str] = (), cfg: Dic
 
     ``eval_cfg``: the ``eval.*`` keys (see ``EvalOptions``); ``cfg``: the run's config if already loaded.
     """
-    options = EvalOptions(**OmegaConf.to_container(eval_cfg, resolve=True))
+    if isinstance(eval_cfg, DictConfig):
+        eval_cfg = OmegaConf.to_container(eval_cfg, resolve=True)
+    options = EvalOptions(**eval_cfg)
     run = load_run(ckpt, overrides, cfg=cfg)
+    with hold_run_dir(run.run_dir):
+        return _write_eval(run, options)
+
+
+def _write_eval(run: LoadedRun, options: EvalOptions) -> list[dict]:
     rows = evaluate(run, options)
     results_path = run.run_dir / "results.csv"
     columns = run_columns(run.cfg, run.net, run.run_dir)
@@ -223,6 +231,7 @@ def run_eval(ckpt: str | Path, eval_cfg, overrides: Sequence[str] = (), cfg: Dic
 
     table_rows = [[{**columns, **row, "class": row["class_"]}[c] for c in COLUMNS] for row in rows]
     log_to_wandb(run, COLUMNS, table_rows, rows)
-    print(summarize(rows, run.net.depth))
+    if options.progress:  # a console of its own; side by side (no bars), the one line below is enough
+        print(summarize(rows, run.net.depth))
     print(f"[unetlab] wrote {results_path} ({len(rows)} rows)")
     return rows

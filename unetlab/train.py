@@ -15,6 +15,7 @@ every test image once, and results.csv comes from the single-process evaluation 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import lightning as L
@@ -27,16 +28,29 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from unetlab.atomic import write_json
+from unetlab.console import quiet_console
 from unetlab.models.unet import check_depth, parse_skips
+from unetlab.run_dir import DIE_WITH_PARENT, claim_config, die_with_parent, hold_run_dir
 from unetlab.system import count_parameters
 
 
 def check_config(cfg: DictConfig) -> None:
     """Errors that name the key and what is allowed, before any data is built or training starts."""
+    # Unchecked, trainer.max_epochs=abc fails in Lightning's fit loop as a bare AssertionError, and a string size or
+    # seed as "invalid literal for int()" or a comparison TypeError deep in the data module, naming no key.
+    for key in ("seed", "threads", "trainer.max_epochs", "trainer.max_steps", "data.image_size", "data.batch_size"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"{key}={value!r} is not allowed; use an integer")
     depth = check_depth(cfg.model.depth)
     parse_skips(cfg.model.skips, depth)
     size = cfg.data.get("image_size")
     factor = 2**depth
+    if size is not None and size < factor:
+        raise ValueError(
+            f"data.image_size={size} is smaller than 2**model.depth = {factor} (model.depth={depth}): the deepest "
+            f"level would be under one pixel; use data.image_size={factor} (or a multiple) or a lower model.depth"
+        )
     if size is not None and int(size) % factor:
         raise ValueError(
             f"data.image_size={size} is not a multiple of 2**model.depth = {factor} (model.depth={depth}); "
@@ -131,10 +145,21 @@ def finish_wandb() -> None:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train one model as configured; returns the final val/test metrics (also written to metrics.json)."""
+    """Train one model as configured; returns the final val/test metrics (also written to metrics.json).
+
+    One process per run directory (``hold_run_dir``): a second one is refused at once, and so is a command whose
+    config differs from the one the directory was started with (``claim_config``).
+    """
     check_config(cfg)
+    if os.environ.get(DIE_WITH_PARENT):  # a job of unetlab-ablate's grid ends with the grid
+        die_with_parent()
     run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with hold_run_dir(run_dir):
+        claim_config(cfg, run_dir)
+        return _train(cfg, run_dir)
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists() and "test/dice" in json.loads(metrics_path.read_text()):
         print(f"[unetlab] {run_dir} is finished (metrics.json exists); not training again.")
@@ -143,8 +168,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
+    quiet_console(shared=not cfg.trainer.get("enable_progress_bar", True))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data, order_seed=int(cfg.seed))
     datamodule.setup("fit")
     num_classes = cfg.model.num_classes or datamodule.num_classes
     if num_classes < datamodule.num_classes:
@@ -169,12 +195,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted; re-run the same command to resume")
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        has_best = any(getattr(c, "best_model_path", "") for c in trainer.checkpoint_callbacks)
+        best = best_checkpoint(trainer)
         test_loader = unpadded(datamodule.test_dataloader())
         trainer.test(
             task,
             dataloaders=test_loader,
-            ckpt_path="best" if has_best else None,
+            ckpt_path=best,
             weights_only=False,
             verbose=trainer.progress_bar_callback is not None,  # without bars (parallel jobs) no table either
         )
@@ -191,6 +217,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    """The path of the monitored (best-by-val/dice) checkpoint, or None when no callback monitors a metric."""
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "monitor", None) and callback.best_model_path:
+            return callback.best_model_path
+    return None
+
+
 def epochs_done(last: Path) -> int:
     """Epochs finished by the run whose last checkpoint is ``last`` (0 when there is none)."""
     if not last.exists():
@@ -199,10 +233,15 @@ def epochs_done(last: Path) -> int:
 
 
 def evaluate_if_asked(cfg: DictConfig, run_dir: Path) -> None:
-    """With ``eval`` set in the config (as ``unetlab-ablate`` does), evaluate the best checkpoint once."""
+    """With ``eval`` set in the config (as ``unetlab-ablate`` does), evaluate the best checkpoint once.
+
+    Its progress bars follow the trainer's: jobs trained side by side (no bars) evaluate without them too.
+    """
     if not cfg.get("eval") or (run_dir / "results.csv").exists():
         return
     from unetlab.evaluate import run_eval
 
+    eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
+    eval_cfg["progress"] = eval_cfg.get("progress", True) and cfg.trainer.get("enable_progress_bar", True)
     best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
-    run_eval(best[-1] if best else run_dir / "checkpoints" / "last.ckpt", cfg.eval, cfg=cfg)
+    run_eval(best[-1] if best else run_dir / "checkpoints" / "last.ckpt", eval_cfg, cfg=cfg)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib.resources import files
 
-from omegaconf import DictConfig, OmegaConf
+from hydra.errors import HydraException, InstantiationException, OverrideParseException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 # An absolute path works for editable and regular installs alike (Hydra resolves a relative
 # config_path differently under a console script; see shared/ECOSYSTEM.md B1).
@@ -64,6 +68,123 @@ def run_overrides(cfg: DictConfig) -> list[str]:
         if key in cfg:
             walk(OmegaConf.to_container(cfg[key]), key)
     return out
+
+
+# What a user mistake raises: our config checks (ValueError), files and folders (OSError), Hydra's composition and
+# instantiation errors, OmegaConf's missing, unknown or unresolvable keys. Anything else is a bug (traceback kept).
+USER_ERRORS = (ValueError, OSError, HydraException, OmegaConfBaseException)
+
+
+def one_line(err: BaseException) -> str:
+    """The message of a user error on one line. Hydra's and OmegaConf's span several: option lists (tab-indented),
+    the config search path, ``full_key: ...`` details; the option lists are kept, the search path is dropped."""
+    if isinstance(err, InstantiationException) and isinstance(err.__cause__, (ValueError, OSError)):
+        err = err.__cause__  # our own checks in a constructor name the key; "Error in call to target" adds nothing
+    if isinstance(err, OSError) and err.filename is not None and not isinstance(err, HydraException):
+        return f"{err.filename}: {err.strerror}"  # not "[Errno 2] No such file or directory: '...'"
+    if isinstance(err, OmegaConfBaseException):
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        key = getattr(err, "full_key", None)
+        return first if not key or key in first else f"{first} (key {key})"
+    parts: list[str] = []
+    for line in str(err).split("\nConfig search path:")[0].splitlines():
+        if not line.strip():
+            continue
+        if line.startswith("\t") and parts:
+            parts[-1] += (" " if parts[-1].endswith(":") else ", ") + line.strip()
+        elif parts and parts[-1].endswith(":"):
+            parts[-1] += " " + line.strip()
+        else:
+            parts.append(line.strip().removesuffix("."))
+    if isinstance(err.__cause__, OmegaConfBaseException):
+        parts.insert(1, one_line(err.__cause__))  # e.g. "Key 'nope' is not in struct" after "Could not override"
+    message = "; ".join(parts) or type(err).__name__
+    if isinstance(err, OverrideParseException) and err.override:
+        message = f"{err.override}: {message}"
+    return message
+
+
+@contextmanager
+def task_errors(prog: str, extra: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Inside a Hydra task function: a user error (or one of ``extra``) ends as ``prog: error: ...`` on one line, exit
+    status 1. Caught here rather than outside the app, Hydra does not first print "Error executing job with ..."."""
+    try:
+        yield
+    except (*USER_ERRORS, *extra) as err:
+        sys.exit(f"{prog}: error: {one_line(err)}")
+
+
+@contextmanager
+def app_errors(prog: str, output_key: str = "hydra.run.dir (hydra.sweep.dir with -m)") -> Iterator[None]:
+    """Around a Hydra app in ``main()``: the user errors Hydra raises itself (unknown config option or key, bad
+    override syntax, an output directory it cannot create) end as one line. ``main()`` must call the app itself:
+    Hydra names the job (and its log file) after the file of the app's caller.
+
+    Without HYDRA_FULL_ERROR=1 Hydra prints such errors itself, over several lines or with a traceback, and exits;
+    set, it raises them to us."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    except OSError as err:
+        if isinstance(err, HydraException) or err.filename is None:  # a missing config file: composition error
+            sys.exit(f"{prog}: error: {one_line(err)}")
+        # The task function turns its own OSErrors into one line, so this one is Hydra's: it creates the output
+        # directory, writes .hydra/ and the log file there before the task starts.
+        sys.exit(
+            f"{prog}: error: cannot create or write the output directory {err.filename} ({err.strerror}); "
+            f"set {output_key} to a writable directory"
+        )
+    except USER_ERRORS as err:
+        sys.exit(f"{prog}: error: {one_line(err)}")
+
+
+def check_types(cfg: DictConfig, section: str, config_name: str) -> None:
+    """Raise a ValueError naming the key when a ``section.*`` value has another type than its default in
+    ``conf/<config_name>.yaml``: an integer for an integer, a number for a float, true/false for a bool. Unchecked,
+    ``eval.probe_steps=abc`` fails deep in torch with a TypeError. Lists are left to the app (``viz.channels`` takes an
+    integer or a list), and so are keys whose default is a string or null."""
+    defaults = OmegaConf.to_container(OmegaConf.load(files("unetlab.conf") / f"{config_name}.yaml")[section])
+    kinds = {bool: "true or false", int: "an integer", float: "a number"}
+    for key, default in defaults.items():
+        kind = type(default)
+        if kind not in kinds:
+            continue
+        value = cfg[section][key]
+        if isinstance(value, ListConfig):
+            continue
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = type(value) is kind  # bool is an int subclass: true is no integer, 1 is no bool
+        if not ok:
+            raise ValueError(f"{section}.{key}={value!r} is not allowed; use {kinds[kind]}")
+    if "device" in defaults:
+        check_device(f"{section}.device", cfg[section].device)
+
+
+def check_device(key: str, device: str) -> None:
+    """Raise a ValueError naming ``key`` unless ``device`` is a torch device this machine has: unchecked, torch fails
+    at the first tensor moved there, with a traceback."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{key}={device!r} is not a torch device; use cpu or cuda (cuda:N for GPU N)") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{key}={device} but this machine has no CUDA device; use {key}=cpu")
+    count = torch.cuda.device_count() if parsed.type == "cuda" else 0
+    if parsed.type == "cuda" and (parsed.index or 0) >= count:
+        raise ValueError(f"{key}={device} but this machine has {count} CUDA device(s); use cuda:0..cuda:{count - 1}")
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"{key}={device!r} is not allowed; use cpu or cuda (cuda:N for GPU N)")
+
+
+def checkpoint_arg(prog: str, cfg: DictConfig) -> str:
+    """``cfg.ckpt`` of unetlab-eval / unetlab-viz (``ckpt: ???`` in their YAML), or exit saying how to give it."""
+    if OmegaConf.is_missing(cfg, "ckpt") or not cfg.ckpt:
+        sys.exit(f"{prog}: error: ckpt is missing; use {prog} ckpt=<run_dir>/checkpoints/<name>.ckpt")
+    return str(cfg.ckpt)
 
 
 def _skipset(skips, depth) -> str:

@@ -8,7 +8,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from unetlab.cli import CONFIG_PATH, check_launcher
+from unetlab.cli import CONFIG_PATH, app_errors, check_launcher, task_errors
 
 # Overrides with these heads go to the training jobs, not to the ablate app itself.
 FORWARD = (
@@ -22,10 +22,9 @@ def _main(cfg: DictConfig) -> None:
     from unetlab.ablate import run_ablation
 
     experiment = HydraConfig.get().runtime.choices["experiment"]
-    try:
+    # RuntimeError: a training job failed (it has printed why).
+    with task_errors("unetlab-ablate", extra=(RuntimeError,)):
         run_ablation(cfg, experiment, FORWARDED)
-    except (ValueError, RuntimeError) as err:
-        sys.exit(f"unetlab-ablate: error: {err}")
 
 
 def main() -> None:
@@ -38,7 +37,8 @@ def main() -> None:
 
     FORWARDED[:] = [arg for arg in args if forwarded(arg)]
     sys.argv = [sys.argv[0], *[a for a in args if a not in FORWARDED]]
-    _main()
+    with app_errors("unetlab-ablate", output_key="out_dir"):
+        _main()
 
 
 if __name__ == "__main__":

@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from unetlab.cli import CONFIG_PATH, accept_run_overrides, check_launcher, run_overrides
+from unetlab.cli import (
+    CONFIG_PATH,
+    accept_run_overrides,
+    app_errors,
+    check_launcher,
+    check_types,
+    checkpoint_arg,
+    run_overrides,
+    task_errors,
+)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 def _main(cfg: DictConfig) -> None:
     from unetlab.evaluate import run_eval
 
-    try:
-        run_eval(cfg.ckpt, cfg.eval, overrides=run_overrides(cfg))
-    except (ValueError, FileNotFoundError) as err:
-        sys.exit(f"unetlab-eval: error: {err}")
+    with task_errors("unetlab-eval"):
+        ckpt = checkpoint_arg("unetlab-eval", cfg)
+        check_types(cfg, "eval", "eval")
+        run_eval(ckpt, cfg.eval, overrides=run_overrides(cfg))
 
 
 def main() -> None:
     check_launcher("unetlab-eval")
     accept_run_overrides()
-    _main()
+    with app_errors("unetlab-eval"):
+        _main()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from unetlab.cli import CONFIG_PATH
+from unetlab.cli import CONFIG_PATH, app_errors, check_types, task_errors
 
 # Hydra options followed by a value of their own, which is not a folder.
 VALUE_OPTIONS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
@@ -54,13 +54,14 @@ def dirs_to_override(argv: list[str]) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="report")
 def _main(cfg: DictConfig) -> None:
-    from unetlab.report import ReportError, make_report
+    from unetlab.report import make_report
 
     if OmegaConf.is_missing(cfg.report, "dirs"):
         sys.exit("unetlab-report: error: name the folders to read: unetlab-report DIR... (or report.dirs=[a,b])")
     dirs = cfg.report.dirs
     dirs = [dirs] if isinstance(dirs, str) else list(dirs)
-    try:
+    with task_errors("unetlab-report"):  # ReportError is a ValueError
+        check_types(cfg, "report", "report")
         html = make_report(
             [Path(d) for d in dirs],
             out_dir=cfg.report.out_dir,
@@ -69,17 +70,13 @@ def _main(cfg: DictConfig) -> None:
             project=cfg.report.project,
             group=cfg.report.group,
         )
-    except (ReportError, OSError) as err:
-        sys.exit(f"unetlab-report: error: {err}")
     print(f"[unetlab] wrote {html.with_suffix('.md')} and {html} (plots beside them)")
 
 
 def main() -> None:
-    try:
-        sys.argv = dirs_to_override(sys.argv)
-    except ValueError as err:
-        sys.exit(f"unetlab-report: error: {err}")
-    _main()
+    with app_errors("unetlab-report"):
+        sys.argv = dirs_to_override(sys.argv)  # ValueError: folders given both ways
+        _main()
 
 
 if __name__ == "__main__":

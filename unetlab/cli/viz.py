@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from unetlab.cli import CONFIG_PATH, accept_run_overrides, run_overrides
+from unetlab.cli import (
+    CONFIG_PATH,
+    accept_run_overrides,
+    app_errors,
+    check_types,
+    checkpoint_arg,
+    run_overrides,
+    task_errors,
+)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="viz")
 def _main(cfg: DictConfig) -> None:
     from unetlab.viz import run_viz
 
-    try:
-        run_viz(cfg.ckpt, cfg.viz, overrides=run_overrides(cfg))
-    except (ValueError, FileNotFoundError) as err:
-        sys.exit(f"unetlab-viz: error: {err}")
+    with task_errors("unetlab-viz"):
+        ckpt = checkpoint_arg("unetlab-viz", cfg)
+        check_types(cfg, "viz", "viz")
+        run_viz(ckpt, cfg.viz, overrides=run_overrides(cfg))
 
 
 def main() -> None:
     accept_run_overrides()
-    _main()
+    with app_errors("unetlab-viz"):
+        _main()
 
 
 if __name__ == "__main__":

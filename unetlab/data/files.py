@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from unetlab.data.io import NORMALIZE, DataError, read_image, read_mask
 from unetlab.data.module import SPLITS, SegmentationDataModule
+from unetlab.data.sampling import ItemKey, split_key
 from unetlab.data.transforms import Geometry
 from unetlab.data.validate import (
     Sample,
@@ -61,7 +62,8 @@ class FileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, key: ItemKey) -> tuple[Tensor, Tensor]:
+        index, generator = split_key(key)
         sample = self.samples[index]
         image = torch.from_numpy(read_image(sample.image, self.channels, self.normalize))
         raw = self.read_mask(sample.mask)
@@ -71,7 +73,7 @@ class FileDataset(Dataset):
                 f"{sample.mask}: mask is {tuple(mask.shape)} but its image {sample.image} is "
                 f"{tuple(image.shape[-2:])} (changed since the validation pass?)"
             )
-        return self.geometry(image, mask)
+        return self.geometry(image, mask, generator)
 
 
 class FileDataModule(SegmentationDataModule):
@@ -89,6 +91,7 @@ class FileDataModule(SegmentationDataModule):
         train_size, val_size, test_size: use a seeded random subset of at most this many samples (None = all).
         split_seed: seed of those subsets and of any split carved out of another.
         batch_size, num_workers, pin_memory: DataLoader settings.
+        order_seed: seeds the training order and augmentation (set by ``train`` to the run's ``seed``).
     """
 
     kind = "files"  # names the validation cache file
@@ -112,8 +115,9 @@ class FileDataModule(SegmentationDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         pin_memory: bool = False,
+        order_seed: int = 0,
     ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, order_seed=order_seed)
         if normalize not in NORMALIZE:
             raise ValueError(f"data.normalize={normalize!r}; allowed: {' | '.join(NORMALIZE)}")
         self.limits = {"train": train_size, "val": val_size, "test": test_size}

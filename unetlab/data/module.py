@@ -2,13 +2,16 @@
 
 A data set subclass implements ``build_split(split) -> Dataset`` whose items are
 ``(image (C, H, W) float32, mask (H, W) int64)``, mask values in ``0..num_classes-1`` or ``ignore_index``,
-and sets ``in_channels`` and ``num_classes`` by the end of ``setup``.
+and sets ``in_channels`` and ``num_classes`` by the end of ``setup``. Items are looked up by an index or, for
+training, by an ``(index, item_seed)`` key from ``EpochShuffle`` (read it with ``unetlab.data.sampling.split_key``).
 """
 
 from __future__ import annotations
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from unetlab.data.sampling import EpochShuffle
 
 SPLITS = ("train", "val", "test")
 IGNORE_INDEX = 255
@@ -21,19 +24,22 @@ class SegmentationDataModule(L.LightningDataModule):
         batch_size: images per batch (all loaders).
         num_workers: DataLoader worker processes (0 = load in the main process).
         pin_memory: pin host memory for faster copies to a GPU.
+        order_seed: seeds the training order and augmentation (``EpochShuffle``); ``train`` sets it to the run's
+            ``seed``.
     """
 
     in_channels: int
     num_classes: int
     ignore_index: int = IGNORE_INDEX
 
-    def __init__(self, batch_size: int = 16, num_workers: int = 0, pin_memory: bool = False):
+    def __init__(self, batch_size: int = 16, num_workers: int = 0, pin_memory: bool = False, order_seed: int = 0):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size={batch_size} must be >= 1")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.order_seed = order_seed
         self.datasets: dict[str, Dataset] = {}
 
     def build_split(self, split: str) -> Dataset:
@@ -47,11 +53,11 @@ class SegmentationDataModule(L.LightningDataModule):
                     raise ValueError(f"{type(self).__name__}: the {split} split is empty")
                 self.datasets[split] = dataset
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
@@ -59,10 +65,10 @@ class SegmentationDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", EpochShuffle(self.datasets["train"], seed=self.order_seed))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")

@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from unetlab.data.module import SPLITS, SegmentationDataModule
+from unetlab.data.sampling import ItemKey, split_key
 
 KINDS = ("ellipse", "polygon", "star", "bar")
 
@@ -128,7 +129,8 @@ class ShapesDataset(Dataset):
     def __len__(self) -> int:
         return len(self.masks)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, key: ItemKey) -> tuple[Tensor, Tensor]:
+        index, _ = split_key(key)  # no augmentation: a sample is already a function of (seed, split, index)
         return self.images[index], self.masks[index]
 
 
@@ -144,6 +146,8 @@ class ShapesDataModule(SegmentationDataModule):
         max_objects: 1..max_objects objects per image.
         detail: boundary detail in [0, 1] (star lobes and amplitude).
         texture, noise: background texture amplitude and pixel noise std (object contrast is ~0.45).
+        batch_size, num_workers, pin_memory: DataLoader settings.
+        order_seed: seeds the training order (set by ``train`` to the run's ``seed``).
     """
 
     in_channels = 1
@@ -164,8 +168,9 @@ class ShapesDataModule(SegmentationDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         pin_memory: bool = False,
+        order_seed: int = 0,
     ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, order_seed=order_seed)
         kinds = list(kinds)
         unknown = [kind for kind in kinds if kind not in KINDS]
         if unknown or not kinds:

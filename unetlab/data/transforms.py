@@ -2,8 +2,9 @@
 
 Images are resized bilinearly (antialiased when shrinking), masks by nearest neighbour at pixel centres
 (``nearest-exact``), so mask values stay labels and ``255`` (ignore) stays ignore. Padding fills images with 0
-and masks with ``IGNORE_INDEX``, so padded pixels never count in the loss or the metrics. Randomness comes from
-torch's global generator, which Lightning's ``seed_everything(seed, workers=True)`` seeds in every worker.
+and masks with ``IGNORE_INDEX``, so padded pixels never count in the loss or the metrics. Randomness comes from the
+``generator`` given (training: one per item, seeded by ``(seed, epoch, index)``; see ``unetlab.data.sampling``), or
+else from torch's global generator.
 """
 
 from __future__ import annotations
@@ -57,11 +58,13 @@ def center_crop_or_pad(image: Tensor, mask: Tensor, size: tuple[int, int]) -> tu
     return crop(image, mask, top, left, size)
 
 
-def random_crop_or_pad(image: Tensor, mask: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+def random_crop_or_pad(
+    image: Tensor, mask: Tensor, size: tuple[int, int], generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """A uniformly placed ``size`` window; sides shorter than ``size`` are padded first."""
     image, mask = pad_to_at_least(image, mask, size)
-    top = int(torch.randint(image.shape[-2] - size[0] + 1, ()))
-    left = int(torch.randint(image.shape[-1] - size[1] + 1, ()))
+    top = int(torch.randint(image.shape[-2] - size[0] + 1, (), generator=generator))
+    left = int(torch.randint(image.shape[-1] - size[1] + 1, (), generator=generator))
     return crop(image, mask, top, left, size)
 
 
@@ -71,14 +74,16 @@ def pad_to_multiple(image: Tensor, mask: Tensor, multiple: int) -> tuple[Tensor,
     return pad(image, mask, 0, -height % multiple, 0, -width % multiple)
 
 
-def random_flip_rotate(image: Tensor, mask: Tensor, rotate: bool) -> tuple[Tensor, Tensor]:
+def random_flip_rotate(
+    image: Tensor, mask: Tensor, rotate: bool, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Random horizontal and vertical flips (p = 0.5 each); if ``rotate``, a random multiple of 90 degrees."""
-    if torch.rand(()) < 0.5:
+    if torch.rand((), generator=generator) < 0.5:
         image, mask = image.flip(-1), mask.flip(-1)
-    if torch.rand(()) < 0.5:
+    if torch.rand((), generator=generator) < 0.5:
         image, mask = image.flip(-2), mask.flip(-2)
     if rotate:
-        turns = int(torch.randint(4, ()))
+        turns = int(torch.randint(4, (), generator=generator))
         image, mask = image.rot90(turns, (-2, -1)), mask.rot90(turns, (-2, -1))
     return image.contiguous(), mask.contiguous()
 
@@ -110,7 +115,7 @@ class Geometry:
         self.train = train
         self.augment = augment and train
 
-    def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, image: Tensor, mask: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         if self.image_size is None:
             image, mask = pad_to_multiple(image, mask, self.multiple)
         else:
@@ -118,11 +123,11 @@ class Geometry:
             if self.mode == "resize":
                 image, mask = resize(image, mask, size)
             elif self.train:
-                image, mask = random_crop_or_pad(image, mask, size)
+                image, mask = random_crop_or_pad(image, mask, size, generator)
             else:
                 image, mask = center_crop_or_pad(image, mask, size)
         if self.augment:
-            image, mask = random_flip_rotate(image, mask, rotate=image.shape[-2] == image.shape[-1])
+            image, mask = random_flip_rotate(image, mask, image.shape[-2] == image.shape[-1], generator)
         return image, mask
 
     def __repr__(self) -> str:

@@ -43,13 +43,28 @@ def parse_skips(skips: str | Iterable[int] | None, depth: int) -> tuple[int, ...
             raise ValueError(
                 f"model.skips={skips!r} is not understood; use 'all', 'none' or a list of levels like [0, 2]"
             ) from None
-    levels = sorted({int(level) for level in skips})
+    entries = list(skips) if isinstance(skips, Iterable) else [skips]  # model.skips=2 is level 2 alone, as "2" is
+    # int() would fail on 'x' with a bare "invalid literal", and quietly take 1.5 or True for level 1.
+    whole = [e for e in entries if (isinstance(e, int) and not isinstance(e, bool)) or str(e).strip().isdecimal()]
+    if len(whole) < len(entries):
+        raise ValueError(
+            f"model.skips={entries!r} is not understood: levels must be integers 0..{depth - 1}; "
+            "use 'all', 'none' or a list of levels like [0, 2]"
+        )
+    levels = sorted({int(level) for level in entries})
     bad = [level for level in levels if not 0 <= level < depth]
     if bad:
         raise ValueError(
             f"model.skips={levels} names level {bad[0]}, but a depth-{depth} U-Net has skips at levels 0..{depth - 1}"
         )
     return tuple(levels)
+
+
+def feature_keys(depth: int) -> list[str]:
+    """The feature keys of a depth-``depth`` U-Net in forward order: enc0..enc{depth}, dec{depth-1}..dec0, logits."""
+    enc = [f"enc{level}" for level in range(depth + 1)]
+    dec = [f"dec{level}" for level in reversed(range(depth))]
+    return [*enc, *dec, "logits"]
 
 
 def skips_to_str(skips: Sequence[int]) -> str:
@@ -194,9 +209,7 @@ class UNet(nn.Module):
     @property
     def feature_keys(self) -> list[str]:
         """Feature keys in forward order: enc0..encD, dec{D-1}..dec0, logits."""
-        enc = [f"enc{level}" for level in range(self.depth + 1)]
-        dec = [f"dec{level}" for level in reversed(range(self.depth))]
-        return [*enc, *dec, "logits"]
+        return feature_keys(self.depth)
 
     def check_input(self, x: Tensor) -> None:
         """Raise a clear error for inputs the U-Net cannot take."""

@@ -1,0 +1,65 @@
+"""Training order and augmentation as functions of ``(seed, epoch, index)``, so a resumed run is the same run.
+
+PyTorch's ``RandomSampler`` and transforms that draw from the global generator depend on how many numbers the
+process has drawn before; a run resumed from ``last.ckpt`` in a fresh process would then see other batches and other
+flips than the run it replaces. ``EpochShuffle`` instead permutes the split with a generator seeded by
+``(seed, epoch)`` and hands each item its own augmentation seed ``f(seed, epoch, index)``: the item key is the pair
+``(index, item_seed)``, which the data sets read with ``split_key``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import Dataset, DistributedSampler
+
+ItemKey = int | tuple[int, int]
+
+
+def split_key(key: ItemKey) -> tuple[int, torch.Generator | None]:
+    """An item key -> (index, generator of its augmentation); a plain index (evaluation) has no generator,
+    and then augmentation, if any, draws from torch's global generator."""
+    if isinstance(key, tuple):
+        index, item_seed = key
+        return int(index), torch.Generator().manual_seed(int(item_seed))
+    return int(key), None
+
+
+class EpochShuffle(DistributedSampler):
+    """Shuffled training keys ``(index, item_seed)``, a pure function of ``(seed, epoch)``.
+
+    Lightning calls ``set_epoch`` before every epoch, also when a run resumes. Under DDP rank ``r`` of ``W`` takes
+    every ``W``-th key of the padded permutation (padded with its first keys, as ``DistributedSampler`` does, so every
+    rank runs the same number of steps); rank and world size are read when iterating, because ``ddp_spawn`` pickles
+    the loader before the process group exists. Being a ``DistributedSampler``, Lightning leaves it in place.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int = 0) -> None:  # no super().__init__(): it wants the group now
+        self.dataset = dataset
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _world(self) -> tuple[int, int]:
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        size = len(self.dataset)
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(size)
+        rank, world = self._world()
+        if world > 1:
+            order = np.resize(order, -(-size // world) * world)[rank::world]  # np.resize repeats from the start
+        seeds = np.random.SeedSequence([self.seed, self.epoch]).generate_state(size, dtype=np.uint64)
+        for index in order:
+            yield int(index), int(seeds[index] >> np.uint64(1))  # 63 bits: torch's manual_seed takes int64
+
+    def __len__(self) -> int:
+        _, world = self._world()
+        return -(-len(self.dataset) // world)
