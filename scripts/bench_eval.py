@@ -20,10 +20,10 @@ import torch
 from omegaconf import OmegaConf
 
 from unetlab import UNet
-from unetlab.checkpoint import LoadedRun, load_run
 from unetlab.data.shapes import ShapesDataModule
-from unetlab.evaluate import EvalOptions, evaluate
-from unetlab.system import soft_dice_loss
+from unetlab.evaluation.evaluate import EvalOptions, evaluate
+from unetlab.training.checkpoint import LoadedRun, load_run
+from unetlab.training.task import soft_dice_loss
 
 
 def quick_trained_run(args) -> LoadedRun:

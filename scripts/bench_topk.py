@@ -1,7 +1,7 @@
 """Top-9 pass: forward time vs top-k bookkeeping, and the cost of cropping + drawing the grid.
 
 One depth-4 U-Net (base 32, random weights, eval mode), 256 shapes images of 128x128, every channel of ``enc2``;
-the pass streams the data set once (``unetlab.topk.top_units``) and runs only the encoder up to the key.
+the pass streams the data set once (``unetlab.explain.topk.top_units``) and runs only the encoder up to the key.
 
     python scripts/bench_topk.py                     # the numbers in the report
     python scripts/bench_topk.py --images 32 --size 64 --repeats 1   # smoke run
@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from unetlab import UNet
 from unetlab.data.shapes import ShapesDataset
-from unetlab.topk import key_channels, save_grid, top_units
+from unetlab.explain.topk import key_channels, save_grid, top_units
 
 CL = torch.channels_last
 

@@ -29,7 +29,7 @@ from torch import nn
 from unetlab import UNet
 from unetlab.data.shapes import ShapesDataModule
 from unetlab.metrics import functional as metrics_functional
-from unetlab.system import SegmentationTask, soft_dice_loss
+from unetlab.training.task import SegmentationTask, soft_dice_loss
 
 
 def conv_flops_per_image(net: nn.Module, image_size: int, in_channels: int) -> float:

@@ -1,4 +1,4 @@
-"""Synthetic results.csv files with known numbers, written through ``unetlab.results.write_results``.
+"""Synthetic results.csv files with known numbers, written through ``unetlab.evaluation.results.write_results``.
 
 The grid: depth 1..3 with skips all and none, two seeds, and (optionally) the all-but-one skip sets at depth 3.
 Each seed scales every value by ``1 + SEED_OFFSET[seed]``, so the mean over the two seeds is the base value and the
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unetlab.results import write_results
+from unetlab.evaluation.results import write_results
 
 SEEDS = (0, 1)
 SEED_OFFSET = {0: -0.1, 1: 0.1}

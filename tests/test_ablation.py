@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from unetlab import UNet
-from unetlab.ablation import ablation_source, decode_variants, shapley_values, subsets
+from unetlab.evaluation.skip_ablation import ablation_source, decode_variants, shapley_values, subsets
+from unetlab.models.skip_ablation import ablation_transform
 
 
 def test_subsets_and_sources():
@@ -64,9 +65,9 @@ def test_shared_decoding_equals_decoding_each_variant(skips):
     with torch.no_grad():
         encoded = net.encode(x)
         shared = decode_variants(net, encoded, variants)
-        reusing = decode_variants(net, encoded, variants, intact=net.decode(encoded, ablation={}))
+        reusing = decode_variants(net, encoded, variants, intact=net.decode(encoded))
         for name, ablation in variants.items():
-            assert torch.equal(shared[name], net.decode(encoded, ablation=ablation)["logits"]), name
+            assert torch.equal(shared[name], net.decode(encoded, ablation_transform(ablation))["logits"]), name
             assert torch.equal(reusing[name], shared[name]), name
     assert not torch.equal(shared["zero/()"], shared[f"zero/{net.skip_levels}"])  # ablations change the logits
     with pytest.raises(ValueError, match="cannot ablate the skip at level"):

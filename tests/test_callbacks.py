@@ -3,7 +3,7 @@ import re
 import pytest
 
 from tests.helpers import compose_train
-from unetlab.train import train
+from unetlab.training.train import train
 
 LINE = re.compile(
     r"\[unetlab\] run epoch (\d)/2: train/loss ([\d.]+), val/dice ([\d.]+), val/hd95 ([\d.]+) px \(\d+ s\)"

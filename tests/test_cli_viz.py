@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
+from unetlab.explain.viz import run_viz
 from unetlab.models.unet import UNet
-from unetlab.viz import run_viz
 
 
 def make_run(run_dir: Path, *overrides: str) -> Path:

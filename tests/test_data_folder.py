@@ -12,7 +12,7 @@ from tests.fixtures_data import HEIGHT, WIDTH, draw, write_folder
 from tests.helpers import compose_train
 from unetlab.data.folder import FolderDataModule
 from unetlab.data.io import DataError
-from unetlab.train import train
+from unetlab.training.train import train
 
 
 def folder(root, **kwargs) -> FolderDataModule:

@@ -9,7 +9,7 @@ from tests.fixtures_data import HEIGHT, WIDTH, write_pets
 from tests.helpers import compose_train
 from unetlab.data.io import DataError
 from unetlab.data.pets import PetsDataModule, read_list
-from unetlab.train import train
+from unetlab.training.train import train
 
 
 def pets(root, **kwargs) -> PetsDataModule:

@@ -9,7 +9,7 @@ from tests.fixtures_data import HEIGHT, WIDTH, save_voc_mask, write_voc
 from tests.helpers import compose_train
 from unetlab.data.io import DataError
 from unetlab.data.voc import CLASSES, VOCDataModule, read_voc_mask, voc_colormap
-from unetlab.train import train
+from unetlab.training.train import train
 
 
 def voc(root, **kwargs) -> VOCDataModule:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from unetlab.erf import effective_receptive_fields, mass_radius, plot_erf_maps, plot_fields
+from unetlab.explain.erf import effective_receptive_fields, mass_radius, plot_erf_maps, plot_fields
 from unetlab.models.unet import UNet
 
 

@@ -8,13 +8,13 @@ from omegaconf import OmegaConf
 
 from tests.helpers import TINY, compose_train, run_cli
 from unetlab import UNet
-from unetlab.checkpoint import load_config, load_state_dict
 from unetlab.data.shapes import ShapesDataModule
-from unetlab.evaluate import EvalOptions, run_eval
-from unetlab.floors import class_fractions, resolution_floor
-from unetlab.probes import train_probes
-from unetlab.results import COLUMNS, read_results, write_results
-from unetlab.train import train
+from unetlab.evaluation.evaluate import EvalOptions, run_eval
+from unetlab.evaluation.floors import class_fractions, resolution_floor
+from unetlab.evaluation.probes import train_probes
+from unetlab.evaluation.results import COLUMNS, read_results, write_results
+from unetlab.training.checkpoint import load_config, load_state_dict
+from unetlab.training.train import train
 
 METRICS = {"dice", "iou", "hd", "hd95", "assd", "nsd", "bf1", "biou"}
 

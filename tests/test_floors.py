@@ -1,7 +1,7 @@
 import torch
 
 from unetlab.data.shapes import ShapesDataModule
-from unetlab.floors import resolution_floor
+from unetlab.evaluation.floors import resolution_floor
 
 
 def test_level_zero_is_the_ground_truth_and_blocks_are_recovered_exactly():

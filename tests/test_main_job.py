@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_cli
-from unetlab.ablate import count_jobs, drawn_keys, parallel_overrides, plan_sweeps, run_dir_name, skip_sets
-from unetlab.run_dir import hold_run_dir
+from unetlab.grid.run import count_jobs, drawn_keys, parallel_overrides, plan_sweeps, run_dir_name, skip_sets
+from unetlab.training.run_dir import hold_run_dir
 
 
 def cells_of_sweeps(sweeps: list[list[str]]) -> list[tuple[int, str, int]]:

@@ -13,14 +13,14 @@ import pytest
 import torch
 from torch import nn
 
-from unetlab.models.unet import UNet
-from unetlab.receptive_field import (
+from unetlab.explain.receptive_field import (
     RF,
     centre,
     field_sizes_by_position,
     receptive_fields,
     unit_field,
 )
+from unetlab.models.unet import UNet
 
 PERTURBATION = 1e100
 

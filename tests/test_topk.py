@@ -9,9 +9,9 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from unetlab.explain.receptive_field import centre, receptive_fields, unit_field
+from unetlab.explain.topk import RunningTopK, crop, save_grid, top_patches, top_units
 from unetlab.models.unet import UNet
-from unetlab.receptive_field import centre, receptive_fields, unit_field
-from unetlab.topk import RunningTopK, crop, save_grid, top_patches, top_units
 
 
 def test_running_topk_equals_stable_full_sort():

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from tests.helpers import TINY, compose_train, run_cli
-from unetlab.train import train
+from unetlab.training.train import train
 
 
 def test_train_writes_checkpoints_and_metrics(tmp_path):

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from unetlab import UNet
-from unetlab.models.unet import ablate, parse_skips, skips_to_str
+from unetlab.conventions import parse_skips, skips_to_str
+from unetlab.models.skip_ablation import ablate_skip
 
 
 def n_params(net):
@@ -77,7 +78,7 @@ def test_ablate_skips_changes_only_through_that_level_and_restores():
     manual = list(encoded)
     manual[1] = encoded[1].mean(dim=(2, 3), keepdim=True).expand_as(encoded[1])
     with torch.no_grad():
-        by_hand = net.decoder[2](net.decoder[1](net.decoder[0](encoded[3], encoded[2]), manual[1]), encoded[0])
+        by_hand = net.decoder[0](net.decoder[1](net.decoder[2](encoded[3], encoded[2]), manual[1]), encoded[0])
     torch.testing.assert_close(during["dec0"], by_hand)
 
 
@@ -86,7 +87,7 @@ def test_ablate_skips_restores_on_exception_and_checks_input():
     with pytest.raises(KeyError):
         with net.ablate_skips({0: "zero"}):
             raise KeyError("boom")
-    assert net._ablation == {}
+    assert net._ablated_skips == {}
     with pytest.raises(ValueError, match="keeps skips at levels 0"):
         with net.ablate_skips({1: "zero"}):
             pass
@@ -101,12 +102,12 @@ def test_ablate_skips_restores_on_exception_and_checks_input():
 def test_ablation_modes():
     torch.manual_seed(0)
     skip = torch.randn(2, 3, 16, 16)
-    assert torch.count_nonzero(ablate(skip, "zero")) == 0
-    mean = ablate(skip, "mean")
+    assert torch.count_nonzero(ablate_skip(skip, "zero")) == 0
+    mean = ablate_skip(skip, "mean")
     torch.testing.assert_close(mean[:, :, 5, 7], skip.mean(dim=(2, 3)))
-    low = ablate(skip, "lowpass:2")
+    low = ablate_skip(skip, "lowpass:2")
     # a 4x4 average pool then bilinear up keeps each block's mean but removes detail finer than 4 px
     torch.testing.assert_close(low.mean(dim=(2, 3)), skip.mean(dim=(2, 3)), atol=1e-5, rtol=0)
     assert low.var() < skip.var()
     constant = torch.ones(1, 1, 8, 8)
-    torch.testing.assert_close(ablate(constant, "lowpass:1"), constant)
+    torch.testing.assert_close(ablate_skip(constant, "lowpass:1"), constant)

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 # An absolute path works for editable and regular installs alike (Hydra resolves a relative
-# config_path differently under a console script; see shared/ECOSYSTEM.md B1).
+# config_path differently under a console script; see facebookresearch/hydra#2125).
 CONFIG_PATH = str(files("unetlab.conf"))
 
 # Keys of a trained run's saved config that unetlab-eval / unetlab-viz accept on their command line.
@@ -188,7 +188,7 @@ def checkpoint_arg(prog: str, cfg: DictConfig) -> str:
 
 
 def _skipset(skips, depth) -> str:
-    from unetlab.models.unet import parse_skips, skips_to_str
+    from unetlab.conventions import parse_skips, skips_to_str
 
     return skips_to_str(parse_skips(skips, int(depth)))
 

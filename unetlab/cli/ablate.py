@@ -19,7 +19,7 @@ FORWARDED: list[str] = []
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="ablate")
 def _main(cfg: DictConfig) -> None:
-    from unetlab.ablate import run_ablation
+    from unetlab.grid.run import run_ablation
 
     experiment = HydraConfig.get().runtime.choices["experiment"]
     # RuntimeError: a training job failed (it has printed why).

@@ -19,7 +19,7 @@ from unetlab.cli import (
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 def _main(cfg: DictConfig) -> None:
-    from unetlab.evaluate import run_eval
+    from unetlab.evaluation.evaluate import run_eval
 
     with task_errors("unetlab-eval"):
         ckpt = checkpoint_arg("unetlab-eval", cfg)

@@ -10,7 +10,7 @@ from unetlab.cli import CONFIG_PATH, app_errors, check_launcher, task_errors
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def _main(cfg: DictConfig) -> None:
-    from unetlab.train import train
+    from unetlab.training.train import train
 
     with task_errors("unetlab-train"):
         train(cfg)

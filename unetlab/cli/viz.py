@@ -18,7 +18,7 @@ from unetlab.cli import (
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="viz")
 def _main(cfg: DictConfig) -> None:
-    from unetlab.viz import run_viz
+    from unetlab.explain.viz import run_viz
 
     with task_errors("unetlab-viz"):
         ckpt = checkpoint_arg("unetlab-viz", cfg)

@@ -38,7 +38,7 @@ def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> tuple[dict[str, P
 
 
 class FolderDataModule(FileDataModule):
-    """``data=folder data.root=DIR``: train/val/test folders of images and masks (SPEC section 9).
+    """``data=folder data.root=DIR``: train/val/test folders of images and masks (``docs/data.md``).
 
     Args:
         root: the folder holding ``train/``, ``val/`` and ``test/``, each with ``images/`` and ``masks/``.

@@ -1,4 +1,6 @@
-"""Training order and augmentation as functions of ``(seed, epoch, index)``, so a resumed run is the same run.
+"""Which items each process sees: ``EpochShuffle`` for training, ``UnpaddedShards`` for evaluation under DDP.
+
+Training order and augmentation are functions of ``(seed, epoch, index)``, so a resumed run is the same run.
 
 PyTorch's ``RandomSampler`` and transforms that draw from the global generator depend on how many numbers the
 process has drawn before; a run resumed from ``last.ckpt`` in a fresh process would then see other batches and other
@@ -14,7 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 ItemKey = int | tuple[int, int]
 
@@ -63,3 +65,41 @@ class EpochShuffle(DistributedSampler):
     def __len__(self) -> int:
         _, world = self._world()
         return -(-len(self.dataset) // world)
+
+
+class UnpaddedShards(DistributedSampler):
+    """This process's share of an evaluation split, with every image in exactly one process.
+
+    Lightning's DistributedSampler pads a split with repeated images up to a multiple of the world size, and those
+    would count twice in the metrics; here the shards are uneven instead (rank ``r`` of ``W`` takes images ``r, r+W,
+    ...``). Rank and world size are read when iterating, in the worker: ``ddp_spawn`` pickles the loader before the
+    process group exists. Being a DistributedSampler, Lightning leaves it in place. One process: the whole split.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:  # no super().__init__(): it wants the process group now
+        self.dataset = dataset
+        self.epoch = 0
+
+    def _indices(self) -> range:
+        if not (dist.is_available() and dist.is_initialized()):
+            return range(len(self.dataset))
+        return range(dist.get_rank(), len(self.dataset), dist.get_world_size())
+
+    def __iter__(self):
+        return iter(self._indices())
+
+    def __len__(self) -> int:
+        return len(self._indices())
+
+
+def unpadded(loader: DataLoader) -> DataLoader:
+    """``loader`` (unshuffled) with ``UnpaddedShards`` as its sampler."""
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=UnpaddedShards(loader.dataset),
+        num_workers=loader.num_workers,
+        pin_memory=loader.pin_memory,
+        persistent_workers=loader.persistent_workers,
+        collate_fn=loader.collate_fn,
+    )

@@ -135,7 +135,7 @@ class ShapesDataset(Dataset):
 
 
 class ShapesDataModule(SegmentationDataModule):
-    """The built-in procedural data set (SPEC section 9); no download.
+    """The built-in procedural data set (``docs/data.md``); no download.
 
     Args:
         image_size: side of the square images (a multiple of ``2**model.depth``).

@@ -21,7 +21,7 @@ class BoundaryMetrics(Metric):
     ``unetlab.metrics.functional.boundary_metrics``; pixels where ``target == ignore_index`` are
     cleared in both masks first.
 
-    Empty masks follow SPEC section 4: a class absent from both prediction and target in an image
+    Empty masks follow ``docs/metrics.md``: a class absent from both prediction and target in an image
     counts as a perfect match (distances 0, the rest 1), and it is counted. A class in exactly one
     of them has ``inf`` distances, which are replaced here by the image diagonal
     ``sqrt(H² + W²)`` (the worst possible value) so that means stay finite; ``empty_rate`` reports

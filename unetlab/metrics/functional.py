@@ -1,6 +1,6 @@
 """Boundary metrics on bool masks: pure functions, vectorised over the batch, CPU or CUDA.
 
-Conventions (SPEC section 4). Masks are bool ``(N, H, W)`` or ``(H, W)``; outside the image is
+Definitions: ``docs/metrics.md``. Masks are bool ``(N, H, W)`` or ``(H, W)``; outside the image is
 background; distances are in pixels (Euclidean, exact). For a mask ``m``:
 
 - boundary ``∂m = m AND NOT erode(m)``, erosion by the 4-connected 3x3 cross;

@@ -1,8 +1,9 @@
 """The U-Net: every level and every skip written out, depth a loop over channel widths.
 
-Conventions (SPEC section 2): level ``i`` has resolution ``H/2**i x W/2**i`` and ``base_channels * 2**i``
+Conventions (``docs/conventions.md``): level ``i`` has resolution ``H/2**i x W/2**i`` and ``base_channels * 2**i``
 channels. A depth-``D`` U-Net has encoder levels ``0..D`` (``D`` is the bottleneck), decoder levels
-``D-1..0``, and one skip per level ``0..D-1``. Feature keys: ``enc0..encD``, ``dec{D-1}..dec0``, ``logits``.
+``D-1..0``, and one skip per level ``0..D-1``; ``encoder[i]`` and ``decoder[i]`` are level ``i``. Feature keys:
+``enc0..encD``, ``dec{D-1}..dec0``, ``logits``.
 
 Blocks follow Ronneberger et al. (2015) with same-padding: two 3x3 conv-BN-ReLU per level, 2x2 max-pool
 down, 2x2 stride-2 transposed conv up. A removed skip (``skips``) has no input channels in its decoder
@@ -15,94 +16,10 @@ import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-MIN_DEPTH, MAX_DEPTH = 1, 6
-ABLATION_MODES = ("zero", "mean", "lowpass:k")
-
-
-def check_depth(depth: int) -> int:
-    """Raise a clear error unless ``depth`` is an integer in 1..6."""
-    if isinstance(depth, bool) or not isinstance(depth, int) or not MIN_DEPTH <= depth <= MAX_DEPTH:
-        raise ValueError(f"model.depth={depth!r} is not allowed; use an integer {MIN_DEPTH}..{MAX_DEPTH}")
-    return depth
-
-
-def parse_skips(skips: str | Iterable[int] | None, depth: int) -> tuple[int, ...]:
-    """Turn ``"all" | "none" | [0, 2] | "0,2"`` into the sorted tuple of kept skip levels."""
-    if skips is None or (isinstance(skips, str) and skips.strip().lower() == "none"):
-        return ()
-    if isinstance(skips, str):
-        text = skips.strip().lower()
-        if text == "all":
-            return tuple(range(depth))
-        try:
-            skips = [int(part) for part in text.split(",") if part.strip()]
-        except ValueError:
-            raise ValueError(
-                f"model.skips={skips!r} is not understood; use 'all', 'none' or a list of levels like [0, 2]"
-            ) from None
-    entries = list(skips) if isinstance(skips, Iterable) else [skips]  # model.skips=2 is level 2 alone, as "2" is
-    # int() would fail on 'x' with a bare "invalid literal", and quietly take 1.5 or True for level 1.
-    whole = [e for e in entries if (isinstance(e, int) and not isinstance(e, bool)) or str(e).strip().isdecimal()]
-    if len(whole) < len(entries):
-        raise ValueError(
-            f"model.skips={entries!r} is not understood: levels must be integers 0..{depth - 1}; "
-            "use 'all', 'none' or a list of levels like [0, 2]"
-        )
-    levels = sorted({int(level) for level in entries})
-    bad = [level for level in levels if not 0 <= level < depth]
-    if bad:
-        raise ValueError(
-            f"model.skips={levels} names level {bad[0]}, but a depth-{depth} U-Net has skips at levels 0..{depth - 1}"
-        )
-    return tuple(levels)
-
-
-def feature_keys(depth: int) -> list[str]:
-    """The feature keys of a depth-``depth`` U-Net in forward order: enc0..enc{depth}, dec{depth-1}..dec0, logits."""
-    enc = [f"enc{level}" for level in range(depth + 1)]
-    dec = [f"dec{level}" for level in reversed(range(depth))]
-    return [*enc, *dec, "logits"]
-
-
-def skips_to_str(skips: Sequence[int]) -> str:
-    """Canonical skip-set string used in tables: ``"0,1,2"`` or ``"none"``."""
-    return ",".join(str(level) for level in sorted(skips)) if skips else "none"
-
-
-def parse_ablation_mode(mode: str) -> tuple[str, int]:
-    """``"zero" | "mean" | "lowpass:k"`` -> (kind, k); k is 0 unless kind is lowpass."""
-    if mode in ("zero", "mean"):
-        return mode, 0
-    if isinstance(mode, str) and mode.startswith("lowpass:"):
-        try:
-            k = int(mode.split(":", 1)[1])
-        except ValueError:
-            k = -1
-        if k >= 1:
-            return "lowpass", k
-    raise ValueError(f"unknown skip ablation mode {mode!r}; allowed: zero, mean, lowpass:k with an integer k >= 1")
-
-
-def ablate(skip: Tensor, mode: str) -> Tensor:
-    """Test-time ablation of one skip tensor (B, C, h, w) -> (B, C, h, w) (SPEC section 5).
-
-    ``zero``: all zeros. ``mean``: each channel's spatial mean (statistics kept, location removed).
-    ``lowpass:k``: average-pooled by ``2**k`` and bilinearly upsampled (detail finer than ``2**k`` px removed).
-    """
-    kind, k = parse_ablation_mode(mode)
-    if kind == "zero":
-        return torch.zeros_like(skip)
-    if kind == "mean":
-        return skip.mean(dim=(2, 3), keepdim=True).expand_as(skip)
-    size = skip.shape[-2:]
-    factor = 2**k
-    if min(size) < factor:
-        raise ValueError(f"lowpass:{k} pools by {factor} px but this skip is only {tuple(size)} px")
-    pooled = F.avg_pool2d(skip, kernel_size=factor, stride=factor)
-    return F.interpolate(pooled, size=size, mode="bilinear", align_corners=False)
+from unetlab.conventions import check_depth, feature_keys, parse_skips, skips_to_str
+from unetlab.models.skip_ablation import SkipTransform, ablation_transform, parse_ablation_mode
 
 
 class ConvBlock(nn.Module):
@@ -197,14 +114,15 @@ class UNet(nn.Module):
         for level in range(1, depth + 1):
             self.encoder.append(EncoderBlock(widths[level - 1], widths[level]))
 
-        # Decoder levels D-1..0; decoder[j] is level depth-1-j. Its skip comes from encoder level j.
-        self.decoder = nn.ModuleList()
-        for level in reversed(range(depth)):
-            skip_ch = widths[level] if level in self.skip_levels else 0
-            self.decoder.append(DecoderBlock(widths[level + 1], skip_ch, widths[level]))
+        # Decoder levels 0..D-1 (run from D-1 down to 0): decoder[i] takes level i+1 up to level i and, if kept,
+        # the skip from encoder level i.
+        self.decoder = nn.ModuleList(
+            DecoderBlock(widths[level + 1], widths[level] if level in self.skip_levels else 0, widths[level])
+            for level in range(depth)
+        )
 
         self.head = nn.Conv2d(widths[0], num_classes, kernel_size=1)
-        self._ablation: dict[int, str] = {}
+        self._ablated_skips: dict[int, str] = {}  # {level: mode} inside ablate_skips
 
     @property
     def feature_keys(self) -> list[str]:
@@ -232,21 +150,28 @@ class UNet(nn.Module):
             features.append(x)
         return features
 
-    def decode(self, encoded: Sequence[Tensor], ablation: Mapping[int, str] | None = None) -> dict[str, Tensor]:
-        """Decoder features and logits from encoder features; ``ablation`` maps kept skip levels to modes.
+    def decode_level(
+        self, level: int, x: Tensor, encoded: Sequence[Tensor], skip_transform: SkipTransform | None = None
+    ) -> Tensor:
+        """One decoder level: ``x`` (B, widths[level+1], h, w), the state of level ``level + 1``, up to level
+        ``level`` (B, widths[level], 2h, 2w) with its skip ``encoded[level]`` (through ``skip_transform``) if kept."""
+        skip = encoded[level] if level in self.skip_levels else None
+        if skip is not None and skip_transform is not None:
+            skip = skip_transform(level, skip)
+        return self.decoder[level](x, skip)
+
+    def decode(self, encoded: Sequence[Tensor], skip_transform: SkipTransform | None = None) -> dict[str, Tensor]:
+        """Decoder features and logits from encoder features; ``skip_transform(level, skip)`` may change each kept
+        skip (default: the ablation of ``ablate_skips``, inside its block).
 
         Returns {"dec{D-1}": ..., ..., "dec0": (B, base, H, W), "logits": (B, K, H, W)}.
         """
-        ablation = self._ablation if ablation is None else ablation
+        if skip_transform is None and self._ablated_skips:
+            skip_transform = ablation_transform(self._ablated_skips)
         x = encoded[self.depth]
         out: dict[str, Tensor] = {}
-        for block, level in zip(self.decoder, reversed(range(self.depth))):
-            skip = None
-            if level in self.skip_levels:
-                skip = encoded[level]
-                if level in ablation:
-                    skip = ablate(skip, ablation[level])
-            x = block(x, skip)
+        for level in reversed(range(self.depth)):
+            x = self.decode_level(level, x, encoded, skip_transform)
             out[f"dec{level}"] = x
         out["logits"] = self.head(x)
         return out
@@ -278,14 +203,14 @@ class UNet(nn.Module):
     def ablate_skips(self, ablation: Mapping[int, str]) -> Iterator[UNet]:
         """Test-time ablation of kept skips inside a ``with`` block (eval mode only); restored on exit.
 
-        ``ablation`` maps a level to ``"zero"``, ``"mean"`` or ``"lowpass:k"`` (see ``ablate``).
+        ``ablation`` maps a level to ``"zero"``, ``"mean"`` or ``"lowpass:k"`` (``unetlab.models.skip_ablation``).
         """
         if self.training:
             raise RuntimeError("ablate_skips is a test-time ablation: call net.eval() first")
         checked = self.check_ablation(ablation)
-        previous = self._ablation
-        self._ablation = {**previous, **checked}
+        previous = self._ablated_skips
+        self._ablated_skips = {**previous, **checked}
         try:
             yield self
         finally:
-            self._ablation = previous
+            self._ablated_skips = previous

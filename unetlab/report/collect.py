@@ -13,7 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unetlab.results import COLUMNS, read_results
+from unetlab.conventions import skip_label, str_to_skips
+from unetlab.evaluation.results import COLUMNS, read_results
 
 RESULTS_NAME = "results.csv"
 
@@ -38,11 +39,11 @@ class Model:
 
     @property
     def skip_label(self) -> str:
-        return skip_label(self.skips, self.depth)
+        return skip_label(self.kept, self.depth)
 
     @property
     def kept(self) -> tuple[int, ...]:
-        return () if self.skips == "none" else tuple(int(level) for level in self.skips.split(","))
+        return str_to_skips(self.skips)
 
     def __str__(self) -> str:
         return f"depth {self.depth}, skips {self.skip_label}"
@@ -101,20 +102,13 @@ class Results:
         return out
 
 
-def skip_label(skips: str, depth: int) -> str:
-    """``all`` where the set is every level ``0..depth-1``, ``none``, else the canonical string (``"0,2"``)."""
-    if skips == ",".join(str(level) for level in range(depth)):
-        return "all"
-    return skips
-
-
 def skip_order(label: str) -> tuple:
     """Legend and table order: all, none, then the other sets by size and levels."""
     if label == "all":
         return (0,)
     if label == "none":
         return (1,)
-    levels = tuple(int(level) for level in label.split(","))
+    levels = str_to_skips(label)
     return (2, -len(levels), levels)
 
 

@@ -9,6 +9,7 @@ import math
 from collections.abc import Callable
 from itertools import pairwise
 
+from unetlab.conventions import level_of
 from unetlab.report.collect import Model, Results
 from unetlab.report.views import ablation_modes, shapley
 
@@ -98,7 +99,7 @@ def probe_gaps(results: Results) -> str | None:
 
     def gap(model: Model, key: str) -> float | None:
         probe = results.value(model, f"probe/{key}", "hd95")
-        floor = results.value(model, f"floor/{int(key[3:])}", "hd95")
+        floor = results.value(model, f"floor/{level_of(key)}", "hd95")
         return None if probe is None or floor is None else probe - floor
 
     for depth in sorted({m.depth for m in results.models}, reverse=True):

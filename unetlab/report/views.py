@@ -9,6 +9,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
+from unetlab.conventions import feature_keys, level_of
 from unetlab.report.collect import Model, Results, Stat, skip_order
 
 BOUNDARY_METRICS = ("hd95", "assd", "nsd", "bf1")
@@ -66,15 +67,6 @@ def params_by_depth(results: Results) -> dict[str, list[tuple[int, int]]]:
     return {label: sorted(series[label]) for label in ordered_labels(series)}
 
 
-def feature_keys(depth: int) -> list[str]:
-    """Forward order: ``enc0 … encD`` then ``dec{D-1} … dec0``."""
-    return [f"enc{level}" for level in range(depth + 1)] + [f"dec{level}" for level in reversed(range(depth))]
-
-
-def key_level(key: str) -> int:
-    return int(key[3:])
-
-
 @dataclass
 class ProbePanel:
     """Probe hd95 by feature key for the models of one depth, and the resolution floor at each key's level."""
@@ -94,7 +86,7 @@ def probe_panels(results: Results, metric: str = "hd95") -> list[ProbePanel]:
     panels = []
     for depth in sorted({m.depth for m in results.models}):
         models = [m for m in results.models if m.depth == depth]
-        keys = feature_keys(depth)
+        keys = feature_keys(depth, logits=False)
         with_probes = [m for m in models if any(results.get(m, f"probe/{k}", metric) for k in keys)]
         if not with_probes:
             continue
@@ -103,7 +95,7 @@ def probe_panels(results: Results, metric: str = "hd95") -> list[ProbePanel]:
             shown = [m for m in with_probes if m.skip_label in ("all", "none")] or with_probes[:MAX_PROBE_LINES]
         floor = []
         for key in keys:
-            floors = [results.value(m, f"floor/{key_level(key)}", metric) for m in models]
+            floors = [results.value(m, f"floor/{level_of(key)}", metric) for m in models]
             floors = [f for f in floors if f is not None]
             floor.append(sum(floors) / len(floors) if floors else None)
         probes = {m.skip_label: [results.get(m, f"probe/{k}", metric) for k in keys] for m in shown}

@@ -23,9 +23,9 @@ from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from unetlab.erf import eval_mode
+from unetlab.explain.erf import eval_mode
+from unetlab.explain.receptive_field import receptive_fields, unit_field
 from unetlab.models.unet import UNet
-from unetlab.receptive_field import receptive_fields, unit_field
 
 OUTSIDE_IMAGE = "#8fa7bf"  # padding where a field leaves the image
 BOUNDARY_COLOURS = ("#39ff14", "#ff9f1c", "#00e5ff", "#ff3ea5", "#ffe600")

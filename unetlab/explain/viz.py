@@ -22,11 +22,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from unetlab.checkpoint import LoadedRun, load_run
+from unetlab.conventions import skips_to_str
 from unetlab.data.module import SPLITS
-from unetlab.erf import ERF, effective_receptive_fields, format_erf_table, plot_erf_maps, plot_fields
-from unetlab.models.unet import UNet, skips_to_str
-from unetlab.topk import TopUnits, key_channels, save_grid, top_units
+from unetlab.explain.erf import ERF, effective_receptive_fields, format_erf_table, plot_erf_maps, plot_fields
+from unetlab.explain.topk import TopUnits, key_channels, save_grid, top_units
+from unetlab.models.unet import UNet
+from unetlab.training.checkpoint import LoadedRun, load_run
 
 LABELS = ("trained", "random init")
 

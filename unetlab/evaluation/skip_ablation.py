@@ -1,4 +1,4 @@
-"""Test-time skip ablation subsets and exact Shapley attribution of skip levels (SPEC section 5).
+"""Test-time skip ablation subsets and exact Shapley attribution of skip levels (``docs/ablations.md``).
 
 ``v(S)`` is a metric with only the kept skips in ``S`` intact, the other kept skips ablated. The Shapley value
 of level ``i`` is ``sum over S not containing i of |S|! (n-|S|-1)! / n! * (v(S + {i}) - v(S))``, exact over
@@ -13,7 +13,9 @@ from math import factorial
 
 from torch import Tensor
 
-from unetlab.models.unet import UNet, ablate, skips_to_str
+from unetlab.conventions import skips_to_str
+from unetlab.models.skip_ablation import ablation_transform
+from unetlab.models.unet import UNet
 
 
 def subsets(levels: Sequence[int]) -> list[tuple[int, ...]]:
@@ -56,7 +58,7 @@ def decode_variants(
     which skips at levels ``>= j`` a variant ablates, and how. Variants that agree there share that state: for the
     ``2**K`` subsets of ``K`` kept skips, level ``j`` runs once per subset of the kept skips at ``>= j`` (level D-1
     once or twice, level 0 ``2**K`` times) instead of ``2**K`` times at every level. Same operations in the same
-    order as ``net.decode(encoded, ablation)``, so the logits are identical to it.
+    order as ``net.decode(encoded, ablation_transform(ablation))``, so the logits are identical to it.
 
     Args:
         encoded: ``net.encode(x)``, the features of levels 0..D.
@@ -71,24 +73,19 @@ def decode_variants(
     def key(ablation: Mapping[int, str], level: int) -> tuple:
         return tuple(sorted((lv, mode) for lv, mode in ablation.items() if lv >= level))
 
+    cache: dict[tuple[int, str], Tensor] = {}  # each ablated skip tensor once, for every variant
+    transforms = {name: ablation_transform(ablation, cache) for name, ablation in variants.items()}
     states: dict[tuple, Tensor] = {(): encoded[net.depth]}  # key at the level above -> decoder state
-    ablated_skips: dict[tuple[int, str], Tensor] = {}
-    for block, level in zip(net.decoder, reversed(range(net.depth))):
+    for level in reversed(range(net.depth)):
         next_states: dict[tuple, Tensor] = {}
-        for ablation in variants.values():
+        for name, ablation in variants.items():
             state_key = key(ablation, level)
             if state_key in next_states:
                 continue
             if not state_key and intact is not None:
                 next_states[state_key] = intact[f"dec{level}"]
-                continue
-            skip = None
-            if level in net.skip_levels:
-                skip = encoded[level]
-                if level in ablation:
-                    if (level, ablation[level]) not in ablated_skips:
-                        ablated_skips[(level, ablation[level])] = ablate(skip, ablation[level])
-                    skip = ablated_skips[(level, ablation[level])]
-            next_states[state_key] = block(states[key(ablation, level + 1)], skip)
+            else:
+                state = states[key(ablation, level + 1)]
+                next_states[state_key] = net.decode_level(level, state, encoded, transforms[name])
         states = next_states
     return {name: net.head(states[key(ablation, 0)]) for name, ablation in variants.items()}

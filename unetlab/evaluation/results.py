@@ -1,4 +1,4 @@
-"""The results table (SPEC section 7): one ``results.csv`` per run, one row per (source, metric, class)."""
+"""The results table (``docs/results-table.md``): one ``results.csv`` per run, one row per (source, metric, class)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from unetlab.models.unet import UNet, skips_to_str
+from unetlab.conventions import skips_to_str
+from unetlab.models.unet import UNet
 
 COLUMNS = [
     "run", "dataset", "image_size", "depth", "skips", "params", "seed",

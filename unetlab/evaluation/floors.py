@@ -1,4 +1,4 @@
-"""The resolution floor (SPEC section 6): what a map at level ``i`` can do at best when read out bilinearly.
+"""The resolution floor (``docs/probes-and-floors.md``): the best a map at level ``i`` can do, read out bilinearly.
 
 Ground truth area-averaged down by ``2**i``, bilinearly upsampled back, thresholded at 0.5 (for more than
 two classes: the class with the largest upsampled fraction, which is the same rule for two classes).

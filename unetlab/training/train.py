@@ -4,12 +4,12 @@ Re-running with the same ``paths.output_dir`` resumes from ``checkpoints/last.ck
 ``metrics.json`` exists is finished and is not trained again.
 
 Under DDP (``trainer.devices``/``trainer.num_nodes`` > 1, ``trainer.strategy=ddp|ddp_spawn``) every rank starts from
-the same ``seed_everything(seed)`` weights, and Lightning's DistributedSampler shuffles the training split with
-``seed + epoch`` (its seed is ``PL_GLOBAL_SEED``) and hands each rank a disjoint slice: ranks see different images, and
-a re-run sees the same ones. Rank 0 alone writes checkpoints, metrics.json and results.csv. Validation during training
-uses Lightning's sampler, which pads the val split with repeated images up to a multiple of the world size (so val/*
-is exact when that split's size is a multiple of it); the final test runs on ``UnpaddedShards``, so test/* counts
-every test image once, and results.csv comes from the single-process evaluation on rank 0.
+the same ``seed_everything(seed)`` weights, and ``EpochShuffle`` (``unetlab.data.sampling``) permutes the training
+split with ``(seed, epoch)`` and hands each rank a disjoint slice: ranks see different images, and a re-run (or a
+resumed run) sees the same ones. Rank 0 alone writes checkpoints, metrics.json and results.csv. Validation during
+training uses Lightning's sampler, which pads the val split with repeated images up to a multiple of the world size
+(so val/* is exact when that split's size is a multiple of it); the final test runs on ``UnpaddedShards``, so test/*
+counts every test image once, and results.csv comes from the single-process evaluation on rank 0.
 """
 
 from __future__ import annotations
@@ -20,18 +20,17 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import torch.distributed as dist
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher, _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from unetlab.atomic import write_json
-from unetlab.console import quiet_console
-from unetlab.models.unet import check_depth, parse_skips
-from unetlab.run_dir import DIE_WITH_PARENT, claim_config, die_with_parent, hold_run_dir
-from unetlab.system import count_parameters
+from unetlab.conventions import check_depth, parse_skips
+from unetlab.data.sampling import unpadded
+from unetlab.training.console import quiet_console
+from unetlab.training.run_dir import DIE_WITH_PARENT, claim_config, die_with_parent, hold_run_dir
+from unetlab.training.task import count_parameters
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -86,44 +85,6 @@ def _in_sweep() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-class UnpaddedShards(DistributedSampler):
-    """This process's share of an evaluation split, with every image in exactly one process.
-
-    Lightning's DistributedSampler pads a split with repeated images up to a multiple of the world size, and those
-    would count twice in the metrics; here the shards are uneven instead (rank ``r`` of ``W`` takes images ``r, r+W,
-    ...``). Rank and world size are read when iterating, in the worker: ``ddp_spawn`` pickles the loader before the
-    process group exists. Being a DistributedSampler, Lightning leaves it in place. One process: the whole split.
-    """
-
-    def __init__(self, dataset: Dataset) -> None:  # no super().__init__(): it wants the process group now
-        self.dataset = dataset
-        self.epoch = 0
-
-    def _indices(self) -> range:
-        if not (dist.is_available() and dist.is_initialized()):
-            return range(len(self.dataset))
-        return range(dist.get_rank(), len(self.dataset), dist.get_world_size())
-
-    def __iter__(self):
-        return iter(self._indices())
-
-    def __len__(self) -> int:
-        return len(self._indices())
-
-
-def unpadded(loader: DataLoader) -> DataLoader:
-    """``loader`` (unshuffled) with ``UnpaddedShards`` as its sampler."""
-    return DataLoader(
-        loader.dataset,
-        batch_size=loader.batch_size,
-        sampler=UnpaddedShards(loader.dataset),
-        num_workers=loader.num_workers,
-        pin_memory=loader.pin_memory,
-        persistent_workers=loader.persistent_workers,
-        collate_fn=loader.collate_fn,
-    )
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -239,7 +200,7 @@ def evaluate_if_asked(cfg: DictConfig, run_dir: Path) -> None:
     """
     if not cfg.get("eval") or (run_dir / "results.csv").exists():
         return
-    from unetlab.evaluate import run_eval
+    from unetlab.evaluation.evaluate import run_eval
 
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
     eval_cfg["progress"] = eval_cfg.get("progress", True) and cfg.trainer.get("enable_progress_bar", True)

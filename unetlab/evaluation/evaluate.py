@@ -1,4 +1,4 @@
-"""``evaluate(run)``: every number of the results table for one trained model (SPEC sections 5-7).
+"""``evaluate(run)``: every number of the results table for one trained model (``docs/results-table.md``).
 
 Sources: ``model``; ``probe/<key>`` (1x1 probes on frozen features); ``floor/<level>`` (resolution floors);
 ``ablate/<mode>/<levels>`` (test-time ablation of every non-empty subset of the kept skips);
@@ -18,15 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from unetlab.ablation import ablation_source, decode_variants, shapley_values, subsets
 from unetlab.atomic import write_json
-from unetlab.checkpoint import LoadedRun, load_run
-from unetlab.floors import resolution_floor
+from unetlab.evaluation.floors import resolution_floor
+from unetlab.evaluation.probes import train_probes
+from unetlab.evaluation.results import COLUMNS, run_columns, write_results
+from unetlab.evaluation.skip_ablation import ablation_source, decode_variants, shapley_values, subsets
 from unetlab.metrics import BoundaryMetrics
-from unetlab.models.unet import parse_ablation_mode
-from unetlab.probes import train_probes
-from unetlab.results import COLUMNS, run_columns, write_results
-from unetlab.run_dir import hold_run_dir
+from unetlab.models.skip_ablation import parse_ablation_mode
+from unetlab.training.checkpoint import LoadedRun, load_run
+from unetlab.training.run_dir import hold_run_dir
 
 
 @dataclass
@@ -99,7 +99,7 @@ def evaluate(run: LoadedRun, options: EvalOptions) -> list[dict]:
         for images, masks in tqdm(loader, desc="test", disable=not options.progress, leave=False):
             images, masks = images.to(options.device), masks.to(options.device)
             encoded = net.encode(images)
-            decoded = net.decode(encoded, ablation={})
+            decoded = net.decode(encoded)
             metrics["model"].update(decoded["logits"].argmax(dim=1), masks)
             for source, logits in decode_variants(net, encoded, ablations, intact=decoded).items():
                 metrics[source].update(logits.argmax(dim=1), masks)

@@ -24,8 +24,8 @@ from hydra.errors import HydraException, InstantiationException
 from omegaconf.errors import OmegaConfBaseException
 
 from unetlab.atomic import write_json
-from unetlab.models.unet import feature_keys, parse_skips, skips_to_str
-from unetlab.run_dir import DIE_WITH_PARENT, die_with_parent
+from unetlab.conventions import feature_keys, parse_skips, skips_override, skips_to_str
+from unetlab.training.run_dir import DIE_WITH_PARENT, die_with_parent
 
 KINDS = ("all", "none", "single", "all_but_one")
 
@@ -44,14 +44,6 @@ def skip_sets(kind: str | Sequence[int], depth: int) -> list[tuple[int, ...]]:
     if isinstance(kind, str):
         raise ValueError(f"ablate skip kind {kind!r} is unknown; allowed: {', '.join(KINDS)} or a list of levels")
     return [parse_skips(kind, depth)]
-
-
-def _hydra_value(skips: tuple[int, ...], depth: int) -> str:
-    if skips == tuple(range(depth)):
-        return "all"
-    if not skips:
-        return "none"
-    return "[" + ",".join(map(str, skips)) + "]"
 
 
 def plan_sweeps(
@@ -75,7 +67,7 @@ def plan_sweeps(
             for skip_set in skip_sets(kind, depth):
                 if (depth, skips_to_str(skip_set)) not in seen:
                     seen.add((depth, skips_to_str(skip_set)))
-                    values.append(_hydra_value(skip_set, depth))
+                    values.append(skips_override(skip_set, depth))
         if values:
             sweeps.append([f"model.depth={depth}", f"model.skips={','.join(values)}"])
     return [[*sweep, f"seed={seed_list}"] for sweep in sweeps]
@@ -105,7 +97,7 @@ def check_grid(experiment: str, sweeps: list[list[str]], forwarded: Sequence[str
     from hydra import compose
     from hydra.utils import instantiate
 
-    from unetlab.train import check_config
+    from unetlab.training.train import check_config
 
     train_overrides = [arg for arg in forwarded if not arg.lstrip("+~").startswith("hydra")]
     for sweep in sweeps:
@@ -268,7 +260,7 @@ def draw_units(run_dir: Path, depth: int, keys: list[str], out_dir: Path) -> lis
     if {k: saved.get(k) for k in wanted} == wanted and all(Path(p).is_file() for p in saved["paths"].values()):
         paths = {name: Path(p) for name, p in saved["paths"].items()}
     else:
-        from unetlab.viz import run_viz
+        from unetlab.explain.viz import run_viz
 
         print(f"[unetlab-ablate] receptive fields and top-9 patches of {run_dir.name}", flush=True)
         paths = run_viz(checkpoints[-1], {"keys": keys, "out_dir": str(viz_dir)})

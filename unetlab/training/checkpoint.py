@@ -1,4 +1,5 @@
-"""Load a trained run from a checkpoint: its saved config, its data module and its network.
+"""Checkpoints: written atomically during training (``AtomicCheckpointIO``), loaded back as a trained run
+(``load_run``: its saved config, its data module and its network).
 
 A checkpoint lives at ``<run_dir>/checkpoints/*.ckpt`` beside ``<run_dir>/.hydra/config.yaml``;
 ``unetlab-eval`` and ``unetlab-viz`` start from here.
@@ -9,13 +10,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from unetlab.atomic import replace_atomically
 from unetlab.data.module import SegmentationDataModule
 from unetlab.models.unet import UNet
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, but through a temp file in the same folder and a rename.
+
+    Lightning's own writer renames from the system temp folder, which is a copy (not atomic) when that folder is
+    on another file system: a run killed while ``last.ckpt`` is being rewritten would leave half a checkpoint.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        replace_atomically(path, lambda tmp: torch.save(checkpoint, tmp))
 
 
 @dataclass

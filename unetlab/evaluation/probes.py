@@ -1,4 +1,4 @@
-"""Depth probes (SPEC section 6): a 1x1 convolution per feature key, trained on frozen features.
+"""Depth probes (``docs/probes-and-floors.md``): a 1x1 convolution per feature key, trained on frozen features.
 
 The probe at key ``k`` (level ``i``) maps the standardised level-``i`` features to class logits, which are
 bilinearly upsampled from ``H/2**i`` to full resolution before the loss and before scoring. All probes train
@@ -17,17 +17,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 from tqdm.auto import tqdm
 
+from unetlab.conventions import feature_keys
 from unetlab.models.unet import UNet
-
-
-def probe_keys(net: UNet) -> list[str]:
-    """Every feature key with a probe: enc0..encD, dec{D-1}..dec0 (not the logits)."""
-    return [key for key in net.feature_keys if key != "logits"]
-
-
-def key_level(key: str) -> int:
-    """``"enc2"`` / ``"dec2"`` -> 2."""
-    return int(key[3:])
 
 
 class LinearProbe(nn.Module):
@@ -82,7 +73,7 @@ def train_probes(
     """
     torch.manual_seed(seed)
     net = net.eval().to(device)
-    keys = probe_keys(net)
+    keys = feature_keys(net.depth, logits=False)  # every key but the logits
     indices = _pool(dataset, pool, seed)
     cached: dict[str, list[Tensor]] = {key: [] for key in keys}
     pool_masks = []

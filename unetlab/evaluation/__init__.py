@@ -1,0 +1,2 @@
+"""Evaluating a trained model: model metrics, depth probes, resolution floors, skip ablation and Shapley values,
+the results table."""

@@ -1,0 +1,66 @@
+"""Test-time ablation of one skip tensor (``docs/ablations.md``): what ``UNet.ablate_skips`` applies.
+
+``zero``: all zeros. ``mean``: each channel's spatial mean (statistics kept, location removed). ``lowpass:k``:
+average-pooled by ``2**k`` and bilinearly upsampled (detail finer than ``2**k`` px removed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+SkipTransform = Callable[[int, Tensor], Tensor]  # (level, skip (B, C, h, w)) -> (B, C, h, w)
+
+
+def parse_ablation_mode(mode: str) -> tuple[str, int]:
+    """``"zero" | "mean" | "lowpass:k"`` -> (kind, k); k is 0 unless kind is lowpass."""
+    if mode in ("zero", "mean"):
+        return mode, 0
+    if isinstance(mode, str) and mode.startswith("lowpass:"):
+        try:
+            k = int(mode.split(":", 1)[1])
+        except ValueError:
+            k = -1
+        if k >= 1:
+            return "lowpass", k
+    raise ValueError(f"unknown skip ablation mode {mode!r}; allowed: zero, mean, lowpass:k with an integer k >= 1")
+
+
+def ablate_skip(skip: Tensor, mode: str) -> Tensor:
+    """Test-time ablation of one skip tensor (B, C, h, w) -> (B, C, h, w)."""
+    kind, k = parse_ablation_mode(mode)
+    if kind == "zero":
+        return torch.zeros_like(skip)
+    if kind == "mean":
+        return skip.mean(dim=(2, 3), keepdim=True).expand_as(skip)
+    size = skip.shape[-2:]
+    factor = 2**k
+    if min(size) < factor:
+        raise ValueError(f"lowpass:{k} pools by {factor} px but this skip is only {tuple(size)} px")
+    pooled = F.avg_pool2d(skip, kernel_size=factor, stride=factor)
+    return F.interpolate(pooled, size=size, mode="bilinear", align_corners=False)
+
+
+def ablation_transform(
+    ablation: Mapping[int, str], cache: dict[tuple[int, str], Tensor] | None = None
+) -> SkipTransform:
+    """The skip transform of ``{level: mode}``: ablates those levels' skips and passes the others through.
+
+    ``cache``: ablated skips by (level, mode), shared by the transforms of variants decoded from one encoder pass
+    (``decode_variants``), so each is computed once; leave it out otherwise.
+    """
+
+    def transform(level: int, skip: Tensor) -> Tensor:
+        if level not in ablation:
+            return skip
+        if cache is None:
+            return ablate_skip(skip, ablation[level])
+        key = (level, ablation[level])
+        if key not in cache:
+            cache[key] = ablate_skip(skip, ablation[level])
+        return cache[key]
+
+    return transform

@@ -1,0 +1,1 @@
+"""Training one model: ``train(cfg)``, the Lightning task, callbacks, checkpoints, the run directory's lock."""
