@@ -49,7 +49,7 @@ def quick_trained_run(args) -> LoadedRun:
             if step == args.train_steps:
                 break
     cfg = OmegaConf.create({"seed": 0, "data": {"image_size": args.image_size}})
-    return LoadedRun(cfg=cfg, net=net.eval(), datamodule=datamodule, run_dir=Path("."), ckpt_path=Path("."))
+    return LoadedRun(cfg=cfg, net=net.eval(), datamodule=datamodule, run_dir=Path("."))
 
 
 def main() -> None:

@@ -59,7 +59,7 @@ def rows_for(depth: int, kept: tuple[int, ...], seed: int, drop_one: dict[int, f
             std = float("nan") if source.startswith("shapley/") else 0.05
             for class_ in ("1", "mean"):
                 rows.append(
-                    {"source": source, "metric": metric, "class_": class_, "value": value * (1 + offset), "std": std,
+                    {"source": source, "metric": metric, "class": class_, "value": value * (1 + offset), "std": std,
                      "n": 16, "empty_rate": 0.0}
                 )  # fmt: skip
     return rows

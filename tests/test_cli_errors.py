@@ -141,7 +141,11 @@ def test_missing_data_root(tmp_path):
             "eval.ablate_modes: unknown skip ablation mode 'blur'; "
             "allowed: zero, mean, lowpass:k with an integer k >= 1",
         ),
-        ("eval.probe_steps=abc", "eval.probe_steps='abc' is not allowed; use an integer"),
+        (
+            "eval.probe_steps=abc",
+            "Error merging override eval.probe_steps=abc; Value 'abc' of type 'str' could not be converted to Integer "
+            "(key eval.probe_steps)",
+        ),
         ("eval.device=gpu", "eval.device='gpu' is not a torch device; use cpu or cuda (cuda:N for GPU N)"),
     ],
 )

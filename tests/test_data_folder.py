@@ -9,10 +9,11 @@ import torch
 from PIL import Image
 
 from tests.fixtures_data import HEIGHT, WIDTH, draw, write_folder
-from tests.helpers import compose_train
+from tests.test_train import trained_and_untrained
 from unetlab.data.folder import FolderDataModule
 from unetlab.data.io import DataError
-from unetlab.training.train import train
+
+FAST = ["task.optimizer.lr=0.01"]  # a short run on a few fixture images: a larger step than the default
 
 
 def folder(root, **kwargs) -> FolderDataModule:
@@ -260,9 +261,11 @@ def test_wrong_channel_count(tmp_path):
     fails(root, f"{root / 'train/images/sample_0.tif'}: has 2 channels, other images have 3")
 
 
-def test_trains_one_tiny_epoch(tmp_path):
+def test_a_short_run_learns(tmp_path):
     root = write_folder(tmp_path / "data")
-    cfg = compose_train(tmp_path / "run", "data=folder", f"data.root={root}", "data.image_size=32", "data.batch_size=4")
-    metrics = train(cfg)
-    assert (tmp_path / "run" / "metrics.json").is_file()
-    assert 0.0 <= metrics["test/dice"] <= 1.0 and metrics["epochs"] >= 1
+    data = ["data=folder", f"data.root={root}", "data.image_size=32", "data.batch_size=1"]  # 4 steps an epoch
+    trained, untrained, background = trained_and_untrained(tmp_path, *data, "trainer.max_epochs=20", *FAST)
+    assert (tmp_path / "trained" / "metrics.json").is_file() and trained["epochs"] == 20
+    assert trained["test/loss"] < 0.9 * untrained["test/loss"]
+    assert trained["test/dice/1"] > background["dice/1"] + 0.5  # the disc; the small box (class 2) takes longer
+    assert trained["test/dice"] > background["dice"] + 0.25

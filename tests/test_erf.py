@@ -1,7 +1,9 @@
-"""Effective receptive fields: mass radii, zero gradient outside the theoretical field, growth with depth."""
+"""Effective receptive fields: mass radii, zero gradient outside the theoretical field, growth with depth; the
+pictures draw those numbers."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,7 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from unetlab.explain.erf import effective_receptive_fields, mass_radius, plot_erf_maps, plot_fields
+from unetlab.explain.erf import effective_receptive_fields, mass_radius
+from unetlab.explain.pictures import erf_maps_figure, fields_figure, plot_erf_maps, plot_fields
+from unetlab.explain.receptive_field import centre, receptive_fields
 from unetlab.models.unet import UNet
 
 
@@ -32,7 +36,8 @@ def test_mass_radius_of_known_maps():
 def random_init_erfs():
     torch.manual_seed(0)
     net = UNet(depth=3, base_channels=4).train()  # erf switches to eval mode and back
-    images = torch.rand(4, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    # Not square, so that a picture mixing up y and x shows.
+    images = torch.rand(4, 1, 64, 48, generator=torch.Generator().manual_seed(1))
     erfs = effective_receptive_fields(net, images, batch_size=3)
     assert net.training
     return net, erfs
@@ -43,7 +48,7 @@ def test_erf_radii_against_theory(random_init_erfs):
     assert list(erfs) == net.feature_keys
     for key, erf in erfs.items():
         y0, y1, x0, x1 = erf.box
-        box_centre = ((y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2)
+        box_centre = centre(erf.box)
         offset = max(abs(box_centre[0] - erf.centre[0]), abs(box_centre[1] - erf.centre[1]))
         assert 0 <= erf.radius50 <= erf.radius95 <= (erf.theoretical.size - 1) / 2 + offset, key
         if erf.theoretical.size >= 14:
@@ -71,12 +76,63 @@ def test_erf_errors():
         effective_receptive_fields(net, torch.rand(0, 1, 16, 16))
 
 
-def test_plots_are_written(random_init_erfs, tmp_path):
+@pytest.fixture(scope="module")
+def two_labels(random_init_erfs):
+    """The random-init ERFs and a copy with other radii, so that each label's lines can be told apart."""
     _, erfs = random_init_erfs
-    by_label = {"random init": erfs, "again": erfs}
-    for path in (
-        plot_fields(by_label, (64, 64), tmp_path / "fields.png", "fields"),
-        plot_erf_maps(by_label, tmp_path / "maps.png", "maps"),
+    other = {
+        key: dataclasses.replace(erf, radius50=erf.radius50 + 1, radius95=erf.radius95 + 2) for key, erf in erfs.items()
+    }
+    return {"random init": erfs, "other": other}
+
+
+def test_fields_figure_draws_theoretical_and_effective_sizes(random_init_erfs, two_labels):
+    net, _ = random_init_erfs
+    figure = fields_figure(two_labels, (64, 48), "fields of a depth-3 net")
+    (ax,) = figure.axes
+    lines = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
+    assert lines["theoretical (largest)"] == [rf.size for rf in receptive_fields(net).values()]
+    for label, erfs in two_labels.items():
+        assert lines[f"effective 95%, {label}"] == [2 * erf.radius95 + 1 for erf in erfs.values()]
+        assert lines[f"effective 50%, {label}"] == [2 * erf.radius50 + 1 for erf in erfs.values()]
+    assert lines["image side (64 px): ERFs clip here"] == [64, 64]  # the longer side
+    assert len(lines) == 1 + 2 * len(two_labels) + 1
+    assert [label.get_text() for label in ax.get_xticklabels()] == net.feature_keys
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == list(lines)
+    assert ax.get_yscale() == "log"
+    assert ax.get_title() == "fields of a depth-3 net"
+
+
+def test_erf_maps_figure_draws_each_map_with_its_box_and_squares(random_init_erfs, two_labels):
+    net, _ = random_init_erfs
+    figure = erf_maps_figure(two_labels, "maps")
+    *panels, colour_bar = figure.axes
+    keys = net.feature_keys
+    assert len(panels) == len(two_labels) * len(keys)  # one row per label, one column per key
+    for index, ax in enumerate(panels):
+        label, key = list(two_labels)[index // len(keys)], keys[index % len(keys)]
+        erf = two_labels[label][key]
+        (image,) = ax.get_images()
+        np.testing.assert_allclose(image.get_array(), erf.grad_map / erf.grad_map.max())
+        assert ax.get_title() == f"{key} ({erf.theoretical.size} px)\nr50 {erf.radius50:g}, r95 {erf.radius95:g} px"
+        box, square95, square50 = ax.patches
+        y0, y1, x0, x1 = erf.box
+        assert (box.get_x(), box.get_y(), box.get_width(), box.get_height()) == (x0 - 0.5, y0 - 0.5, x1 - x0, y1 - y0)
+        for square, radius in ((square95, erf.radius95), (square50, erf.radius50)):
+            side = 2 * radius + 1  # pixel edges: the square covers the pixels within Chebyshev radius ``radius``
+            assert square.get_width() == square.get_height() == side
+            assert (square.get_y() + side / 2, square.get_x() + side / 2) == erf.centre
+        assert ax.get_ylabel().startswith(label) == (index % len(keys) == 0)
+    assert colour_bar.get_ylabel() == "mean |∂unit/∂input| / max"
+    assert "maps" in [text.get_text() for text in figure.texts]
+
+
+def test_plots_are_written_at_the_figure_size(two_labels, tmp_path):
+    fields_path = plot_fields(two_labels, (64, 48), tmp_path / "fields.png", "fields")
+    maps_path = plot_erf_maps(two_labels, tmp_path / "maps.png", "maps")
+    assert (fields_path, maps_path) == (tmp_path / "fields.png", tmp_path / "maps.png")
+    for path, figure, dpi in (
+        (fields_path, fields_figure(two_labels, (64, 48), "fields"), 110),
+        (maps_path, erf_maps_figure(two_labels, "maps"), 100),
     ):
-        pixels = np.asarray(Image.open(path).convert("L"), dtype=float)
-        assert min(pixels.shape) > 300 and pixels.std() > 10
+        assert Image.open(path).size == tuple(round(inches * dpi) for inches in figure.get_size_inches())

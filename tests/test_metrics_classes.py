@@ -9,7 +9,7 @@ import torch
 from unetlab.metrics import BoundaryMetrics
 from unetlab.metrics import functional as F
 
-NAMES = ("dice", "iou", "hd", "hd95", "assd", "nsd", "bf1", "biou")
+NAMES = F.METRIC_NAMES
 
 
 def random_label_maps(seed: int, num_images: int = 5, num_classes: int = 4, shape=(24, 31)):
@@ -114,8 +114,8 @@ def test_summary_rows_match_compute_and_per_image_statistics():
     rows = metric.summary()
     values, empty = reference_per_image(pred, target, 4)
     assert len(rows) == 8 * 4
-    assert {row["class_"] for row in rows} == {"1", "2", "3", "mean"}
-    by_key = {(row["metric"], row["class_"]): row for row in rows}
+    assert {row["class"] for row in rows} == {"1", "2", "3", "mean"}
+    by_key = {(row["metric"], row["class"]): row for row in rows}
     for i, name in enumerate(NAMES):
         for c in ("1", "2", "3"):
             row = by_key[(name, c)]

@@ -4,17 +4,30 @@ from __future__ import annotations
 
 import csv
 import re
+from itertools import pairwise
 from pathlib import Path
+from statistics import mean, stdev
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.fixtures_report import write_grid
+from tests.fixtures_report import DEPTHS, DROP_ONE_HD95, SEEDS, rows_for, write_grid
 from tests.helpers import run_cli
 from unetlab.cli.report import dirs_to_override
 from unetlab.report import ReportError, make_report
 from unetlab.report.collect import collect
+from unetlab.report.findings import (
+    all_vs_none,
+    drop_one,
+    empty_predictions,
+    findings,
+    largest_shapley,
+    no_skip_trend,
+    probe_gaps,
+    single_skip_ablation,
+    vanishing_floor,
+)
 
 PLOTS = ["boundary_vs_depth", "probes_vs_floor", "shapley", "dice_vs_depth", "params_vs_depth"]
 BOUNDARY = "Boundary metrics by depth and skip set"
@@ -82,20 +95,101 @@ def test_report_tables_hold_seed_means(report):
     assert float(row["mean"]) == pytest.approx(3.0) and row["runs"] == "2" and row["skip_set"] == "none"
 
 
+NUMBER = re.compile(r"(?<![\w.])[−+]?\d+(?:\.\d+)?")  # not the digits of names such as enc0 or hd95
+
+
+def numbers(sentence: str) -> list[float]:
+    """The numbers of a sentence, in order; − (U+2212) and + are signs."""
+    return [float(number.replace("−", "-")) for number in NUMBER.findall(sentence)]
+
+
+def states(sentence: str, *expected: float) -> bool:
+    """Whether ``expected`` occur among the sentence's numbers in this order (gaps allowed), each as printed (to two
+    decimals; pass a ratio already rounded to the one decimal it is printed with)."""
+    found = iter(numbers(sentence))
+    return all(any(abs(number - round(value, 2)) < 1e-9 for number in found) for value in expected)
+
+
+def seed_values(depth: int, kept: tuple[int, ...], source: str = "model", metric: str = "hd95") -> list[float]:
+    """The values tests/fixtures_report.py writes for one model's (source, metric), one per seed."""
+    return [
+        next(row["value"] for row in rows_for(depth, kept, seed, DROP_ONE_HD95) if row["source"] == source and
+             row["metric"] == metric)
+        for seed in SEEDS
+    ]  # fmt: skip
+
+
+def hd95(depth: int, kept: tuple[int, ...], source: str = "model") -> float:
+    """A model's hd95 for ``source``, averaged over the seeds, as the report averages it."""
+    return mean(seed_values(depth, kept, source))
+
+
 def test_findings_are_computed_from_the_numbers(report):
+    results = collect([report.parent / "grid"])
     md = (report / "report.md").read_text()
-    findings = md.split("## What the numbers show", 1)[1].split("\n## ", 1)[0]
-    assert "hd95 rises from 1.00 px at depth 1 to 3.00 px at depth 3 (+2.00 px" in findings
-    assert "At depth 3, the deepest with both, all skips give hd95 0.50 px against 3.00 px without skips" in findings
-    assert "6.0× lower" in findings
-    assert "0.10 px above the resolution floor at level 0 (enc0) and 3.10 px above it at the bottleneck" in findings
-    assert "dec0) sit 0.20 px above it with all skips and 1.00 px above it without skips" in findings
-    assert "the skip at level 0 lowers hd95 most: φ = −0.30 px of the total −0.60 px" in findings
-    assert "dropping the skip at level 2 hurts least" in findings
-    assert "these results agree with Wilm et al. (2024)" in findings
-    assert "margin to the next best (0.10 px) is smaller than the spread over seeds (std 0.11 px)" in findings
-    assert "costs least at level 2 (hd95 +0.10 px) and most at level 0 (+0.30 px)" in findings
-    assert "Caution" not in findings  # no empty predictions in the synthetic grid
+    section = md.split("## What the numbers show", 1)[1].split("\n## ", 1)[0]
+    sentences = [line.removeprefix("- ") for line in section.strip().splitlines()]
+    deepest = max(DEPTHS)
+    every = tuple(range(deepest))
+    without_one = {dropped: tuple(level for level in every if level != dropped) for dropped in every}
+    deepest_sets = [every, (), *without_one.values()]  # the fixture's skip sets at depth 3
+
+    trend = no_skip_trend(results)  # no-skip hd95 from the shallowest depth to the deepest
+    first, last = hd95(DEPTHS[0], ()), hd95(deepest, ())
+    assert states(trend, first, DEPTHS[0], last, deepest, last - first), trend
+    assert ("rises" if last > first else "falls") in trend.split()
+    steps = [hd95(b, ()) - hd95(a, ()) for a, b in pairwise(DEPTHS)]
+    assert ("growing" in trend) == all(step > 0 for step in steps), trend
+
+    versus = all_vs_none(results)  # all skips against none at the deepest depth, hd95 then ASSD
+    with_skips, without = hd95(deepest, every), hd95(deepest, ())
+    assd = [mean(seed_values(deepest, kept, metric="assd")) for kept in (every, ())]
+    assert states(versus, deepest, with_skips, without, round(without / with_skips, 1), *assd), versus
+    assert ("lower" if without > with_skips else "higher") in versus.split()
+
+    probes = probe_gaps(results)  # probe minus floor at level 0 and at the bottleneck, then dec0 with / without skips
+
+    def gap(kept: tuple[int, ...], key: str, level: int) -> float:
+        return hd95(deepest, kept, f"probe/{key}") - hd95(deepest, kept, f"floor/{level}")
+
+    shallow = mean(gap(kept, "enc0", 0) for kept in deepest_sets)
+    bottleneck = mean(gap(kept, f"enc{deepest}", deepest) for kept in deepest_sets)
+    decoder = [gap(every, "dec0", 0), gap((), "dec0", 0)]
+    assert states(probes, deepest, shallow, 0, bottleneck, deepest, len(deepest_sets), *decoder), probes
+    gaps = [shallow, bottleneck, *decoder]
+    assert probes.count(" above") == sum(g >= 0 for g in gaps) and probes.count(" below") == sum(g < 0 for g in gaps)
+
+    attribution = largest_shapley(results)  # the lowest φ of the deepest all-skip model, the total, and agreement
+
+    def lowest_phi(depth: int) -> int:
+        phi = {level: mean(seed_values(depth, tuple(range(depth)), f"shapley/mean/{level}")) for level in range(depth)}
+        return min(phi, key=phi.get)
+
+    phi = {level: mean(seed_values(deepest, every, f"shapley/mean/{level}")) for level in every}
+    best = lowest_phi(deepest)
+    several = [depth for depth in DEPTHS if depth > 1]  # all-skip models with more than one kept skip
+    agreeing = sum(lowest_phi(depth) == best for depth in several)
+    assert states(attribution, deepest, best, phi[best], sum(phi.values()), best, agreeing, len(several)), attribution
+    assert ("lowers" if phi[best] < 0 else "raises") in attribution.split()
+
+    (drop,) = drop_one(results)  # the all-but-one models at the deepest depth, the full model, margin and spread
+    dropped = {level: mean(seed_values(deepest, kept)) for level, kept in without_one.items()}
+    ranked = sorted(dropped, key=dropped.get)
+    least_hurt, runner_up, top = ranked[0], ranked[1], deepest - 1
+    margin = dropped[runner_up] - dropped[least_hurt]
+    spread = max(stdev(seed_values(deepest, without_one[level])) for level in (least_hurt, runner_up))
+    per_level = [value for level in every for value in (level, dropped[level])]
+    assert states(drop, deepest, least_hurt, *per_level, with_skips, margin, spread), drop
+    assert ("do not agree" in drop) == (least_hurt != top) and "agree" in drop.split()
+    assert ("not firm" in drop) == (margin < spread), drop
+
+    ablation = single_skip_ablation(results)  # test-time ablation of one skip: cheapest and dearest level
+    cost = {level: hd95(deepest, every, f"ablate/mean/{level}") - with_skips for level in every}
+    cheapest, dearest = min(cost, key=cost.get), max(cost, key=cost.get)
+    assert states(ablation, deepest, cheapest, cost[cheapest], dearest, cost[dearest]), ablation
+
+    assert empty_predictions(results) is None and vanishing_floor(results) is None  # nothing empty in the grid
+    assert sentences == findings(results) == [trend, versus, probes, attribution, drop, ablation]
 
 
 def test_empty_predictions_get_a_caution(grid, tmp_path):

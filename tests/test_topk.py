@@ -1,7 +1,9 @@
-"""Streaming top-k equals a full sort; crops sit on the unit's receptive field; padding outside the image."""
+"""Streaming top-k equals a full sort; crops sit on the unit's receptive field; padding outside the image; the grid
+draws each patch on its field with the ground-truth boundary."""
 
 from __future__ import annotations
 
+import matplotlib.colors
 import numpy as np
 import pytest
 import torch
@@ -9,8 +11,9 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from unetlab.explain.receptive_field import centre, receptive_fields, unit_field
-from unetlab.explain.topk import RunningTopK, crop, save_grid, top_patches, top_units
+from unetlab.explain.pictures import BOUNDARY_COLOURS, OUTSIDE_IMAGE, grid_figure, save_grid
+from unetlab.explain.receptive_field import centre, receptive_fields
+from unetlab.explain.topk import RunningTopK, TopUnits, crop, top_patches, top_units
 from unetlab.models.unet import UNet
 
 
@@ -104,21 +107,111 @@ def test_crop_pads_outside_the_image():
     assert torch.isnan(crop(image, (10, 12, 10, 12), float("nan"))).all()  # wholly outside
 
 
-def test_grid_png(tmp_path):
+def outline_edges(rows: range, cols: range, seen: tuple[int, int, int, int]) -> set:
+    """Unit pixel edges ((x, y), (x, y)) around the rectangle ``rows`` x ``cols`` whose two pixels both lie in the
+    half-open box ``seen`` (y0, y1, x0, x1)."""
+    y0, y1, x0, x1 = seen
+
+    def visible(y: int, x: int) -> bool:
+        return y0 <= y < y1 and x0 <= x < x1
+
+    edges = set()
+    for x in cols:
+        for inner, outer in ((rows[0], rows[0] - 1), (rows[-1], rows[-1] + 1)):
+            if visible(inner, x) and visible(outer, x):
+                edges.add(((x - 0.5, (inner + outer) / 2), (x + 0.5, (inner + outer) / 2)))
+    for y in rows:
+        for inner, outer in ((cols[0], cols[0] - 1), (cols[-1], cols[-1] + 1)):
+            if visible(y, inner) and visible(y, outer):
+                edges.add((((inner + outer) / 2, y - 0.5), ((inner + outer) / 2, y + 0.5)))
+    return edges
+
+
+@pytest.fixture(scope="module")
+def grid_case():
+    """enc2 of a depth-2 U-Net (32 px fields, 4 px apart) on 32 x 32 images with an object at rows 8..19, columns
+    10..23 and one in the bottom-right corner (rows 26..31, columns 28..31). Hand-picked top units, whose fields
+    span 2..33 along an axis where the unit index is 4 and -14..17 where it is 0: (4, 4) sees both objects whole,
+    the others parts of the first one; every field leaves the image somewhere."""
     torch.manual_seed(0)
     net = UNet(depth=2, base_channels=4).eval()
-    images = torch.rand(12, 1, 32, 32)
-    masks = torch.zeros(12, 32, 32, dtype=torch.long)
+    images = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    masks = torch.zeros(3, 32, 32, dtype=torch.long)
     masks[:, 8:20, 10:24] = 1
+    masks[:, 26:32, 28:32] = 1
     dataset = TensorDataset(images, masks)
-    result = top_units(net, DataLoader(dataset, batch_size=4), {"enc2": [0, 1, 2]})["enc2"]
+    top = TopUnits(
+        key="enc2",
+        channels=[0, 3],
+        values=torch.tensor([[5.0, 4.0], [3.0, 2.0]]),
+        image_index=torch.tensor([[0, 1], [2, 0]]),
+        unit=torch.tensor([[[4, 4], [4, 0]], [[0, 4], [0, 0]]]),
+    )
+    return net, dataset, top
+
+
+def test_grid_figure_draws_each_patch_on_its_field(grid_case):
+    net, dataset, top = grid_case
+    rf = receptive_fields(net)["enc2"]
+    rows = top_patches(net, dataset, top)
+    figure = grid_figure(top, rows, rf, num_classes=2)
+    assert len(figure.axes) == 2 * 2  # channels x k
+    finite = torch.cat([patch.image[torch.isfinite(patch.image)] for patches in rows for patch in patches])
+    low, high = float(finite.min()), float(finite.max())
+    for index, ax in enumerate(figure.axes):
+        r, c = divmod(index, 2)
+        patch = rows[r][c]
+        y0, y1, x0, x1 = patch.box
+        (image,) = ax.get_images()
+        pixels = np.asarray(image.get_array())
+        assert pixels.shape == (rf.size, rf.size, 3)  # the whole field, one px per input px
+        assert tuple(image.get_extent()) == (x0 - 0.5, x1 - 0.5, y1 - 0.5, y0 - 0.5)
+        # Pixels outside the image in the padding colour, the others the image's grey on one scale for all patches.
+        outside = torch.isnan(patch.image[0]).numpy()
+        assert outside.any() and not outside.all()
+        np.testing.assert_allclose(
+            pixels[outside], np.tile(matplotlib.colors.to_rgb(OUTSIDE_IMAGE), (outside.sum(), 1))
+        )
+        grey = ((patch.image[0].numpy() - low) / (high - low))[~outside]
+        np.testing.assert_allclose(pixels[~outside], np.stack([grey] * 3, axis=-1), rtol=1e-6)
+        # Every panel spans the key's largest field, centred on the patch.
+        cy, cx = centre(patch.box)
+        assert ax.get_xlim() == (cx - rf.size / 2, cx + rf.size / 2)
+        assert ax.get_ylim() == (cy + rf.size / 2, cy - rf.size / 2)
+        assert ax.get_title() == f"{float(top.values[r, c]):.3g} (img {int(top.image_index[r, c])})"
+        assert ax.get_ylabel() == (f"channel {top.channels[r]}" if c == 0 else "")
+        # The objects' outlines, only where both pixels of an edge are in the patch and the image: the image border
+        # is not an object boundary.
+        (boundary,) = ax.collections
+        drawn = {tuple(map(tuple, segment.tolist())) for segment in boundary.get_segments()}
+        seen = (max(y0, 0), min(y1, 32), max(x0, 0), min(x1, 32))
+        assert drawn == outline_edges(range(8, 20), range(10, 24), seen) | outline_edges(
+            range(26, 32), range(28, 32), seen
+        )
+        assert (
+            len(drawn)
+            == {
+                (2, 34, 2, 34): 2 * 14 + 2 * 12 + 4 + 6,  # the first outline, the corner object's top and left
+                (2, 34, -14, 18): 8 + 8 + 12,  # the first object's top, bottom and left, cut at column 17
+                (-14, 18, 2, 34): 14 + 10 + 10,  # the first object's top, left and right, cut at row 17
+                (-14, 18, -14, 18): 8 + 10,  # the first object's top and left
+            }[patch.box]
+        )
+        np.testing.assert_allclose(boundary.get_colors(), [matplotlib.colors.to_rgba(BOUNDARY_COLOURS[0])])
+    (suptitle,) = figure.texts
+    assert suptitle.get_text().startswith(
+        "enc2: top-2 patches per channel, each the unit's receptive field (32 px side, units 4 px apart)"
+    )
+
+
+def test_save_grid_writes_the_top_units_grid(grid_case, tmp_path):
+    net, dataset, _ = grid_case
+    result = top_units(net, DataLoader(dataset, batch_size=2), {"enc2": [0, 1, 2]}, k=3)["enc2"]
     path = save_grid(net, dataset, result, tmp_path / "grid.png")
-    pixels = np.asarray(Image.open(path).convert("RGB"))
-    assert pixels.shape[0] > 300 and pixels.shape[1] > 800
-    assert pixels.std() > 10
-    green = (pixels[..., 1] > 200) & (pixels[..., 0] < 120) & (pixels[..., 2] < 120)
-    assert green.sum() > 100  # the ground-truth boundary is drawn
-    assert unit_field(net, "enc2", 0, 0)[1] - unit_field(net, "enc2", 0, 0)[0] == receptive_fields(net)["enc2"].size
+    assert path == tmp_path / "grid.png"
+    figure = grid_figure(result, top_patches(net, dataset, result), receptive_fields(net)["enc2"], num_classes=2)
+    assert len(figure.axes) == 3 * 3
+    assert Image.open(path).size == tuple(round(inches * 100) for inches in figure.get_size_inches())
 
 
 def test_channel_errors():

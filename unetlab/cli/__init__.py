@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.resources import files
 
+from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException, InstantiationException, OverrideParseException
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 # An absolute path works for editable and regular installs alike (Hydra resolves a relative
@@ -46,28 +46,32 @@ def check_launcher(prog: str, argv: Sequence[str] | None = None) -> None:
 
 
 def accept_run_overrides() -> None:
-    """Let ``data.root=X`` through Hydra as ``+data.root=X``: eval.yaml has no ``data`` node of its own; the
-    value is applied to the checkpoint's saved config by ``run_overrides``."""
+    """Let ``data.root=X`` through Hydra as ``+data.root=X``: eval.yaml and viz.yaml have no ``data`` node of their
+    own. Hydra adds the node; ``run_keys`` hands it to ``load_config``, which merges it into the saved config."""
     sys.argv = [
         f"+{arg}" if arg.split("=", 1)[0].split(".", 1)[0] in RUN_KEYS and "=" in arg else arg for arg in sys.argv
     ]
 
 
-def run_overrides(cfg: DictConfig) -> list[str]:
-    """``data.root=X``-style dotlist of the run-config keys given on the command line."""
-    out = []
+def run_keys(cfg: DictConfig) -> DictConfig:
+    """The run-config keys given on the command line (``{"data": {"root": X}}``), as composed by Hydra."""
+    return OmegaConf.masked_copy(cfg, [key for key in RUN_KEYS if key in cfg])
 
-    def walk(node, prefix):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}.{key}")
-        else:
-            out.append(f"{prefix}={node if isinstance(node, str) else json.dumps(node)}")
 
-    for key in RUN_KEYS:
-        if key in cfg:
-            walk(OmegaConf.to_container(cfg[key]), key)
-    return out
+def register_schema(section: str, options: type) -> None:
+    """Store ``{section: options}`` (a dataclass of the ``section.*`` keys with their types and defaults) as the
+    config ``<section>_schema``, which ``conf/<section>.yaml`` lists first in its defaults. Hydra then checks each
+    value's type as it composes (``eval.probe_steps=abc`` is refused, naming the key)."""
+    ConfigStore.instance().store(name=f"{section}_schema", node={section: options})
+
+
+def run_on_checkpoint(prog: str, section: str, cfg: DictConfig, run: Callable[..., object]) -> None:
+    """The task of unetlab-eval and unetlab-viz: ``run(ckpt, cfg.<section>, overrides=run keys)`` once the checkpoint
+    is given and ``<section>.device`` exists here; user errors end as one line."""
+    with task_errors(prog):
+        ckpt = checkpoint_arg(prog, cfg)
+        check_device(f"{section}.device", cfg[section].device)
+        run(ckpt, cfg[section], overrides=run_keys(cfg))
 
 
 # What a user mistake raises: our config checks (ValueError), files and folders (OSError), Hydra's composition and
@@ -141,8 +145,8 @@ def app_errors(prog: str, output_key: str = "hydra.run.dir (hydra.sweep.dir with
 def check_types(cfg: DictConfig, section: str, config_name: str) -> None:
     """Raise a ValueError naming the key when a ``section.*`` value has another type than its default in
     ``conf/<config_name>.yaml``: an integer for an integer, a number for a float, true/false for a bool. Unchecked,
-    ``eval.probe_steps=abc`` fails deep in torch with a TypeError. Lists are left to the app (``viz.channels`` takes an
-    integer or a list), and so are keys whose default is a string or null."""
+    a wrong type fails deep in the app. Keys whose default is a string, a list or null are left to the app. (The
+    eval and viz keys are typed by their schemas instead: ``register_schema``.)"""
     defaults = OmegaConf.to_container(OmegaConf.load(files("unetlab.conf") / f"{config_name}.yaml")[section])
     kinds = {bool: "true or false", int: "an integer", float: "a number"}
     for key, default in defaults.items():
@@ -150,16 +154,12 @@ def check_types(cfg: DictConfig, section: str, config_name: str) -> None:
         if kind not in kinds:
             continue
         value = cfg[section][key]
-        if isinstance(value, ListConfig):
-            continue
         if kind is float:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         else:
             ok = type(value) is kind  # bool is an int subclass: true is no integer, 1 is no bool
         if not ok:
             raise ValueError(f"{section}.{key}={value!r} is not allowed; use {kinds[kind]}")
-    if "device" in defaults:
-        check_device(f"{section}.device", cfg[section].device)
 
 
 def check_device(key: str, device: str) -> None:

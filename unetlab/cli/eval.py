@@ -10,21 +10,17 @@ from unetlab.cli import (
     accept_run_overrides,
     app_errors,
     check_launcher,
-    check_types,
-    checkpoint_arg,
-    run_overrides,
-    task_errors,
+    register_schema,
+    run_on_checkpoint,
 )
+from unetlab.evaluation.evaluate import EvalOptions, run_eval
+
+register_schema("eval", EvalOptions)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 def _main(cfg: DictConfig) -> None:
-    from unetlab.evaluation.evaluate import run_eval
-
-    with task_errors("unetlab-eval"):
-        ckpt = checkpoint_arg("unetlab-eval", cfg)
-        check_types(cfg, "eval", "eval")
-        run_eval(ckpt, cfg.eval, overrides=run_overrides(cfg))
+    run_on_checkpoint("unetlab-eval", "eval", cfg, run_eval)
 
 
 def main() -> None:

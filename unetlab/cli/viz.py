@@ -5,25 +5,15 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from unetlab.cli import (
-    CONFIG_PATH,
-    accept_run_overrides,
-    app_errors,
-    check_types,
-    checkpoint_arg,
-    run_overrides,
-    task_errors,
-)
+from unetlab.cli import CONFIG_PATH, accept_run_overrides, app_errors, register_schema, run_on_checkpoint
+from unetlab.explain.viz import VizOptions, run_viz
+
+register_schema("viz", VizOptions)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="viz")
 def _main(cfg: DictConfig) -> None:
-    from unetlab.explain.viz import run_viz
-
-    with task_errors("unetlab-viz"):
-        ckpt = checkpoint_arg("unetlab-viz", cfg)
-        check_types(cfg, "viz", "viz")
-        run_viz(ckpt, cfg.viz, overrides=run_overrides(cfg))
+    run_on_checkpoint("unetlab-viz", "viz", cfg, run_viz)
 
 
 def main() -> None:

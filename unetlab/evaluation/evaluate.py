@@ -9,7 +9,6 @@ split: the encoder runs once per batch and every decoder variant reuses its feat
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,24 +25,26 @@ from unetlab.evaluation.skip_ablation import ablation_source, decode_variants, s
 from unetlab.metrics import BoundaryMetrics
 from unetlab.models.skip_ablation import parse_ablation_mode
 from unetlab.training.checkpoint import LoadedRun, load_run
+from unetlab.training.loggers import wandb_job
 from unetlab.training.run_dir import hold_run_dir
 
 
 @dataclass
 class EvalOptions:
-    """What ``unetlab-eval`` computes (the ``eval.*`` config keys)."""
+    """What ``unetlab-eval`` computes: the ``eval.*`` keys, their types and defaults (the schema ``eval_schema`` that
+    ``conf/eval.yaml`` extends; ``unetlab-eval --cfg job`` prints them)."""
 
     probes: bool = True
     floors: bool = True
-    ablate_modes: list[str] = field(default_factory=lambda: ["mean"])
-    probe_steps: int = 200
+    ablate_modes: list[str] = field(default_factory=lambda: ["mean"])  # any of: zero, mean, lowpass:k (k >= 1)
+    probe_steps: int = 200  # Adam steps of the 1x1 probes (all keys train together)
     probe_lr: float = 0.05
     probe_batch_size: int = 16
-    probe_images: int = 64
-    tolerance: float = 2.0
+    probe_images: int = 64  # training images whose frozen features the probes train on (one forward pass each)
+    tolerance: float = 2.0  # px, for nsd and bf1
     batch_size: int = 16
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # cpu | cuda
     progress: bool = True
 
     def __post_init__(self):
@@ -127,8 +128,8 @@ def shapley_rows(rows: list[dict], kept: tuple[int, ...], mode: str) -> list[dic
     """
     if not kept:
         return []
-    table = {(row["source"], row["metric"], row["class_"]): row for row in rows}
-    pairs = sorted({(row["metric"], row["class_"]) for row in rows if row["source"] == "model"})
+    table = {(row["source"], row["metric"], row["class"]): row for row in rows}
+    pairs = sorted({(row["metric"], row["class"]) for row in rows if row["source"] == "model"})
     out = []
     for metric, class_ in pairs:
 
@@ -143,7 +144,7 @@ def shapley_rows(rows: list[dict], kept: tuple[int, ...], mode: str) -> list[dic
                 {
                     "source": f"shapley/{mode}/{level}",
                     "metric": metric,
-                    "class_": class_,
+                    "class": class_,
                     "value": phi,
                     "std": float("nan"),
                     "n": n,
@@ -155,7 +156,7 @@ def shapley_rows(rows: list[dict], kept: tuple[int, ...], mode: str) -> list[dic
 
 def summarize(rows: list[dict], depth: int) -> str:
     """A few lines for the console: model metrics, then probe vs floor hd95 per level."""
-    table = {(row["source"], row["metric"], row["class_"]): row["value"] for row in rows}
+    table = {(row["source"], row["metric"], row["class"]): row["value"] for row in rows}
     lines = ["model (mean over classes): " + ", ".join(
         f"{m}={table[('model', m, 'mean')]:.3f}" for m in ("dice", "hd95", "assd", "nsd", "bf1", "biou")
     )]  # fmt: skip
@@ -171,24 +172,13 @@ def summarize(rows: list[dict], depth: int) -> str:
 
 def log_to_wandb(run: LoadedRun, columns: list[str], table_rows: list[list], rows: list[dict]) -> None:
     """Log the results table and a probe/floor-by-level line plot when the run was trained with wandb."""
-    logger = run.cfg.get("logger") or {}
-    if not str(logger.get("_target_", "")).endswith("WandbLogger"):
-        return
-    import wandb
+    with wandb_job(run.cfg, run.run_dir, "eval", OmegaConf.to_container(run.cfg, resolve=False)) as wandb_run:
+        if wandb_run is None:
+            return
+        import wandb
 
-    wandb_run = wandb.init(
-        project=logger.get("project", "unetlab"),
-        group=logger.get("group"),
-        dir=str(run.run_dir),
-        mode=logger.get("mode", "offline"),
-        job_type="eval",
-        name=f"eval/{run.run_dir.name}",
-        config=OmegaConf.to_container(run.cfg, resolve=False),
-        reinit="finish_previous",
-    )
-    try:
         log = {"eval/results": wandb.Table(columns=columns, data=table_rows)}
-        table = {(row["source"], row["metric"], row["class_"]): row["value"] for row in rows}
+        table = {(row["source"], row["metric"], row["class"]): row["value"] for row in rows}
         levels = list(range(run.net.depth + 1))
         series = {
             "probe/enc": [table.get((f"probe/enc{i}", "hd95", "mean")) for i in levels],
@@ -200,18 +190,20 @@ def log_to_wandb(run: LoadedRun, columns: list[str], table_rows: list[list], row
             xs=levels, ys=list(series.values()), keys=list(series), title="hd95 (px) by level", xname="level"
         )
         wandb_run.log(log)
-    finally:
-        wandb_run.finish()
 
 
-def run_eval(ckpt: str | Path, eval_cfg, overrides: Sequence[str] = (), cfg: DictConfig | None = None) -> list[dict]:
+def run_eval(
+    ckpt: str | Path,
+    eval_cfg: EvalOptions | DictConfig | dict,
+    overrides: DictConfig | dict | None = None,
+    cfg: DictConfig | None = None,
+) -> list[dict]:
     """Load the run, evaluate, write ``results.csv`` and ``metrics.json`` in its run dir, log, print a summary.
 
-    ``eval_cfg``: the ``eval.*`` keys (see ``EvalOptions``); ``cfg``: the run's config if already loaded.
+    ``eval_cfg``: ``eval.*`` keys, any left out at their ``EvalOptions`` default; ``overrides``: run keys (``data``,
+    ``model``, ...) merged into the run's saved config (``load_config``); ``cfg``: the run's config if already loaded.
     """
-    if isinstance(eval_cfg, DictConfig):
-        eval_cfg = OmegaConf.to_container(eval_cfg, resolve=True)
-    options = EvalOptions(**eval_cfg)
+    options = OmegaConf.to_object(OmegaConf.merge(EvalOptions, eval_cfg))  # types checked, then __post_init__
     run = load_run(ckpt, overrides, cfg=cfg)
     with hold_run_dir(run.run_dir):
         return _write_eval(run, options)
@@ -226,10 +218,10 @@ def _write_eval(run: LoadedRun, options: EvalOptions) -> list[dict]:
     metrics_path = run.run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     metrics = {k: v for k, v in metrics.items() if not k.startswith("eval/")}
-    metrics.update({f"eval/{r['source']}/{r['metric']}": r["value"] for r in rows if r["class_"] == "mean"})
+    metrics.update({f"eval/{r['source']}/{r['metric']}": r["value"] for r in rows if r["class"] == "mean"})
     write_json(metrics_path, metrics)
 
-    table_rows = [[{**columns, **row, "class": row["class_"]}[c] for c in COLUMNS] for row in rows]
+    table_rows = [[{**columns, **row}[c] for c in COLUMNS] for row in rows]
     log_to_wandb(run, COLUMNS, table_rows, rows)
     if options.progress:  # a console of its own; side by side (no bars), the one line below is enough
         print(summarize(rows, run.net.depth))

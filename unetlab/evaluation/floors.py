@@ -1,15 +1,35 @@
-"""The resolution floor (``docs/probes-and-floors.md``): the best a map at level ``i`` can do, read out bilinearly.
+"""The resolution floor (``docs/probes-and-floors.md``): the best label map a map at level ``i`` allows.
 
-Ground truth area-averaged down by ``2**i``, bilinearly upsampled back, thresholded at 0.5 (for more than
-two classes: the class with the largest upsampled fraction, which is the same rule for two classes).
-A probe at level ``i`` cannot be expected to beat it; probe error minus floor is detail lost beyond resolution.
+A probe at level ``i`` is a per-class logit map of ``H/2**i x W/2**i`` cells, bilinearly upsampled to ``H x W`` and
+read out by argmax. The floor gives every test image its own free logit map of that size, optimised against the
+image's ground truth with the networks' own loss family (cross-entropy + soft Dice, ignored pixels left out), and reads
+it out the same way. No probe at level ``i`` can do better than the best such map, so (up to how well the surrogate
+and the optimiser find it) probe error minus floor is detail lost beyond what the resolution alone forces.
+
+It depends only on the ground truth: ``cached_floor`` computes it once per set of masks and level and keeps it in
+``$XDG_CACHE_HOME/unetlab/floors`` (else ``~/.cache/unetlab/floors``), shared by every model evaluated on the same
+test split (a file lock lets parallel jobs wait for one computation).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
 from torch import Tensor
+
+from unetlab.atomic import replace_atomically
+
+# Adam on the free logit maps: 300 steps at lr 0.1 from the area fractions (docs/probes-and-floors.md shows that
+# doubling the steps moves the floor by less than its interval). Part of the cache key.
+FLOOR_STEPS = 300
+FLOOR_LR = 0.1
+FLOOR_VERSION = 2  # 1 was the area-average-and-threshold floor
+CHUNK = 256  # images optimised at once (memory: CHUNK x K x H x W floats, a few times over)
 
 
 def class_fractions(masks: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
@@ -19,16 +39,88 @@ def class_fractions(masks: Tensor, num_classes: int, ignore_index: int = 255) ->
     return one_hot * valid.unsqueeze(1)
 
 
-def resolution_floor(masks: Tensor, level: int, num_classes: int, ignore_index: int = 255) -> Tensor:
-    """The best label map a level-``level`` map allows: (N, H, W) int64 -> (N, H, W) int64.
+def read_out(cells: Tensor, size: tuple[int, int]) -> Tensor:
+    """Per-class cell logits (N, K, h, w) -> full-resolution logits (N, K, H, W), bilinear, as the probes do."""
+    return F.interpolate(cells, size=size, mode="bilinear", align_corners=False)
 
-    Level 0 returns the masks themselves (ignored pixels become background; metrics ignore them anyway).
+
+def surrogate_loss(logits: Tensor, masks: Tensor, fractions: Tensor, ignore_index: int = 255) -> Tensor:
+    """Per-image cross-entropy (mean over valid pixels) + 1 - soft Dice over the foreground classes, summed over
+    images: logits (N, K, H, W), masks (N, H, W), fractions = ``class_fractions(masks)``. A scalar whose gradient with
+    respect to image n's logits depends on image n alone."""
+    valid = masks != ignore_index
+    pixels = valid.sum(dim=(1, 2)).clamp_min(1)
+    ce = F.cross_entropy(logits, masks, ignore_index=ignore_index, reduction="none").sum(dim=(1, 2)) / pixels
+    probs = logits.softmax(dim=1) * valid.unsqueeze(1)
+    intersection = (probs * fractions).sum(dim=(2, 3))  # (N, K)
+    denominator = probs.sum(dim=(2, 3)) + fractions.sum(dim=(2, 3))
+    dice = (2 * intersection + 1) / (denominator + 1)
+    return (ce + 1 - dice[:, 1:].mean(dim=1)).sum()
+
+
+def resolution_floor(
+    masks: Tensor,
+    level: int,
+    num_classes: int,
+    ignore_index: int = 255,
+    steps: int = FLOOR_STEPS,
+    lr: float = FLOOR_LR,
+) -> Tensor:
+    """The best label map that a level-``level`` map allows, per image: (N, H, W) int64 -> (N, H, W) int64.
+
+    Level 0 is the ground truth itself (ignored pixels become background; the metrics ignore them anyway). Above it,
+    each image's free logit map (K, H/2**level, W/2**level) starts at the log of its cells' class fractions and takes
+    ``steps`` Adam steps on ``surrogate_loss``; the result is read out by bilinear upsampling and argmax.
     """
-    fractions = class_fractions(masks, num_classes, ignore_index)
-    if level > 0:
-        factor = 2**level
-        pooled = F.avg_pool2d(fractions, kernel_size=factor, stride=factor)  # (N, K, H/2**i, W/2**i)
-        fractions = F.interpolate(pooled, size=masks.shape[-2:], mode="bilinear", align_corners=False)
-    if num_classes == 2:
-        return (fractions[:, 1] > 0.5).long()
-    return fractions.argmax(dim=1)
+    valid = masks != ignore_index
+    if level == 0:
+        return torch.where(valid, masks, 0)
+    factor = 2**level
+    size = tuple(masks.shape[-2:])
+    out = []
+    for start in range(0, len(masks), CHUNK):
+        chunk = masks[start : start + CHUNK]
+        fractions = class_fractions(chunk, num_classes, ignore_index)
+        cells = torch.log(F.avg_pool2d(fractions, factor, factor).clamp_min(1e-4)).requires_grad_(True)
+        optimizer = torch.optim.Adam([cells], lr=lr)
+        with torch.enable_grad():
+            for _ in range(steps):
+                optimizer.zero_grad(set_to_none=True)
+                surrogate_loss(read_out(cells, size), chunk, fractions, ignore_index).backward()
+                optimizer.step()
+        with torch.no_grad():
+            out.append(read_out(cells, size).argmax(dim=1))
+    return torch.cat(out) if out else masks.clone()
+
+
+def cache_dir() -> Path:
+    """Where floors are kept: ``$XDG_CACHE_HOME/unetlab/floors``, else ``~/.cache/unetlab/floors``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "unetlab" / "floors"
+
+
+def floor_key(masks: Tensor, level: int, num_classes: int, ignore_index: int) -> str:
+    """A name for the floor of these masks at this level: a hash of the masks and of every setting it depends on."""
+    digest = hashlib.sha256(masks.to(torch.int64).contiguous().numpy().tobytes())
+    digest.update(repr((tuple(masks.shape), level, num_classes, ignore_index, FLOOR_STEPS, FLOOR_LR,
+                        FLOOR_VERSION)).encode())  # fmt: skip
+    return digest.hexdigest()[:32]
+
+
+def cached_floor(
+    masks: Tensor, level: int, num_classes: int, ignore_index: int = 255, directory: Path | None = None
+) -> Tensor:
+    """``resolution_floor`` of ``masks`` (N, H, W) at ``level``, computed once and then read from the cache."""
+    if level == 0:
+        return resolution_floor(masks, 0, num_classes, ignore_index)
+    directory = cache_dir() if directory is None else Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"level{level}-{floor_key(masks.cpu(), level, num_classes, ignore_index)}.pt"
+    with FileLock(path.with_suffix(".lock")):  # parallel jobs on one test split: one computes, the others wait
+        if path.is_file():
+            return torch.load(path, weights_only=True).long().to(masks.device)
+        floor = resolution_floor(masks.cpu(), level, num_classes, ignore_index)
+        replace_atomically(
+            path, lambda tmp: torch.save(floor.to(torch.uint8 if num_classes <= 256 else torch.int64), tmp)
+        )
+    return floor.to(masks.device)

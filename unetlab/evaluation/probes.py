@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from unetlab.conventions import feature_keys
 from unetlab.models.unet import UNet
+from unetlab.training.task import soft_dice_loss
 
 
 class LinearProbe(nn.Module):
@@ -64,7 +65,8 @@ def train_probes(
     progress: bool = True,
     pool: int = 64,
 ) -> nn.ModuleDict:
-    """Train one ``LinearProbe`` per probe key on ``net``'s frozen features (cross-entropy, Adam, cosine lr).
+    """Train one ``LinearProbe`` per probe key on ``net``'s frozen features (cross-entropy + soft Dice as the network,
+    Adam, cosine lr).
 
     ``pool`` training images (seeded) go through the network once; the ``steps`` steps walk through them in that
     seeded order, ``batch_size`` at a time (slices of the cache: no copies). Features are standardised once, with
@@ -99,7 +101,13 @@ def train_probes(
         target = masks[batch]
         size = target.shape[-2:]
         logits = {key: probes[key](features[key][batch], size, standardised=True) for key in keys}
-        loss = sum(F.cross_entropy(logits[key], target, ignore_index=ignore_index) for key in keys)
+        # The networks' own loss: cross-entropy alone lets weak features collapse to all-background, and each empty
+        # prediction then scores the image diagonal (docs/probes-and-floors.md).
+        loss = sum(
+            F.cross_entropy(logits[key], target, ignore_index=ignore_index)
+            + soft_dice_loss(logits[key], target, ignore_index)
+            for key in keys
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -37,13 +37,14 @@ def run_columns(cfg: DictConfig, net: UNet, run_dir: Path) -> dict:
 
 
 def write_results(path: Path, run: dict, rows: Iterable[dict]) -> None:
-    """Write the table atomically (temp file + rename): a crash never leaves half a file."""
+    """Write the table atomically (temp file + rename): a crash never leaves half a file. ``run``: the run's columns
+    (``run_columns``); ``rows``: the other columns, keyed as in ``COLUMNS`` (source, metric, class, value, ...)."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({**run, **{k: v for k, v in row.items() if k != "class_"}, "class": row["class_"]})
+            writer.writerow({**run, **row})
     os.replace(tmp, path)
 
 

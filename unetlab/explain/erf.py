@@ -1,4 +1,5 @@
-"""Effective receptive fields (Luo et al., 2016) and the plots that put them next to the theoretical ones.
+"""Effective receptive fields (Luo et al., 2016): how strongly each input pixel moves a unit, against its theoretical
+field (drawn by ``unetlab.explain.pictures``).
 
 The ERF of a feature key is the mean over N images of ``|d (sum over channels of the key's centre unit) / d input|``
 (summed over the input channels): the gradient of the channel sum, then its absolute value, one backward pass per
@@ -16,11 +17,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 from torch import Tensor, nn
 
 from unetlab.explain.receptive_field import RF, receptive_fields, unit_field
@@ -139,71 +137,3 @@ def format_erf_table(erfs_by_label: dict[str, dict[str, ERF]]) -> str:
         )
         lines.append(row)
     return "\n".join(lines)
-
-
-def plot_fields(erfs_by_label: dict[str, dict[str, ERF]], image_size: tuple[int, int], path: Path, title: str) -> Path:
-    """Theoretical field side vs effective (2r+1 for 50% and 95% of the gradient mass) per feature key."""
-    first = next(iter(erfs_by_label.values()))
-    keys = list(first)
-    positions = range(len(keys))
-    figure = Figure(figsize=(max(6.0, 0.6 * len(keys) + 1.5) + 3.0, 4.5), layout="constrained")
-    ax = figure.add_subplot()
-    ax.plot(positions, [first[key].theoretical.size for key in keys], "k-o", lw=2, label="theoretical (largest)")
-    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
-    for colour, (label, erfs) in zip(colours, erfs_by_label.items(), strict=False):
-        ax.plot(positions, [erfs[key].size95 for key in keys], "-s", color=colour, label=f"effective 95%, {label}")
-        ax.plot(positions, [erfs[key].size50 for key in keys], "--^", color=colour, label=f"effective 50%, {label}")
-    ax.axhline(max(image_size), color="grey", ls=":", lw=1, label=f"image side ({max(image_size)} px): ERFs clip here")
-    ax.set_yscale("log", base=2)
-    ax.set_xticks(list(positions), keys)
-    ax.set_xlabel("feature key (forward order)")
-    ax.set_ylabel("field side (px, log scale)")
-    ax.set_title(title, fontsize=9, wrap=True)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    figure.savefig(path, dpi=110)
-    return path
-
-
-def plot_erf_maps(erfs_by_label: dict[str, dict[str, ERF]], path: Path, title: str) -> Path:
-    """Heat maps of the mean |gradient|, one row per label, one column per key; theoretical box dashed,
-    95% square solid, 50% square dotted."""
-    labels = list(erfs_by_label)
-    keys = list(erfs_by_label[labels[0]])
-    # Fixed margins in inches (a constrained layout of many panels costs seconds); the colour bar sits on the right.
-    cell, gap_w, gap_h, left, right, top, bottom = 1.7, 0.35, 0.75, 0.75, 1.3, 1.05, 0.45
-    width = left + right + len(keys) * (cell + gap_w) - gap_w
-    height = top + bottom + len(labels) * (cell + gap_h) - gap_h
-    figure = Figure(figsize=(width, height))
-    grid = dict(left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height)
-    axes = figure.subplots(
-        len(labels), len(keys), squeeze=False, gridspec_kw={**grid, "wspace": gap_w / cell, "hspace": gap_h / cell}
-    )
-    image = None
-    for row, label in enumerate(labels):
-        for col, key in enumerate(keys):
-            erf, ax = erfs_by_label[label][key], axes[row][col]
-            rows, cols = erf.grad_map.shape
-            peak = float(erf.grad_map.max())
-            normalised = (erf.grad_map / peak if peak > 0 else erf.grad_map).numpy()
-            image = ax.imshow(normalised, cmap="magma", vmin=0, vmax=1, extent=(-0.5, cols - 0.5, rows - 0.5, -0.5))
-            y0, y1, x0, x1 = erf.box
-            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="cyan", ls="--", lw=1))
-            for radius, style in ((erf.radius95, "-"), (erf.radius50, ":")):
-                corner = (erf.centre[1] - radius - 0.5, erf.centre[0] - radius - 0.5)
-                ax.add_patch(Rectangle(corner, 2 * radius + 1, 2 * radius + 1, fill=False, ec="white", ls=style, lw=1))
-            ax.set_xlim(-0.5, cols - 0.5)
-            ax.set_ylim(rows - 0.5, -0.5)
-            ax.set_title(
-                f"{key} ({erf.theoretical.size} px)\nr50 {erf.radius50:g}, r95 {erf.radius95:g} px", fontsize=8
-            )
-            ax.tick_params(labelsize=6)
-            if col == 0:
-                ax.set_ylabel(f"{label}\ny (px)", fontsize=8)
-            if row == len(labels) - 1:
-                ax.set_xlabel("x (px)", fontsize=8)
-    colour_axes = figure.add_axes((1 - 1.05 / width, bottom / height, 0.12 / width, 1 - (top + bottom) / height))
-    figure.colorbar(image, cax=colour_axes, label="mean |∂unit/∂input| / max")
-    figure.suptitle(title, fontsize=9, y=1 - 0.08 / height, va="top")
-    figure.savefig(path, dpi=100)
-    return path

@@ -219,24 +219,10 @@ def receptive_fields(net: UNet) -> dict[str, RF]:
     return rows
 
 
-def field_sizes_by_position(net: UNet, key: str) -> list[int]:
-    """Field size (px, along rows) of units ``0..period-1`` of ``key``: shows how decoder fields vary by position."""
-    _check_key(net, key)
-    info = field_functions(net, 0)[key]
-    return [hi - lo + 1 for lo, hi in (info.field(unit, unit) for unit in range(info.period))]
-
-
-def format_table(fields: dict[str, RF]) -> str:
-    """A plain-text table: key, size, jump, start."""
-    lines = [f"{'key':<8}{'size':>6}{'jump':>6}{'start':>8}"]
-    lines += [f"{key:<8}{rf.size:>6}{rf.jump:>6g}{rf.start:>8g}" for key, rf in fields.items()]
-    return "\n".join(lines)
-
-
 def centre(box: tuple[int, int, int, int]) -> tuple[float, float]:
     """Centre ``(y, x)`` of a half-open box ``(y0, y1, x0, x1)`` in pixel coordinates."""
     y0, y1, x0, x1 = box
     return (y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2
 
 
-__all__ = ["RF", "receptive_fields", "unit_field", "field_sizes_by_position", "format_table", "centre"]
+__all__ = ["RF", "receptive_fields", "unit_field", "centre"]

@@ -12,47 +12,46 @@ The PNGs are logged to wandb when the run was trained with the wandb logger.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from unetlab.atomic import write_json
 from unetlab.conventions import skips_to_str
 from unetlab.data.module import SPLITS
-from unetlab.explain.erf import ERF, effective_receptive_fields, format_erf_table, plot_erf_maps, plot_fields
-from unetlab.explain.topk import TopUnits, key_channels, save_grid, top_units
+from unetlab.explain.erf import ERF, effective_receptive_fields, format_erf_table
+from unetlab.explain.pictures import plot_erf_maps, plot_fields, save_grid
+from unetlab.explain.topk import TopUnits, key_channels, top_units
 from unetlab.models.unet import UNet
 from unetlab.training.checkpoint import LoadedRun, load_run
+from unetlab.training.loggers import wandb_job
 
 LABELS = ("trained", "random init")
 
 
 @dataclass
 class VizOptions:
-    """The ``viz.*`` config keys.
+    """What ``unetlab-viz`` draws: the ``viz.*`` keys, their types and defaults (the schema ``viz_schema`` that
+    ``conf/viz.yaml`` extends; ``unetlab-viz --cfg job`` prints them).
 
-    keys: feature keys for the top-k grids (None: every encoder key, enc0..encD); channels: the first N channels of
-    each key, or a list of channel indices; top_k: patches per channel; split: data split streamed for the top-k
-    patches and the ERF images; erf_images: images averaged for the ERF; batch_size: images per forward pass;
-    seed: seeds the random-init network; device: cpu | cuda; progress: progress bars; out_dir: None =
-    ``<run_dir>/viz``.
+    ``keys`` and ``channels`` are ``Any`` because OmegaConf has no union of a scalar and a list.
     """
 
-    keys: list[str] | None = None
-    channels: int | list[int] = 8
-    top_k: int = 9
-    split: str = "test"
-    erf_images: int = 32
+    keys: Any = None  # feature keys for the top-k grids, e.g. [enc1, enc3, dec0] (or one key); None = enc0..encD
+    channels: Any = 8  # per key: the first N channels, or a list of channel indices like [0, 5, 12]
+    top_k: int = 9  # patches per channel (one per image: the channel's maximum over that image)
+    split: str = "test"  # split streamed for the top-k patches; its first erf_images images give the ERFs
+    erf_images: int = 32  # images averaged for the effective receptive fields
     batch_size: int = 16
-    seed: int = 0
-    device: str = "cpu"
+    seed: int = 0  # seeds the random-init network the ERFs are compared with
+    device: str = "cpu"  # cpu | cuda
     progress: bool = True
-    out_dir: str | None = None
+    out_dir: str | None = None  # None = <run_dir>/viz
 
     def __post_init__(self):
         if self.split not in SPLITS:
@@ -103,12 +102,6 @@ def random_init_like(net: UNet, seed: int) -> UNet:
     )
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def _summary(erfs_by_label: dict[str, dict[str, ERF]], tops: dict[str, TopUnits]) -> dict:
     first = erfs_by_label[LABELS[0]]
     fields = {
@@ -143,33 +136,25 @@ def _summary(erfs_by_label: dict[str, dict[str, ERF]], tops: dict[str, TopUnits]
 
 def log_to_wandb(run: LoadedRun, paths: dict[str, Path], options: VizOptions) -> None:
     """Log the PNGs as wandb images when the run was trained with the wandb logger (same project, job_type viz)."""
-    logger = run.cfg.get("logger") or {}
-    if not str(logger.get("_target_", "")).endswith("WandbLogger"):
-        return
-    import wandb
+    config = {"run": OmegaConf.to_container(run.cfg, resolve=False), "viz": vars(options)}
+    with wandb_job(run.cfg, run.run_dir, "viz", config) as wandb_run:
+        if wandb_run is None:
+            return
+        import wandb
 
-    wandb_run = wandb.init(
-        project=logger.get("project", "unetlab"),
-        group=logger.get("group"),
-        dir=str(run.run_dir),
-        mode=logger.get("mode", "offline"),
-        job_type="viz",
-        name=f"viz/{run.run_dir.name}",
-        config={"run": OmegaConf.to_container(run.cfg, resolve=False), "viz": vars(options)},
-        reinit="finish_previous",
-    )
-    try:
         wandb_run.log({f"viz/{name}": wandb.Image(str(path), caption=name) for name, path in paths.items()})
-    finally:
-        wandb_run.finish()
 
 
-def run_viz(ckpt: str | Path, viz_cfg: DictConfig | dict, overrides: Sequence[str] = ()) -> dict[str, Path]:
+def run_viz(
+    ckpt: str | Path, viz_cfg: VizOptions | DictConfig | dict, overrides: DictConfig | dict | None = None
+) -> dict[str, Path]:
     """Load the run, compute fields, ERFs and top-k patches, write the PNGs and ``fields.json``; returns the
-    written files by name."""
-    if isinstance(viz_cfg, DictConfig):
-        viz_cfg = OmegaConf.to_container(viz_cfg, resolve=True)
-    options = VizOptions(**viz_cfg)
+    written files by name.
+
+    ``viz_cfg``: ``viz.*`` keys, any left out at their ``VizOptions`` default; ``overrides``: run keys (``data``,
+    ``model``, ...) merged into the run's saved config (``load_config``).
+    """
+    options = OmegaConf.to_object(OmegaConf.merge(VizOptions, viz_cfg))  # types checked, then __post_init__
     run = load_run(ckpt, overrides)
     # channels_last: oneDNN's convolutions run ~1.5x faster on CPU (scripts/bench_topk.py).
     net = run.net.to(options.device, memory_format=torch.channels_last)
@@ -212,7 +197,7 @@ def run_viz(ckpt: str | Path, viz_cfg: DictConfig | dict, overrides: Sequence[st
     for key, result in tops.items():
         paths[f"top{options.top_k}_{key}"] = save_grid(net, dataset, result, out_dir / f"top{options.top_k}_{key}.png")
     json_path = out_dir / "fields.json"
-    _write_json(json_path, _summary(erfs, tops))
+    write_json(json_path, _summary(erfs, tops))
     print(f"Receptive fields ({name}): theoretical size and jump (px); effective radii (px) holding 50% / 95%")
     print("of the gradient mass around the centre unit, trained and at random init:")
     print(format_erf_table(erfs))

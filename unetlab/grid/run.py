@@ -99,11 +99,10 @@ def check_grid(experiment: str, sweeps: list[list[str]], forwarded: Sequence[str
 
     from unetlab.training.train import check_config
 
-    train_overrides = [arg for arg in forwarded if not arg.lstrip("+~").startswith("hydra")]
     for sweep in sweeps:
         for job in expand_sweep(sweep):
             try:
-                cfg = compose("train", overrides=[f"experiment={experiment}", *job, *train_overrides])
+                cfg = compose("train", overrides=[f"experiment={experiment}", *job, *train_overrides(forwarded)])
                 check_config(cfg)
                 instantiate(cfg.data)  # the data module checks its keys here; files are read only in setup()
             except (HydraException, OmegaConfBaseException, ValueError) as err:
@@ -111,6 +110,11 @@ def check_grid(experiment: str, sweeps: list[list[str]], forwarded: Sequence[str
                     err = err.__cause__  # the data module's own message names the key
                 message = str(err).split("\n")[0]
                 raise ValueError(f"the grid's job {' '.join(job)}: {message}") from None
+
+
+def train_overrides(forwarded: Sequence[str]) -> list[str]:
+    """The forwarded overrides that shape a training job's config: all but Hydra's own (``hydra/launcher=...``)."""
+    return [arg for arg in forwarded if not arg.lstrip("+~").startswith("hydra")]
 
 
 def drawn_keys(viz_keys, depth: int) -> list[str]:
@@ -232,11 +236,14 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
     drawn = runs_dir / run_dir_name(max(grid.depths), "all", int(grid.seeds[0]))
     pictures = draw_units(drawn, max(grid.depths), keys, out_dir)
 
-    from unetlab.report import make_report
+    from hydra import compose
 
-    # The training jobs log to wandb unless logger=csv|none was given; the report's plots then go there too, once.
-    logger = next((arg.split("=", 1)[1] for arg in forwarded if arg.lstrip("+~").startswith("logger=")), "wandb")
-    html = make_report([runs_dir], out_dir, pictures=pictures, log_wandb=logger == "wandb", group=grid.name)
+    from unetlab.report import make_report
+    from unetlab.training.loggers import uses_wandb
+
+    # When the training jobs log to wandb (their composed config says so), the report's plots go there too, once.
+    log_wandb = uses_wandb(compose("train", overrides=[f"experiment={experiment}", *train_overrides(forwarded)]))
+    html = make_report([runs_dir], out_dir, pictures=pictures, log_wandb=log_wandb, group=grid.name)
     offline = sorted(runs_dir.glob("*/wandb/offline-run-*"))
     if offline:
         print(f"[unetlab-ablate] {len(offline)} offline wandb runs; upload them with: "
@@ -253,6 +260,8 @@ def draw_units(run_dir: Path, depth: int, keys: list[str], out_dir: Path) -> lis
     checkpoints = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
     if not checkpoints or not keys:
         return []
+    from unetlab.explain.pictures import report_pictures
+
     viz_dir = out_dir / "viz"
     record = viz_dir / "drawn.json"
     wanted = {"run": run_dir.name, "checkpoint": checkpoints[-1].name, "keys": keys}
@@ -265,29 +274,4 @@ def draw_units(run_dir: Path, depth: int, keys: list[str], out_dir: Path) -> lis
         print(f"[unetlab-ablate] receptive fields and top-9 patches of {run_dir.name}", flush=True)
         paths = run_viz(checkpoints[-1], {"keys": keys, "out_dir": str(viz_dir)})
         write_json(record, {**wanted, "paths": {name: str(p) for name, p in paths.items()}})
-    model = f"the depth-{depth} all-skip model ({run_dir.name})"
-    pictures = [
-        (
-            "Receptive fields by feature key",
-            f"Theoretical receptive field of every feature key of {model}, against the effective field (the radius "
-            "holding 50 % / 95 % of the input-gradient mass of the centre unit), trained and at random init.",
-            paths["fields"],
-        ),
-        (
-            "Effective receptive fields",
-            f"Mean absolute input gradient of the centre unit of {model}.",
-            paths["erf_maps"],
-        ),
-    ]
-    for key in keys:
-        name = f"top9_{key}"
-        if name in paths:
-            pictures.append(
-                (
-                    f"Top-9 patches of {key}",
-                    f"For channels of {key}, the nine test images that excite them most, each cropped to the unit's "
-                    "receptive field (ground-truth boundary drawn). Deeper keys see larger regions.",
-                    paths[name],
-                )
-            )
-    return pictures
+    return report_pictures(paths, f"the depth-{depth} all-skip model ({run_dir.name})", keys)

@@ -7,7 +7,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from unetlab.metrics.functional import METRIC_NAMES, boundary_metrics
+from unetlab.metrics.functional import DISTANCE_METRICS, METRIC_NAMES, boundary_metrics
 
 # Columns of the per-image summary: the eight metrics, then the "exactly one empty" flag.
 COLUMNS = (*METRIC_NAMES, "empty_rate")
@@ -109,7 +109,7 @@ class BoundaryMetrics(Metric):
                 rows.append(
                     {
                         "metric": name,
-                        "class_": class_,
+                        "class": class_,
                         "value": per_image[:, column].mean().item(),
                         "std": per_image[:, column].std(correction=0).item(),
                         "n": per_image.shape[0],
@@ -127,7 +127,7 @@ class BoundaryMetrics(Metric):
     @staticmethod
     def _perfect(device: torch.device) -> Tensor:
         """Metric values of a class absent from both masks: 0 for distances, 1 otherwise."""
-        return torch.tensor([0.0 if name in ("hd", "hd95", "assd") else 1.0 for name in METRIC_NAMES], device=device)
+        return torch.tensor([0.0 if name in DISTANCE_METRICS else 1.0 for name in METRIC_NAMES], device=device)
 
     def _check(self, preds: Tensor, target: Tensor) -> None:
         if preds.shape != target.shape or target.ndim != 3:

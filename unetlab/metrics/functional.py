@@ -31,9 +31,11 @@ from torch import Tensor
 from unetlab.metrics._distance import erode_square, inner_boundary, surface_sq_distances
 
 METRIC_NAMES = ("dice", "iou", "hd", "hd95", "assd", "nsd", "bf1", "biou")
-DISTANCE_METRICS = ("hd", "hd95", "assd")
+DISTANCE_METRICS = ("hd", "hd95", "assd")  # in px, lower is better; the rest are fractions, higher is better
 
-__all__ = ["METRIC_NAMES", "assd", "bf1", "biou", "boundary_metrics", "dice", "hd", "hd95", "iou", "nsd"]
+__all__ = [
+    "DISTANCE_METRICS", "METRIC_NAMES", "assd", "bf1", "biou", "boundary_metrics", "dice", "hd", "hd95", "iou", "nsd",
+]  # fmt: skip
 
 
 def boundary_metrics(pred: Tensor, target: Tensor, tolerance: float = 2.0) -> dict[str, Tensor]:
@@ -148,7 +150,7 @@ def _run(pred: Tensor, target: Tensor, names: tuple[str, ...], tolerance: float 
         values.update(_overlap(pred, target, pred_size, target_size))
     if "biou" in names:
         values["biou"] = _boundary_iou(pred, target, band_width(height, width))
-    if {"hd", "hd95", "assd", "nsd", "bf1"} & set(names):
+    if {*DISTANCE_METRICS, "nsd", "bf1"} & set(names):
         values.update(_surface_metrics(inner_boundary(pred), inner_boundary(target), tolerance))
     both_empty = (pred_size == 0) & (target_size == 0)
     one_empty = (pred_size == 0) ^ (target_size == 0)

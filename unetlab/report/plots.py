@@ -11,10 +11,10 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from unetlab.metrics.functional import DISTANCE_METRICS
 from unetlab.report.collect import Results
 from unetlab.report.views import (
     BOUNDARY_METRICS,
-    LOWER_IS_BETTER,
     METRIC_LABELS,
     ablation_modes,
     by_depth,
@@ -125,7 +125,7 @@ def boundary_vs_depth(results: Results, path: Path) -> Path | None:
     axes = fig.subplots(2, 2).ravel()
     for ax, (metric, series) in zip(axes, all_series.items(), strict=False):
         draw_by_depth(ax, series)
-        better = "lower" if metric in LOWER_IS_BETTER else "higher"
+        better = "lower" if metric in DISTANCE_METRICS else "higher"
         ax.set_ylabel(METRIC_LABELS[metric])
         ax.set_title(f"{metric} ({better} is better)")
     for ax in axes[len(all_series) :]:
@@ -266,8 +266,8 @@ def shapley_bars(results: Results, path: Path, metrics: tuple[str, ...] = ("hd95
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(models)), [f"depth {m.depth}\n{m.skip_label}" for m, _ in models])
         ax.set_xlim(-0.6, len(models) - 0.4)
-        unit = " px" if metric in LOWER_IS_BETTER else ""
-        sign = "negative = the skip lowers the error" if metric in LOWER_IS_BETTER else "positive = the skip helps"
+        unit = " px" if metric in DISTANCE_METRICS else ""
+        sign = "negative = the skip lowers the error" if metric in DISTANCE_METRICS else "positive = the skip helps"
         ax.set_ylabel(f"φ ({metric}{unit})")
         ax.set_title(f"{metric}, {mode} ablation ({sign})", fontsize=11)
         ax.grid(True, axis="y", alpha=0.3)

@@ -10,20 +10,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from unetlab.conventions import feature_keys, level_of
+from unetlab.metrics.functional import DISTANCE_METRICS, METRIC_NAMES
 from unetlab.report.collect import Model, Results, Stat, skip_order
 
 BOUNDARY_METRICS = ("hd95", "assd", "nsd", "bf1")
-METRIC_LABELS = {
-    "hd95": "hd95 (px)",
-    "assd": "assd (px)",
-    "hd": "hd (px)",
-    "nsd": "nsd (fraction)",
-    "bf1": "bf1",
-    "dice": "dice",
-    "iou": "iou",
-    "biou": "biou",
-}
-LOWER_IS_BETTER = {"hd", "hd95", "assd"}
+# Axis and column labels: the distances in px, nsd a fraction of the boundary, the rest as they are named.
+METRIC_LABELS = {name: f"{name} (px)" if name in DISTANCE_METRICS else name for name in METRIC_NAMES}
+METRIC_LABELS["nsd"] = "nsd (fraction)"
 
 
 @dataclass
@@ -160,7 +153,7 @@ def probe_table(results: Results, metric: str = "hd95") -> Table | None:
             rows.append([str(model.depth), model.skip_label, name, *map(fmt, (floor, enc, dec, *gaps))])
     if not rows:
         return None
-    unit = " (px)" if metric in LOWER_IS_BETTER else ""
+    unit = " (px)" if metric in DISTANCE_METRICS else ""
     columns = ["depth", "skip set", "level", f"floor{unit}", f"probe enc{unit}", f"probe dec{unit}",
                "gap enc", "gap dec"]  # fmt: skip
     return Table(f"Probe {metric} by level and the resolution floor (gap = probe − floor)", columns, rows)

@@ -7,7 +7,6 @@ A checkpoint lives at ``<run_dir>/checkpoints/*.ckpt`` beside ``<run_dir>/.hydra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from unetlab.atomic import replace_atomically
+from unetlab.conventions import parse_skips
 from unetlab.data.module import SegmentationDataModule
 from unetlab.models.unet import UNet
 
@@ -45,7 +45,6 @@ class LoadedRun:
     net: UNet
     datamodule: SegmentationDataModule
     run_dir: Path
-    ckpt_path: Path
 
 
 def run_dir_of(ckpt_path: Path) -> Path:
@@ -53,8 +52,9 @@ def run_dir_of(ckpt_path: Path) -> Path:
     return ckpt_path.resolve().parent.parent
 
 
-def load_config(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
-    """The run's saved ``.hydra/config.yaml`` with dotlist ``overrides`` applied.
+def load_config(ckpt_path: str | Path, overrides: DictConfig | dict | None = None) -> DictConfig:
+    """The run's saved ``.hydra/config.yaml`` merged with ``overrides``: run keys as a config, e.g.
+    ``{"data": {"root": "/other/test"}}`` (what ``unetlab-eval data.root=...`` composes).
 
     Overrides of ``model.*`` must agree with the checkpoint: the weights fix the architecture.
     """
@@ -68,18 +68,26 @@ def load_config(ckpt_path: str | Path, overrides: Sequence[str] = ()) -> DictCon
         raise FileNotFoundError(f"{config_file} is missing: a checkpoint must sit in <run_dir>/checkpoints/")
     cfg = OmegaConf.load(config_file)
     cfg.paths.output_dir = str(run_dir_of(ckpt_path))
-    for override in overrides:
-        key, _, value = override.partition("=")
-        if key.startswith("model."):
-            saved = OmegaConf.select(cfg, key)
-            wanted = OmegaConf.create({"v": value}).v if value else None
-            if str(saved) != str(wanted):
-                raise ValueError(
-                    f"{override} does not match the checkpoint {ckpt_path} (trained with {key}={saved}); "
-                    "model.* keys are fixed by the weights"
-                )
-    cfg.merge_with_dotlist(list(overrides))
-    return cfg
+    overrides = OmegaConf.create(overrides or {})
+    for key, wanted in (overrides.get("model") or {}).items():
+        saved = cfg.model.get(key)
+        if not same_model_value(key, wanted, saved, depth=int(cfg.model.depth)):
+            raise ValueError(
+                f"model.{key}={wanted} does not match the checkpoint {ckpt_path} (trained with model.{key}={saved}); "
+                "model.* keys are fixed by the weights"
+            )
+    return OmegaConf.merge(cfg, overrides)
+
+
+def same_model_value(key: str, wanted, saved, depth: int) -> bool:
+    """Whether ``model.<key>=wanted`` describes the saved value: skip sets as the levels they keep at the saved
+    ``depth`` (``[0, 1, 2]`` is ``all`` at depth 3), other keys by equal values (``4`` is ``4.0``)."""
+    if key != "skips":
+        return wanted == saved
+    try:
+        return parse_skips(wanted, depth) == parse_skips(saved, depth)
+    except ValueError:  # levels that the saved depth does not have: not this checkpoint's skip set
+        return False
 
 
 def load_state_dict(ckpt_path: str | Path) -> dict[str, torch.Tensor]:
@@ -104,11 +112,13 @@ def load_state_dict(ckpt_path: str | Path) -> dict[str, torch.Tensor]:
     return weights
 
 
-def load_run(ckpt_path: str | Path, overrides: Sequence[str] = (), cfg: DictConfig | None = None) -> LoadedRun:
+def load_run(
+    ckpt_path: str | Path, overrides: DictConfig | dict | None = None, cfg: DictConfig | None = None
+) -> LoadedRun:
     """Config, set-up data module and network (weights loaded, eval mode) of a trained run.
 
     ``cfg``: the run's config when the caller has it already (e.g. ``train`` evaluating its own run);
-    default: read from ``<run_dir>/.hydra/config.yaml``.
+    default: read from ``<run_dir>/.hydra/config.yaml`` and merged with ``overrides`` (``load_config``).
     """
     ckpt_path = Path(ckpt_path)
     cfg = load_config(ckpt_path, overrides) if cfg is None else cfg
@@ -132,4 +142,4 @@ def load_run(ckpt_path: str | Path, overrides: Sequence[str] = (), cfg: DictConf
             f"checkpoint {ckpt_path} does not fit the configured model "
             f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)"
         )
-    return LoadedRun(cfg=cfg, net=net.eval(), datamodule=datamodule, run_dir=run_dir_of(ckpt_path), ckpt_path=ckpt_path)
+    return LoadedRun(cfg=cfg, net=net.eval(), datamodule=datamodule, run_dir=run_dir_of(ckpt_path))

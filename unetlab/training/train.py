@@ -29,6 +29,7 @@ from unetlab.atomic import write_json
 from unetlab.conventions import check_depth, parse_skips
 from unetlab.data.sampling import unpadded
 from unetlab.training.console import quiet_console
+from unetlab.training.loggers import uses_wandb
 from unetlab.training.run_dir import DIE_WITH_PARENT, claim_config, die_with_parent, hold_run_dir
 from unetlab.training.task import count_parameters
 
@@ -167,7 +168,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         )
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     finally:
-        if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
+        if uses_wandb(cfg):
             finish_wandb()
     metrics["params"] = float(count_parameters(net))
     # ddp_spawn does not send the loop's progress back to the main process; the last checkpoint has it.
@@ -200,9 +201,9 @@ def evaluate_if_asked(cfg: DictConfig, run_dir: Path) -> None:
     """
     if not cfg.get("eval") or (run_dir / "results.csv").exists():
         return
-    from unetlab.evaluation.evaluate import run_eval
+    from unetlab.evaluation.evaluate import EvalOptions, run_eval
 
-    eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
-    eval_cfg["progress"] = eval_cfg.get("progress", True) and cfg.trainer.get("enable_progress_bar", True)
+    eval_cfg = OmegaConf.merge(EvalOptions, OmegaConf.to_container(cfg.eval, resolve=True))  # the rest at defaults
+    eval_cfg.progress = eval_cfg.progress and cfg.trainer.get("enable_progress_bar", True)
     best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
     run_eval(best[-1] if best else run_dir / "checkpoints" / "last.ckpt", eval_cfg, cfg=cfg)
