@@ -74,7 +74,7 @@ def main() -> None:
         "whole_eval": EvalOptions(probe_steps=args.probe_steps, progress=False),
     }.items():
         start = time.perf_counter()
-        rows = evaluate(run, options)
+        rows, _ = evaluate(run, options)
         timings[name] = time.perf_counter() - start
         print(f"{name:15s} {timings[name]:7.2f} s  ({len(rows)} rows)", flush=True)
     result = {

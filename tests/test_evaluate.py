@@ -1,6 +1,7 @@
 import csv
 import itertools
 import json
+import math
 
 import pytest
 import torch
@@ -13,13 +14,13 @@ from unetlab.data.shapes import ShapesDataModule
 from unetlab.evaluation.evaluate import EvalOptions, run_eval
 from unetlab.evaluation.floors import class_fractions, resolution_floor
 from unetlab.evaluation.probes import train_probes
-from unetlab.evaluation.results import COLUMNS, read_results, write_results
+from unetlab.evaluation.results import COLUMNS, read_per_image, read_results, write_results
 from unetlab.metrics import BoundaryMetrics
-from unetlab.metrics.functional import METRIC_NAMES
+from unetlab.metrics.functional import DISTANCE_METRICS, METRIC_NAMES
 from unetlab.training.checkpoint import load_config, load_state_dict
 from unetlab.training.train import evaluate_if_asked, train
 
-METRICS = set(METRIC_NAMES)
+METRICS = list(METRIC_NAMES)
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +52,26 @@ def test_results_table_has_every_source_metric_and_class(trained):
         expected |= {f"ablate/{mode}/0", f"ablate/{mode}/1", f"ablate/{mode}/0,1"}
         expected |= {f"shapley/{mode}/0", f"shapley/{mode}/1"}
     assert sources == expected
+    distances = [f"{m}_nonempty" for m in DISTANCE_METRICS]
     for source in sources:
+        metrics = [*METRICS, *(distances if not source.startswith("shapley/") else [])]
         assert {(r["metric"], r["class"]) for r in table if r["source"] == source} == set(
-            itertools.product(METRICS, ["1", "mean"])
+            itertools.product(metrics, ["1", "mean"])
         )
+    for row in table:  # every number has its interval (none where no image has both masks), distances their unit
+        if math.isnan(row["value"]):
+            assert row["metric"].endswith("_nonempty") and math.isnan(row["ci_low"]) and math.isnan(row["ci_high"])
+        else:
+            assert row["ci_low"] <= row["value"] + 1e-9 and row["value"] <= row["ci_high"] + 1e-9, row
+        assert row["unit"] == ("px" if row["metric"].removesuffix("_nonempty") in DISTANCE_METRICS else "")
+    per_image = read_per_image(run_dir / "per_image.npz")
+    assert set(per_image) == sources
+    model_dice = next(r for r in table if (r["source"], r["metric"], r["class"]) == ("model", "dice", "1"))
+    assert per_image["model"][:, 0, METRICS.index("dice")].mean().item() == pytest.approx(model_dice["value"])
     first = table[0]
     assert (first["dataset"], first["depth"], first["skips"], first["image_size"]) == ("shapes", 2, "0,1", "32")
     assert first["params"] == sum(p.numel() for p in UNet(1, 2, 2, 4).parameters())
-    assert all(r["n"] == 16 for r in table)
+    assert all(r["n"] == 16 for r in table if not r["metric"].endswith("_nonempty"))
     assert {r["value"] for r in table if r["source"] == "floor/0" and r["metric"] == "dice"} == {1.0}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert "test/dice" in metrics and metrics["eval/model/dice"] == pytest.approx(
@@ -80,9 +93,9 @@ def test_probes_are_seeded_and_deterministic(trained):
     cfg, run_dir = trained
     first = run_eval(run_dir / "checkpoints" / "last.ckpt", quick_eval(floors=False, ablate_modes=[]), cfg=cfg)
     second = run_eval(run_dir / "checkpoints" / "last.ckpt", quick_eval(floors=False, ablate_modes=[]), cfg=cfg)
-    assert first == second
+    assert repr(first) == repr(second)  # repr: NaN (no image with both masks) equals itself there
     other = run_eval(run_dir / "checkpoints" / "last.ckpt", quick_eval(floors=False, ablate_modes=[], seed=1), cfg=cfg)
-    assert first != other
+    assert repr(first) != repr(other)
 
 
 def test_eval_keys_of_a_training_config_evaluate_after_training(trained, capsys):
@@ -193,7 +206,8 @@ def test_eval_cli_on_a_trained_run(tmp_path):
     ckpt = next((run / "checkpoints").glob("best-*.ckpt"))
     out = run_cli("unetlab-eval", f"ckpt={ckpt}", "eval.probe_steps=5", "data.test_size=8", cwd=work)
     assert "wrote" in out.stdout and (run / "results.csv").is_file()
-    assert {r["n"] for r in read_results(run / "results.csv")} == {8}  # the data override reached the run config
+    rows = [r for r in read_results(run / "results.csv") if not r["metric"].endswith("_nonempty")]
+    assert {r["n"] for r in rows} == {8}  # the data override reached the run config
     assert sorted(p.name for p in work.iterdir()) == ["run"]  # nothing littered in the working directory
     bad = run_cli("unetlab-eval", f"ckpt={ckpt}", "model.depth=3", cwd=work, check=False)
     assert bad.returncode != 0 and "model.depth=3 does not match the checkpoint" in bad.stderr

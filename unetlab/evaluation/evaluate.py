@@ -14,13 +14,15 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from unetlab.atomic import write_json
-from unetlab.evaluation.floors import resolution_floor
+from unetlab.evaluation.bootstrap import resample_indices
+from unetlab.evaluation.floors import cached_floor
 from unetlab.evaluation.probes import train_probes
-from unetlab.evaluation.results import COLUMNS, run_columns, write_results
+from unetlab.evaluation.results import COLUMNS, run_columns, source_rows, write_per_image, write_results
 from unetlab.evaluation.skip_ablation import ablation_source, decode_variants, shapley_values, subsets
 from unetlab.metrics import BoundaryMetrics
 from unetlab.models.skip_ablation import parse_ablation_mode
@@ -36,14 +38,17 @@ class EvalOptions:
 
     probes: bool = True
     floors: bool = True
-    ablate_modes: list[str] = field(default_factory=lambda: ["mean"])  # any of: zero, mean, lowpass:k (k >= 1)
+    # Test-time skip ablations, any of: zero, mean, lowpass:k (k >= 1). lowpass:1 removes only the detail a skip
+    # carries beyond the next coarser level; mean removes everything spatial (docs/ablations.md).
+    ablate_modes: list[str] = field(default_factory=lambda: ["lowpass:1", "mean"])
     probe_steps: int = 200  # Adam steps of the 1x1 probes (all keys train together)
     probe_lr: float = 0.05
     probe_batch_size: int = 16
     probe_images: int = 64  # training images whose frozen features the probes train on (one forward pass each)
     tolerance: float = 2.0  # px, for nsd and bf1
     batch_size: int = 16
-    seed: int = 0
+    seed: int = 0  # seeds the probes' images and the bootstrap resamples
+    resamples: int = 1000  # bootstrap resamples of the test images behind every interval (>= 1000 for a 95 % interval)
     device: str = "cpu"  # cpu | cuda
     progress: bool = True
 
@@ -55,8 +60,9 @@ class EvalOptions:
                 raise ValueError(f"eval.ablate_modes: {err}") from None
 
 
-def evaluate(run: LoadedRun, options: EvalOptions) -> list[dict]:
-    """All rows (source, metric, class, value, std, n, empty_rate) for ``run``'s test split."""
+def evaluate(run: LoadedRun, options: EvalOptions) -> tuple[list[dict], dict[str, Tensor]]:
+    """All rows of ``run``'s results table (``source_rows``: value, std, n, empty rate, interval, unit), and the
+    per-image values behind them: source -> (M, C-1, 9) (``BoundaryMetrics.per_image_values``)."""
     # channels_last: same maths, faster convolutions on CPU (scripts/bench_train.py).
     net = run.net.eval().to(options.device, memory_format=torch.channels_last)
     datamodule = run.datamodule
@@ -96,6 +102,7 @@ def evaluate(run: LoadedRun, options: EvalOptions) -> list[dict]:
         metrics.update({f"floor/{level}": new_metric() for level in range(net.depth + 1)})
 
     loader = DataLoader(datamodule.datasets["test"], batch_size=options.batch_size, shuffle=False)
+    test_masks: list[Tensor] = []
     with torch.no_grad():
         for images, masks in tqdm(loader, desc="test", disable=not options.progress, leave=False):
             images, masks = images.to(options.device), masks.to(options.device)
@@ -109,49 +116,41 @@ def evaluate(run: LoadedRun, options: EvalOptions) -> list[dict]:
                 for key, probe in probes.items():
                     metrics[f"probe/{key}"].update(probe(features[key], masks.shape[-2:]).argmax(dim=1), masks)
             if options.floors:
-                for level in range(net.depth + 1):
-                    metrics[f"floor/{level}"].update(resolution_floor(masks, level, num_classes, ignore), masks)
+                test_masks.append(masks.cpu())
+    if options.floors:  # once per set of test masks and level, shared by every model (cached_floor)
+        shapes = {tuple(m.shape[-2:]) for m in test_masks}
+        groups = [torch.cat(test_masks)] if len(shapes) == 1 else test_masks  # native sizes: one batch at a time
+        for level in range(net.depth + 1):
+            for masks in groups:
+                floor = cached_floor(masks, level, num_classes, ignore)
+                metrics[f"floor/{level}"].update(floor.to(options.device), masks.to(options.device))
 
-    rows = []
-    for source, metric in metrics.items():
-        rows += [{"source": source, **row} for row in metric.summary()]
+    per_image = {source: metric.per_image_values() for source, metric in metrics.items()}
     for mode in options.ablate_modes:
-        rows += shapley_rows(rows, kept, mode)
-    return rows
+        per_image.update(shapley_per_image(per_image, kept, mode))
+    indices = resample_indices(len(per_image["model"]), options.resamples, seed=options.seed)
+    rows = []
+    for source, values in per_image.items():
+        rows += source_rows(source, values, indices, empty_rate=not source.startswith("shapley/"))
+    return rows, per_image
 
 
-def shapley_rows(rows: list[dict], kept: tuple[int, ...], mode: str) -> list[dict]:
-    """``shapley/<mode>/<level>`` rows for every (metric, class) from the model and ablation rows.
+def shapley_per_image(per_image: dict[str, Tensor], kept: tuple[int, ...], mode: str) -> dict[str, Tensor]:
+    """``shapley/<mode>/<level>`` -> per-image Shapley values (M, C-1, 9), from the model's and the ablations' per-image
+    values.
 
-    ``v(S)`` (S = the intact kept skips) is the ``model`` row for S = all kept, else the row of
-    ``ablate/<mode>/<kept minus S>``. ``std`` is left empty: the value is a difference of means.
+    ``v(S)`` (S = the intact kept skips) is ``model`` for S = all kept, else ``ablate/<mode>/<kept minus S>``. A
+    Shapley value is a fixed linear combination of the ``v(S)``, so applied per image its mean over any set of images
+    is the Shapley value of those images' means: bootstrapping the per-image values bootstraps the whole computation.
     """
     if not kept:
-        return []
-    table = {(row["source"], row["metric"], row["class"]): row for row in rows}
-    pairs = sorted({(row["metric"], row["class"]) for row in rows if row["source"] == "model"})
-    out = []
-    for metric, class_ in pairs:
+        return {}
 
-        def value(intact: tuple[int, ...], metric=metric, class_=class_) -> float:
-            ablated = tuple(level for level in kept if level not in intact)
-            source = "model" if not ablated else ablation_source(mode, ablated)
-            return table[(source, metric, class_)]["value"]
+    def value(intact: tuple[int, ...]) -> Tensor:
+        ablated = tuple(level for level in kept if level not in intact)
+        return per_image["model" if not ablated else ablation_source(mode, ablated)]
 
-        n = table[("model", metric, class_)]["n"]
-        for level, phi in shapley_values(kept, value).items():
-            out.append(
-                {
-                    "source": f"shapley/{mode}/{level}",
-                    "metric": metric,
-                    "class": class_,
-                    "value": phi,
-                    "std": float("nan"),
-                    "n": n,
-                    "empty_rate": float("nan"),
-                }
-            )
-    return out
+    return {f"shapley/{mode}/{level}": phi for level, phi in shapley_values(kept, value).items()}
 
 
 def summarize(rows: list[dict], depth: int) -> str:
@@ -210,9 +209,10 @@ def run_eval(
 
 
 def _write_eval(run: LoadedRun, options: EvalOptions) -> list[dict]:
-    rows = evaluate(run, options)
+    rows, per_image = evaluate(run, options)
     results_path = run.run_dir / "results.csv"
     columns = run_columns(run.cfg, run.net, run.run_dir)
+    write_per_image(run.run_dir / "per_image.npz", per_image)  # before results.csv, whose presence means "evaluated"
     write_results(results_path, columns, rows)
 
     metrics_path = run.run_dir / "metrics.json"

@@ -1,21 +1,84 @@
-"""The results table (``docs/results-table.md``): one ``results.csv`` per run, one row per (source, metric, class)."""
+"""The results table (``docs/results-table.md``): one ``results.csv`` per run, one row per (source, metric, class),
+and beside it ``per_image.npz``, the per-image values behind every row (the report bootstraps over seeds and images
+from them).
+
+Every row carries a 95 % percentile bootstrap interval of its value over the test images (``ci_low``, ``ci_high``),
+from one set of resamples per run, so intervals of different sources are paired. Beside each distance metric ``m``
+a row ``m_nonempty`` gives the distance over the images where prediction and ground truth are both non-empty: with
+``empty_rate`` it tells objects missed (the diagonal-filled ``m`` grows, ``m_nonempty`` does not) from boundaries
+misplaced (both grow).
+"""
 
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+import torch
 from omegaconf import DictConfig
+from torch import Tensor
 
+from unetlab.atomic import replace_atomically
 from unetlab.conventions import skips_to_str
+from unetlab.evaluation.bootstrap import mean_interval, percentile_interval
+from unetlab.metrics.classes import COLUMNS as PER_IMAGE_COLUMNS
+from unetlab.metrics.functional import DISTANCE_METRICS, METRIC_NAMES
 from unetlab.models.unet import UNet
 
 COLUMNS = [
     "run", "dataset", "image_size", "depth", "skips", "params", "seed",
-    "source", "metric", "class", "value", "std", "n", "empty_rate",
+    "source", "metric", "class", "value", "std", "n", "empty_rate", "ci_low", "ci_high", "unit",
 ]  # fmt: skip
+NONEMPTY = "_nonempty"  # suffix of the distance rows over images where both masks are non-empty
+EMPTY = PER_IMAGE_COLUMNS.index("empty_rate")
+
+
+def source_rows(
+    source: str, per_image: Tensor, indices: Tensor, unit: str = "px", empty_rate: bool = True
+) -> list[dict]:
+    """The rows of one source from its per-image values ``per_image`` (M, C-1, 9) (``BoundaryMetrics.per_image_values``)
+    and the run's bootstrap resamples ``indices`` (R, M).
+
+    Per class ``1..C-1`` and ``mean`` (each image averaged over the foreground classes first): every metric's mean,
+    population std, n, empty rate and interval; then ``<distance>_nonempty`` over the (image, class) pairs where
+    neither mask is empty. ``empty_rate=False`` (Shapley values, differences of sources): that column and the
+    nonempty rows are left out.
+    """
+    per_image = per_image.double()
+    groups = {str(c + 1): per_image[:, c : c + 1] for c in range(per_image.shape[1])}
+    groups["mean"] = per_image
+    rows = []
+    for class_, values in groups.items():  # values (M, classes, 9)
+        per_class_mean = values.mean(dim=1)  # (M, 9)
+        rate = per_class_mean[:, EMPTY].mean().item() if empty_rate and len(values) else float("nan")
+        for column, metric in enumerate(METRIC_NAMES):
+            series = per_class_mean[:, column]
+            low, high = mean_interval(series, indices)
+            rows.append({
+                "source": source, "metric": metric, "class": class_,
+                "value": series.mean().item() if len(series) else float("nan"),
+                "std": series.std(correction=0).item() if len(series) else float("nan"),
+                "n": len(series), "empty_rate": rate, "ci_low": low, "ci_high": high,
+                "unit": unit if metric in DISTANCE_METRICS else "",
+            })  # fmt: skip
+        if not empty_rate:
+            continue
+        found = 1 - values[..., EMPTY]  # (M, classes): 1 where both masks are non-empty
+        for metric in DISTANCE_METRICS:
+            distance = values[..., METRIC_NAMES.index(metric)]
+            kept = distance[found.bool()]
+            numerator, denominator = (distance * found).sum(dim=1), found.sum(dim=1)  # per image
+            ratios = numerator[indices].sum(dim=1) / denominator[indices].sum(dim=1)  # (R,): a ratio of sums
+            low, high = percentile_interval(ratios)
+            rows.append({
+                "source": source, "metric": metric + NONEMPTY, "class": class_,
+                "value": kept.mean().item() if kept.numel() else float("nan"),
+                "std": kept.std(correction=0).item() if kept.numel() else float("nan"),
+                "n": int(found.any(dim=1).sum()), "empty_rate": rate, "ci_low": low, "ci_high": high, "unit": unit,
+            })  # fmt: skip
+    return rows
 
 
 def dataset_name(cfg: DictConfig) -> str:
@@ -39,13 +102,33 @@ def run_columns(cfg: DictConfig, net: UNet, run_dir: Path) -> dict:
 def write_results(path: Path, run: dict, rows: Iterable[dict]) -> None:
     """Write the table atomically (temp file + rename): a crash never leaves half a file. ``run``: the run's columns
     (``run_columns``); ``rows``: the other columns, keyed as in ``COLUMNS`` (source, metric, class, value, ...)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**run, **row})
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({**run, **row})
+
+    replace_atomically(path, write)
+
+
+def write_per_image(path: Path, per_image: dict[str, Tensor]) -> None:
+    """``per_image.npz``: source -> (M, C-1, 9) float32 per-image values (columns ``PER_IMAGE_COLUMNS``), atomically."""
+    arrays = {source: values.float().numpy() for source, values in per_image.items()}
+    arrays["columns"] = np.array(PER_IMAGE_COLUMNS)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+
+    replace_atomically(path, write)
+
+
+def read_per_image(path: Path) -> dict[str, Tensor]:
+    """The inverse of ``write_per_image``: source -> (M, C-1, 9) float64."""
+    with np.load(path) as data:
+        return {key: torch.from_numpy(data[key]).double() for key in data.files if key != "columns"}
 
 
 def read_results(path: Path) -> list[dict]:
@@ -53,8 +136,9 @@ def read_results(path: Path) -> list[dict]:
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     for row in rows:
-        for key in ("value", "std", "empty_rate"):
-            row[key] = float(row[key]) if row[key] != "" else float("nan")
+        for key in ("value", "std", "empty_rate", "ci_low", "ci_high"):
+            row[key] = float(row[key]) if row.get(key, "") != "" else float("nan")
+        row.setdefault("unit", "")
         for key in ("n", "depth", "params", "seed"):
             row[key] = int(row[key])
     return rows

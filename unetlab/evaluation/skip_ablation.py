@@ -10,12 +10,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from math import factorial
+from typing import TypeVar
 
 from torch import Tensor
 
 from unetlab.conventions import skips_to_str
 from unetlab.models.skip_ablation import ablation_transform
 from unetlab.models.unet import UNet
+
+V = TypeVar("V", float, Tensor)
 
 
 def subsets(levels: Sequence[int]) -> list[tuple[int, ...]]:
@@ -29,8 +32,9 @@ def ablation_source(mode: str, ablated: Sequence[int]) -> str:
     return f"ablate/{mode}/{skips_to_str(ablated)}"
 
 
-def shapley_values(players: Sequence[int], value: Callable[[tuple[int, ...]], float]) -> dict[int, float]:
-    """Exact Shapley value of each player; ``value(S)`` takes the sorted tuple of players in the coalition."""
+def shapley_values(players: Sequence[int], value: Callable[[tuple[int, ...]], V]) -> dict[int, V]:
+    """Exact Shapley value of each player; ``value(S)`` takes the sorted tuple of players in the coalition and returns
+    a number, or a tensor of per-image values (the Shapley value is linear in ``value``, so it applies elementwise)."""
     players = sorted(players)
     n = len(players)
     cache = {coalition: value(coalition) for coalition in subsets(players)}

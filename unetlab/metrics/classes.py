@@ -99,8 +99,7 @@ class BoundaryMetrics(Metric):
         ``"mean"`` each image is first averaged over the foreground classes (and ``empty_rate``
         is over all image-class pairs). Synced across processes like ``compute``.
         """
-        with self.sync_context():
-            values = self._values().double().cpu()
+        values = self.per_image_values()
         groups = {str(index + 1): values[:, index] for index in range(self.num_classes - 1)}
         groups["mean"] = values.mean(dim=1)
         rows = []
@@ -117,6 +116,12 @@ class BoundaryMetrics(Metric):
                     }
                 )
         return rows
+
+    def per_image_values(self) -> Tensor:
+        """Every image's summary, synced across processes: (M, C-1, 9) float64 on the CPU, columns ``COLUMNS`` (the
+        eight metrics after the ``inf`` rule, then 1.0 where exactly one of prediction and target was empty)."""
+        with self.sync_context():
+            return self._values().double().cpu()
 
     def _values(self) -> Tensor:
         """All per-image summaries, (M, C-1, 9); empty before the first update."""
