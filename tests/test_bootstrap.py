@@ -2,7 +2,15 @@
 
 import torch
 
-from unetlab.evaluation.bootstrap import bootstrap_means, mean_interval, percentile_interval, resample_indices
+from unetlab.evaluation.bootstrap import (
+    bootstrap_means,
+    draw_weights,
+    mean_interval,
+    percentile_interval,
+    resample_indices,
+    two_level_indices,
+    two_level_means,
+)
 
 
 def test_resamples_are_a_function_of_n_and_seed():
@@ -36,3 +44,34 @@ def test_percentiles_interpolate_linearly_and_skip_nan():
     assert low != low and high != high  # NaN: no samples
     means = bootstrap_means(torch.tensor([[1.0, 10.0], [3.0, 30.0]]), torch.tensor([[0, 0], [0, 1]]))
     assert torch.equal(means, torch.tensor([[1.0, 10.0], [2.0, 20.0]]))
+
+
+def test_two_level_draws_are_seeded_and_start_with_the_image_draws():
+    seeds, images = two_level_indices(3, 10, 200, seed=5)
+    assert seeds.shape == (200, 3) and images.shape == (200, 10) and seeds.max() <= 2 and images.max() <= 9
+    assert torch.equal(images, resample_indices(10, 200, seed=5))  # the image bootstrap's own draws
+    again = two_level_indices(3, 10, 200, seed=5)
+    assert torch.equal(seeds, again[0]) and torch.equal(images, again[1])
+    assert torch.equal(
+        draw_weights(torch.tensor([[0, 0, 2]]), 4), torch.tensor([[2 / 3, 0.0, 1 / 3, 0.0]], dtype=torch.float64)
+    )
+
+
+def test_two_level_bootstrap_of_identical_seeds_is_the_image_bootstrap():
+    values = torch.randn(30, generator=torch.Generator().manual_seed(1)).double()
+    seed_draws, image_draws = two_level_indices(3, 30, 1000)
+    two_level = two_level_means(values.expand(3, 30), seed_draws, image_draws)
+    assert torch.allclose(two_level, bootstrap_means(values, image_draws))
+    one_seed = two_level_means(values[None], *two_level_indices(1, 30, 1000))
+    assert torch.allclose(one_seed, bootstrap_means(values, resample_indices(30, 1000)))
+
+
+def test_two_level_bootstrap_covers_the_spread_over_seeds():
+    values = torch.tensor([0.0, 1.0])[:, None].expand(2, 8)  # no spread over images, all of it over seeds
+    means = two_level_means(values, *two_level_indices(2, 8, 1000))
+    assert set(means.tolist()) == {0.0, 0.5, 1.0}  # both seeds drawn twice, or one of each
+    assert percentile_interval(means) == (0.0, 1.0)
+    per_image = torch.arange(8.0)[None].expand(2, 8) + values  # image and seed spread together
+    low, high = percentile_interval(two_level_means(per_image, *two_level_indices(2, 8, 1000)))
+    image_low, image_high = mean_interval(per_image[0], resample_indices(8, 1000))
+    assert high - low > image_high - image_low

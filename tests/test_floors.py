@@ -67,3 +67,10 @@ def test_cached_floor_is_computed_once_per_masks_and_level(tmp_path, monkeypatch
     other[0, 0, 0] = 1 - other[0, 0, 0]
     with pytest.raises(AssertionError, match="computed again"):
         cached_floor(other, 2, 2, directory=tmp_path)  # other masks, another entry
+
+
+def test_read_out_is_bilinear_upsampling():
+    cells = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+    for size in ((20, 16), (40, 8), (5, 4)):
+        expected = torch.nn.functional.interpolate(cells, size=size, mode="bilinear", align_corners=False)
+        torch.testing.assert_close(floors.read_out(cells, size), expected)

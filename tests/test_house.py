@@ -228,3 +228,28 @@ def test_channels_last_gives_the_same_numbers():
         assert torch.allclose(logits_cl, logits, rtol=1e-5, atol=1e-5)
         assert torch.allclose(loss_cl, loss, rtol=1e-5, atol=1e-6)
         assert torch.allclose(grad_cl, grad, rtol=1e-4, atol=1e-5)
+
+
+def test_soft_dice_loss_of_stacked_predictions_is_each_ones_loss():
+    """The probes score all their keys' predictions of one batch in one call: (P, B, K, H, W) -> (P,)."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 2, 3, 5, 4, generator=generator)
+    target = torch.randint(0, 3, (2, 5, 4), generator=generator)
+    target[0, 0, 0] = 255
+    stacked = soft_dice_loss(logits, target)
+    assert stacked.shape == (3,)
+    torch.testing.assert_close(stacked, torch.stack([soft_dice_loss(one, target) for one in logits]))
+
+
+def test_precision_auto_is_resolved_and_saved(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from unetlab.training import precision
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    assert precision.resolve_precision("auto", "cpu") == "bf16-mixed"
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    assert precision.resolve_precision("auto", "cpu") == "32-true"
+    assert precision.resolve_precision("16-mixed", "cpu") == "16-mixed"  # anything else is Lightning's to check
+    train(compose_train(tmp_path / "run", "trainer.precision=auto"))
+    assert OmegaConf.load(tmp_path / "run" / ".hydra" / "config.yaml").trainer.precision == "32-true"

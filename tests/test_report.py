@@ -1,20 +1,34 @@
-"""unetlab-report on synthetic results.csv files with known numbers (see tests/fixtures_report.py)."""
+"""unetlab-report on synthetic runs with known numbers (see tests/fixtures_report.py)."""
 
 from __future__ import annotations
 
 import csv
 import re
-from itertools import pairwise
+import shutil
 from pathlib import Path
-from statistics import mean, stdev
+from statistics import mean
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from tests.fixtures_report import DEPTHS, DROP_ONE_HD95, SEEDS, rows_for, write_grid
+from tests.fixtures_report import (
+    DEPTHS,
+    IMAGES,
+    MODES,
+    SEED_OFFSET,
+    SEEDS,
+    metric_columns,
+    per_image_for,
+    run_name,
+    write_grid,
+    write_run,
+)
 from tests.helpers import run_cli
 from unetlab.cli.report import dirs_to_override
+from unetlab.evaluation.bootstrap import percentile_interval, two_level_indices, two_level_means
+from unetlab.metrics.classes import COLUMNS
 from unetlab.report import ReportError, make_report
 from unetlab.report.collect import collect
 from unetlab.report.findings import (
@@ -23,17 +37,23 @@ from unetlab.report.findings import (
     empty_predictions,
     findings,
     largest_shapley,
+    no_skip_steps,
     no_skip_trend,
     probe_gaps,
     single_skip_ablation,
+    single_vs_none,
+    trend,
     vanishing_floor,
 )
+from unetlab.report.intervals import Diff
+from unetlab.report.views import ablation_modes, mode_order
 
 PLOTS = ["boundary_vs_depth", "probes_vs_floor", "shapley", "dice_vs_depth", "params_vs_depth"]
 BOUNDARY = "Boundary metrics by depth and skip set"
-PROBES = "Probe hd95 by level and the resolution floor (gap = probe − floor)"
-SHAPLEY = "Shapley value of each skip level"
+PROBES = "Probe hd95 by level and the resolution floor (gap = probe − floor, paired)"
 REPORT_FILES = {"report.md", "report.html", "report.csv", *(f"report_{name}.png" for name in PLOTS)}
+DEEPEST = max(DEPTHS)
+EVERY = tuple(range(DEEPEST))
 
 
 @pytest.fixture
@@ -52,47 +72,52 @@ def report(tmp_path_factory):
     return root / "out"
 
 
+@pytest.fixture(scope="module")
+def results(report):
+    return collect([report.parent / "grid"])
+
+
+def table_block(markdown: str, title: str) -> str:
+    return markdown.split(f"**{title}**", 1)[1].split("\n\n", 2)[1]
+
+
 def table_row(markdown: str, title: str, *cells: str) -> list[str]:
     """The cells of the one row that starts with ``cells`` in the Markdown table titled ``title``."""
-    block = markdown.split(f"**{title}**", 1)[1].split("\n\n", 2)[1]
     prefix = "| " + " | ".join(cells) + " |"
-    rows = [line for line in block.splitlines() if line.startswith(prefix)]
+    rows = [line for line in table_block(markdown, title).splitlines() if line.startswith(prefix)]
     assert len(rows) == 1, f"{title}: {prefix!r}: {len(rows)} rows"
     return [cell.strip() for cell in rows[0].strip("|").split("|")]
 
 
-def test_report_writes_files_and_plots(report):
-    out = report
-    assert {p.name for p in out.iterdir()} == REPORT_FILES
-    for name in PLOTS:
-        image = np.asarray(Image.open(out / f"report_{name}.png").convert("L"), dtype=np.float64)
-        assert image.shape[0] >= 400 and image.shape[1] >= 600, name
-        assert image.std() > 10, f"{name} looks blank"
-        assert (image < 128).mean() > 0.005, f"{name} has almost nothing drawn"
+def table_columns(markdown: str, title: str) -> list[str]:
+    header = table_block(markdown, title).splitlines()[0]
+    return [cell.strip() for cell in header.strip("|").split("|")]
 
 
-def test_report_tables_hold_seed_means(report):
-    md = (report / "report.md").read_text()
-    # depth, skip set, kept levels, runs, hd95, assd, nsd, bf1; each value is the mean of seeds at 0.9x and 1.1x
-    assert table_row(md, BOUNDARY, "3", "none", "none", "2") == [
-        "3", "none", "none", "2", "3.00 ± 0.42", "1.50 ± 0.21", "0.70 ± 0.10", "0.62 ± 0.09",
-    ]  # fmt: skip
-    assert table_row(md, BOUNDARY, "3", "all", "0,1,2", "2")[4] == "0.50 ± 0.07"
-    assert table_row(md, BOUNDARY, "2", "none", "none", "2")[4] == "2.00 ± 0.28"
-    assert table_row(md, BOUNDARY, "3", "0,2", "0,2", "2")[4] == "0.80 ± 0.11"
-    # probes: depth, skip set, level, floor, probe enc, probe dec, gap enc, gap dec
-    assert table_row(md, PROBES, "3", "none", "1")[3:] == ["0.50 ± 0.07", "1.60 ± 0.23", "2.50 ± 0.35", "1.10", "2.00"]
-    assert table_row(md, PROBES, "3", "all", "3 (bottleneck)")[3:] == ["1.50 ± 0.21", "4.60 ± 0.65", "–", "3.10", "–"]
-    # shapley: depth, skip set, ablation, level, phi hd95, phi dice
-    assert table_row(md, SHAPLEY, "3", "all", "mean", "0")[4:] == ["-0.30 ± 0.04", "0.03 ± 0.00"]
-    assert table_row(md, "Parameter counts", "2", "all", "0,1", "16,200")  # 1000 * 4**2 + 100 * 2 kept skips
-    assert "![Boundary error vs depth](report_boundary_vs_depth.png)" in md
+def cell(stat, digits: int = 2) -> str:
+    """A table cell as the report should print a number: mean and 95 % interval, two decimals (the empty rate three)."""
+    return f"{stat.mean:.{digits}f} [{stat.low:.{digits}f}, {stat.high:.{digits}f}]"
 
-    with open(report / "report.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    (row,) = [r for r in rows if (r["depth"], r["skips"], r["source"], r["metric"], r["class"]) ==
-              ("3", "none", "model", "hd95", "mean")]  # fmt: skip
-    assert float(row["mean"]) == pytest.approx(3.0) and row["runs"] == "2" and row["skip_set"] == "none"
+
+def model_of(results, depth: int, kept: tuple[int, ...]):
+    (model,) = [m for m in results.models if m.depth == depth and m.kept == kept]
+    return model
+
+
+def column(per_image: torch.Tensor, metric: str) -> torch.Tensor:
+    """(M, 1, 9) -> (M,) one metric of the only foreground class."""
+    return per_image[:, 0, COLUMNS.index(metric)]
+
+
+def fixture_mean(depth: int, kept: tuple[int, ...], source: str = "model", metric: str = "hd95", **grid) -> float:
+    """The fixture's value of a model's (source, metric), averaged over the images and then over the seeds."""
+    return mean(float(column(per_image_for(depth, kept, seed, **grid)[source], metric).mean()) for seed in SEEDS)
+
+
+def two_level_interval(depth: int, kept: tuple[int, ...], source: str = "model", metric: str = "hd95", **grid):
+    """The two-level bootstrap interval of the fixture's own values (bootstrap.py's helpers, 1000 resamples)."""
+    values = torch.stack([column(per_image_for(depth, kept, seed, **grid)[source], metric) for seed in SEEDS])
+    return percentile_interval(two_level_means(values, *two_level_indices(len(SEEDS), IMAGES, 1000, seed=0)))
 
 
 NUMBER = re.compile(r"(?<![\w.])[−+]?\d+(?:\.\d+)?")  # not the digits of names such as enc0 or hd95
@@ -105,179 +130,393 @@ def numbers(sentence: str) -> list[float]:
 
 def states(sentence: str, *expected: float) -> bool:
     """Whether ``expected`` occur among the sentence's numbers in this order (gaps allowed), each as printed (to two
-    decimals; pass a ratio already rounded to the one decimal it is printed with)."""
+    decimals)."""
     found = iter(numbers(sentence))
     return all(any(abs(number - round(value, 2)) < 1e-9 for number in found) for value in expected)
 
 
-def seed_values(depth: int, kept: tuple[int, ...], source: str = "model", metric: str = "hd95") -> list[float]:
-    """The values tests/fixtures_report.py writes for one model's (source, metric), one per seed."""
-    return [
-        next(row["value"] for row in rows_for(depth, kept, seed, DROP_ONE_HD95) if row["source"] == source and
-             row["metric"] == metric)
-        for seed in SEEDS
-    ]  # fmt: skip
+def signed(value: float) -> str:
+    return f"{round(value, 2) + 0.0:+.2f}".replace("-", "−")
 
 
-def hd95(depth: int, kept: tuple[int, ...], source: str = "model") -> float:
-    """A model's hd95 for ``source``, averaged over the seeds, as the report averages it."""
-    return mean(seed_values(depth, kept, source))
+def gives(sentence: str, diff: Diff) -> bool:
+    """The sentence gives the paired difference with its interval, followed by "not significant" exactly where the
+    interval holds 0."""
+    text = f"{signed(diff.value)} px [{signed(diff.low)}, {signed(diff.high)}]"
+    if text not in sentence:
+        return False
+    holds_zero = diff.low <= 0 <= diff.high
+    return all(part.startswith(", not significant") == holds_zero for part in sentence.split(text)[1:])
 
 
-def test_findings_are_computed_from_the_numbers(report):
-    results = collect([report.parent / "grid"])
+# ---- files, tables and intervals ----------------------------------------------------------------------------
+
+
+def test_report_writes_files_and_plots(report):
+    out = report
+    assert {p.name for p in out.iterdir()} == REPORT_FILES
+    for name in PLOTS:
+        image = np.asarray(Image.open(out / f"report_{name}.png").convert("L"), dtype=np.float64)
+        assert image.shape[0] >= 400 and image.shape[1] >= 600, name
+        assert image.std() > 10, f"{name} looks blank"
+        assert (image < 128).mean() > 0.005, f"{name} has almost nothing drawn"
+
+
+def test_tables_show_seed_means_with_their_two_level_intervals(report, results):
+    md = (report / "report.md").read_text()
+    for depth, kept, label in ((3, (), "none"), (3, EVERY, "all"), (2, (), "none"), (3, (0, 2), "0,2")):
+        model = model_of(results, depth, kept)
+        stat = results.get(model, "model", "hd95")
+        assert stat.runs == len(SEEDS) and stat.mean == pytest.approx(fixture_mean(depth, kept))
+        assert (stat.low, stat.high) == pytest.approx(two_level_interval(depth, kept), abs=1e-5)
+        assert stat.low < stat.mean < stat.high
+        skips = ",".join(map(str, kept)) or "none"
+        row = table_row(md, BOUNDARY, str(depth), label, skips, str(len(SEEDS)))
+        columns = table_columns(md, BOUNDARY)
+        for metric, name in (("hd95", "hd95 (px)"), ("assd", "assd (px)"), ("nsd", "nsd (fraction)")):
+            assert row[columns.index(name)] == cell(results.get(model, "model", metric)), (metric, row)
+    # every number of the tables has its interval (the parameter counts are exact); (title, label columns)
+    tables = [(BOUNDARY, 4), (PROBES, 4), ("Dice and IoU by depth and skip set", 4)]
+    for mode in ("lowpass:1", "mean"):
+        tables.append((f"Shapley value of each skip level ({mode} ablation)", 3))
+        tables.append((f"Test-time ablation ({mode}): the model with the listed kept skips ablated, change = ablated − "
+                       "intact", 3))  # fmt: skip
+    for title, labels in tables:
+        for line in table_block(md, title).splitlines()[2:]:
+            values = [c.strip() for c in line.strip("|").split("|")[labels:]]
+            assert all(re.fullmatch(r"-?\d+\.\d+ \[-?\d+\.\d+, -?\d+\.\d+\]|–", v) for v in values), (title, line)
+
+    with open(report / "report.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    (row,) = [r for r in rows if (r["depth"], r["skips"], r["source"], r["metric"], r["class"]) ==
+              ("3", "none", "model", "hd95", "mean")]  # fmt: skip
+    stat = results.get(model_of(results, 3, ()), "model", "hd95")
+    assert float(row["mean"]) == pytest.approx(3.0) and row["runs"] == "2" and row["skip_set"] == "none"
+    assert (float(row["ci_low"]), float(row["ci_high"])) == pytest.approx((stat.low, stat.high))
+    assert float(row["std"]) == pytest.approx(3.0 * (SEED_OFFSET[1] - SEED_OFFSET[0]) / 2**0.5)
+
+
+def test_probe_gaps_are_paired_differences(report, results):
+    md = (report / "report.md").read_text()
+    model = model_of(results, DEEPEST, ())
+    row = table_row(md, PROBES, str(DEEPEST), "none", "1", "probe dec")
+    gap = results.difference((model, "probe/dec1"), (model, "floor/1"))
+    expected = fixture_mean(DEEPEST, (), "probe/dec1") - fixture_mean(DEEPEST, (), "floor/1")
+    assert gap.value == pytest.approx(expected, abs=1e-5) and gap.paired
+    assert row[-1] == f"{gap.value:.2f} [{gap.low:.2f}, {gap.high:.2f}]"
+    # pairing removes what the two share (the same hard images and seeds): the gap varies less than it would if the
+    # two numbers were drawn independently
+    probe, floor = results.get(model, "probe/dec1", "hd95"), results.get(model, "floor/1", "hd95")
+    assert gap.high - gap.low < 0.9 * ((probe.high - probe.low) ** 2 + (floor.high - floor.low) ** 2) ** 0.5
+    assert table_row(md, PROBES, str(DEEPEST), "none", "1", "floor")[-1] == "–"
+
+
+def test_identical_seeds_give_the_image_bootstrap(tmp_path):
+    """Two seeds with the same per-image values: the two-level interval is the rows' own image bootstrap."""
+    values = per_image_for(1, (0,), 0)
+    for seed in SEEDS:
+        write_run(tmp_path / "grid" / f"seed{seed}", 1, (0,), seed, values)
+    one = tmp_path / "one"
+    write_run(one / "seed0", 1, (0,), 0, values)
+    with open(tmp_path / "grid" / "seed0" / "results.csv", newline="") as handle:
+        rows = {(r["source"], r["metric"], r["class"]): r for r in csv.DictReader(handle)}
+    for folder in (tmp_path / "grid", one):  # two identical seeds, then one seed
+        results = collect([folder])
+        (model,) = results.models
+        for source, metric in (
+            ("model", "hd95"),
+            ("model", "dice"),
+            ("probe/enc1", "hd95"),
+            ("model", "hd95_nonempty"),
+        ):
+            stat, row = results.get(model, source, metric), rows[(source, metric, "mean")]
+            assert (stat.low, stat.high) == pytest.approx((float(row["ci_low"]), float(row["ci_high"])), abs=1e-6)
+
+
+def test_the_spread_over_seeds_is_in_the_interval(tmp_path):
+    """Every image of seed 0 at 1 px, of seed 1 at 2 px: nothing varies over images, the interval spans the seeds."""
+    for seed, hd95 in ((0, 1.0), (1, 2.0)):
+        write_run(tmp_path / f"seed{seed}", 1, (), seed, {"model": metric_columns(torch.full((IMAGES,), hd95))})
+    results = collect([tmp_path])
+    stat = results.get(results.models[0], "model", "hd95")
+    assert (stat.mean, stat.low, stat.high) == (1.5, 1.0, 2.0)
+
+
+def two_models(root: Path, offset: torch.Tensor) -> None:
+    """Depth 1, no skips and all skips, two seeds: ``all`` is ``none`` plus ``offset`` on every image and seed."""
+    base = torch.arange(IMAGES, dtype=torch.float64) % 4 / 4 + 1  # dyadic: exact in float32 and in sums
+    for seed in SEEDS:
+        hd95 = base * (1 + seed)
+        write_run(root / run_name(1, (), seed), 1, (), seed, {"model": metric_columns(hd95)})
+        write_run(root / run_name(1, (0,), seed), 1, (0,), seed, {"model": metric_columns(hd95 + offset)})
+
+
+def test_a_constant_per_image_difference_is_significant_with_an_interval_of_width_zero(tmp_path):
+    two_models(tmp_path, torch.full((IMAGES,), -0.5))
+    results = collect([tmp_path])
+    every, none = model_of(results, 1, (0,)), model_of(results, 1, ())
+    diff = results.difference((every, "model"), (none, "model"))
+    assert (diff.value, diff.low, diff.high, diff.significant) == (-0.5, -0.5, -0.5, True)
+    each = results.get(every, "model", "hd95")
+    assert each.high - each.low > 0.3  # while either model's own number varies a lot
+    sentence = all_vs_none(results)
+    assert gives(sentence, diff) and "not significant" not in sentence
+
+
+def test_the_same_values_plus_noise_are_not_significant(tmp_path):
+    noise = torch.randn(IMAGES, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 0.3
+    two_models(tmp_path, noise - noise.mean())
+    results = collect([tmp_path])
+    diff = results.difference((model_of(results, 1, (0,)), "model"), (model_of(results, 1, ()), "model"))
+    assert diff.value == pytest.approx(0, abs=1e-6) and diff.low < 0 < diff.high and diff.significant is False
+    sentence = all_vs_none(results)
+    assert gives(sentence, diff) and "not significant" in sentence
+
+
+def test_without_per_image_values_the_rows_intervals_are_used_and_noted(tmp_path):
+    write_grid(tmp_path / "grid", npz=False)
+    results = collect([tmp_path / "grid"])
+    model = model_of(results, 2, ())
+    rows = []
+    for seed in SEEDS:
+        with open(tmp_path / "grid" / run_name(2, (), seed) / "results.csv", newline="") as handle:
+            rows += [
+                r for r in csv.DictReader(handle) if (r["source"], r["metric"], r["class"]) == ("model", "hd95", "mean")
+            ]
+    stat = results.get(model, "model", "hd95")
+    assert stat.low == pytest.approx(mean(float(r["ci_low"]) for r in rows))
+    assert stat.high == pytest.approx(mean(float(r["ci_high"]) for r in rows))
+    # unpaired: all vs none at depth 3 differ (their intervals do not overlap), a small difference is undecided
+    far = results.difference((model_of(results, 3, EVERY), "model"), (model_of(results, 3, ()), "model"))
+    near = results.difference((model_of(results, 3, (2,)), "model"), (model_of(results, 3, ()), "model"))
+    assert not far.paired and far.significant is True and near.significant is None
+    make_report([tmp_path / "grid"], tmp_path / "out")
+    notes = (tmp_path / "out" / "report.md").read_text().split("## Notes", 1)[1]
+    assert "per_image.npz" in notes and f"{len(results.models)} of {len(results.models)} models" in notes
+
+
+# ---- findings -----------------------------------------------------------------------------------------------
+
+
+def test_findings_give_paired_differences_and_verdicts(report, results):
     md = (report / "report.md").read_text()
     section = md.split("## What the numbers show", 1)[1].split("\n## ", 1)[0]
     sentences = [line.removeprefix("- ") for line in section.strip().splitlines()]
-    deepest = max(DEPTHS)
-    every = tuple(range(deepest))
-    without_one = {dropped: tuple(level for level in every if level != dropped) for dropped in every}
-    deepest_sets = [every, (), *without_one.values()]  # the fixture's skip sets at depth 3
 
-    trend = no_skip_trend(results)  # no-skip hd95 from the shallowest depth to the deepest
-    first, last = hd95(DEPTHS[0], ()), hd95(deepest, ())
-    assert states(trend, first, DEPTHS[0], last, deepest, last - first), trend
-    assert ("rises" if last > first else "falls") in trend.split()
-    steps = [hd95(b, ()) - hd95(a, ()) for a, b in pairwise(DEPTHS)]
-    assert ("growing" in trend) == all(step > 0 for step in steps), trend
+    def model(depth, kept):
+        return model_of(results, depth, kept)
 
-    versus = all_vs_none(results)  # all skips against none at the deepest depth, hd95 then ASSD
-    with_skips, without = hd95(deepest, every), hd95(deepest, ())
-    assd = [mean(seed_values(deepest, kept, metric="assd")) for kept in (every, ())]
-    assert states(versus, deepest, with_skips, without, round(without / with_skips, 1), *assd), versus
-    assert ("lower" if without > with_skips else "higher") in versus.split()
+    def diff(a, b, source_a="model", source_b="model", metric="hd95"):
+        return results.difference((model(*a), source_a), (model(*b), source_b), metric)
 
-    probes = probe_gaps(results)  # probe minus floor at level 0 and at the bottleneck, then dec0 with / without skips
+    # no-skip hd95 from the shallowest depth to the deepest, then each step; every step significant: a trend
+    sentence = no_skip_trend(results)
+    overall = diff((DEEPEST, ()), (DEPTHS[0], ()))
+    steps = [diff((b, ()), (a, ())) for a, b in zip(DEPTHS, DEPTHS[1:])]
+    assert overall.value == pytest.approx(fixture_mean(DEEPEST, ()) - fixture_mean(DEPTHS[0], ()), abs=1e-5)
+    assert gives(sentence, overall) and all(gives(sentence, step) for step in steps)
+    assert all(step.significant for step in steps) and trend(steps) == 1
+    assert [d for _, _, d in no_skip_steps(results)] == steps
 
-    def gap(kept: tuple[int, ...], key: str, level: int) -> float:
-        return hd95(deepest, kept, f"probe/{key}") - hd95(deepest, kept, f"floor/{level}")
+    # all skips against none, at every depth
+    sentence = all_vs_none(results)
+    for depth in DEPTHS:
+        versus = diff((depth, tuple(range(depth))), (depth, ()))
+        assert versus.value == pytest.approx(
+            fixture_mean(depth, tuple(range(depth))) - fixture_mean(depth, ()), abs=1e-5
+        )
+        assert gives(sentence, versus) and versus.significant
+    assert gives(sentence, diff((DEEPEST, EVERY), (DEEPEST, ()), metric="assd"))
 
-    shallow = mean(gap(kept, "enc0", 0) for kept in deepest_sets)
-    bottleneck = mean(gap(kept, f"enc{deepest}", deepest) for kept in deepest_sets)
-    decoder = [gap(every, "dec0", 0), gap((), "dec0", 0)]
-    assert states(probes, deepest, shallow, 0, bottleneck, deepest, len(deepest_sets), *decoder), probes
-    gaps = [shallow, bottleneck, *decoder]
-    assert probes.count(" above") == sum(g >= 0 for g in gaps) and probes.count(" below") == sum(g < 0 for g in gaps)
+    # each single skip against none; level 2 alone has the no-skip mean: not significant by construction
+    (sentence,) = single_vs_none(results)
+    singles = {level: diff((DEEPEST, (level,)), (DEEPEST, ())) for level in EVERY}
+    assert all(gives(sentence, single) for single in singles.values())
+    assert singles[2].significant is False and singles[0].significant and singles[1].significant
+    assert gives(sentence, diff((DEEPEST, (0,)), (DEEPEST, (1,))))  # the best single skip against the next
 
-    attribution = largest_shapley(results)  # the lowest φ of the deepest all-skip model, the total, and agreement
+    # probe minus floor, averaged over the skip sets of the deepest depth (paired inside each resample)
+    sentence = probe_gaps(results)
+    deepest = [m for m in results.models if m.depth == DEEPEST]
+    for key, level in (("enc0", 0), (f"enc{DEEPEST}", DEEPEST)):
+        terms = [(w / len(deepest), m, s) for m in deepest for w, s in ((1, f"probe/{key}"), (-1, f"floor/{level}"))]
+        gap = results.compare(terms)
+        expected = mean(fixture_mean(m.depth, m.kept, f"probe/{key}") - fixture_mean(m.depth, m.kept, f"floor/{level}")
+                        for m in deepest)  # fmt: skip
+        assert gap.value == pytest.approx(expected, abs=1e-5) and gives(sentence, gap)
+    assert states(sentence, DEEPEST, len(deepest))
+    for kept in (EVERY, ()):
+        assert gives(sentence, diff((DEEPEST, kept), (DEEPEST, kept), "probe/dec0", "floor/0"))
 
-    def lowest_phi(depth: int) -> int:
-        phi = {level: mean(seed_values(depth, tuple(range(depth)), f"shapley/mean/{level}")) for level in range(depth)}
-        return min(phi, key=phi.get)
+    # Shapley: the lead of the lowest φ over the next, per mode, lowpass:1 first
+    modes = [sentence.split("(", 1)[1].split(" ", 1)[0] for sentence in sentences if sentence.startswith("Shapley")]
+    assert modes == ["lowpass:1", "mean"]
+    for mode in modes:
+        sentence = largest_shapley(results, mode)
+        phi = {level: fixture_mean(DEEPEST, EVERY, f"shapley/{mode}/{level}") for level in EVERY}
+        best, runner_up = sorted(phi, key=phi.get)[:2]
+        lead = diff((DEEPEST, EVERY), (DEEPEST, EVERY), f"shapley/{mode}/{best}", f"shapley/{mode}/{runner_up}")
+        assert lead.value == pytest.approx(phi[best] - phi[runner_up], abs=1e-5)
+        assert states(sentence, DEEPEST, best, phi[best], sum(phi.values()), runner_up) and gives(sentence, lead)
 
-    phi = {level: mean(seed_values(deepest, every, f"shapley/mean/{level}")) for level in every}
-    best = lowest_phi(deepest)
-    several = [depth for depth in DEPTHS if depth > 1]  # all-skip models with more than one kept skip
-    agreeing = sum(lowest_phi(depth) == best for depth in several)
-    assert states(attribution, deepest, best, phi[best], sum(phi.values()), best, agreeing, len(several)), attribution
-    assert ("lowers" if phi[best] < 0 else "raises") in attribution.split()
+    # all but one skip: the least harmful drop, its margin to the next best, and whether Wilm et al. agree
+    (sentence,) = drop_one(results)
+    dropped = {level: fixture_mean(DEEPEST, tuple(x for x in EVERY if x != level)) for level in EVERY}
+    least, runner_up = sorted(dropped, key=dropped.get)[:2]
+    margin = diff(
+        (DEEPEST, tuple(x for x in EVERY if x != least)), (DEEPEST, tuple(x for x in EVERY if x != runner_up))
+    )
+    assert margin.value == pytest.approx(dropped[least] - dropped[runner_up], abs=1e-5) and gives(sentence, margin)
+    assert ("do not agree" in sentence) == (least != DEEPEST - 1) and ("not firm" in sentence) == (
+        not margin.significant
+    )
 
-    (drop,) = drop_one(results)  # the all-but-one models at the deepest depth, the full model, margin and spread
-    dropped = {level: mean(seed_values(deepest, kept)) for level, kept in without_one.items()}
-    ranked = sorted(dropped, key=dropped.get)
-    least_hurt, runner_up, top = ranked[0], ranked[1], deepest - 1
-    margin = dropped[runner_up] - dropped[least_hurt]
-    spread = max(stdev(seed_values(deepest, without_one[level])) for level in (least_hurt, runner_up))
-    per_level = [value for level in every for value in (level, dropped[level])]
-    assert states(drop, deepest, least_hurt, *per_level, with_skips, margin, spread), drop
-    assert ("do not agree" in drop) == (least_hurt != top) and "agree" in drop.split()
-    assert ("not firm" in drop) == (margin < spread), drop
-
-    ablation = single_skip_ablation(results)  # test-time ablation of one skip: cheapest and dearest level
-    cost = {level: hd95(deepest, every, f"ablate/mean/{level}") - with_skips for level in every}
-    cheapest, dearest = min(cost, key=cost.get), max(cost, key=cost.get)
-    assert states(ablation, deepest, cheapest, cost[cheapest], dearest, cost[dearest]), ablation
+    # test-time ablation of one skip, per mode: the cheapest and the dearest level, each against the intact model
+    for mode in modes:
+        sentence = single_skip_ablation(results, mode)
+        cost = {level: diff((DEEPEST, EVERY), (DEEPEST, EVERY), f"ablate/{mode}/{level}") for level in EVERY}
+        cheapest, dearest = min(cost, key=lambda k: cost[k].value), max(cost, key=lambda k: cost[k].value)
+        assert states(sentence, cheapest, cost[cheapest].value, dearest, cost[dearest].value)
+        assert gives(sentence, cost[cheapest]) and gives(sentence, cost[dearest])
 
     assert empty_predictions(results) is None and vanishing_floor(results) is None  # nothing empty in the grid
-    assert sentences == findings(results) == [trend, versus, probes, attribution, drop, ablation]
+    assert sentences == findings(results)
 
 
-def test_empty_predictions_get_a_caution(grid, tmp_path):
-    for seed in (0, 1):
-        path = grid / f"d1_snone_seed{seed}" / "results.csv"
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows({**row, "empty_rate": 0.25} for row in rows)
-    make_report([grid], tmp_path / "out")
+def test_a_trend_needs_every_step_significant(tmp_path):
+    write_grid(tmp_path / "grid", none={1: 1.0, 2: 2.0, 3: 2.0})  # depth 3 only as good as depth 2, plus noise
+    results = collect([tmp_path / "grid"])
+    steps = [diff for _, _, diff in no_skip_steps(results)]
+    assert steps[0].significant and steps[1].significant is False and trend(steps) == 0
+    sentence = no_skip_trend(results)
+    assert gives(sentence, steps[0]) and gives(sentence, steps[1])
+    assert "with every added level" not in sentence
+
+    def step(value, significant):
+        return Diff(value, value - 0.1, value + 0.1, significant, True)
+
+    assert trend([step(1, True), step(2, True)]) == 1 and trend([step(-1, True), step(-1, True)]) == -1
+    assert trend([step(1, True), step(-1, True)]) == 0  # significant both ways: no trend
+    assert trend([step(1, True)]) == 0  # one step is a difference, not a trend
+    assert trend([step(1, True), step(1, None)]) == 0  # undecided (no per-image values)
+
+
+def test_lowpass_leads_and_any_modes_work(report, tmp_path):
+    assert MODES[0] == "mean"  # written first, reported second
+    md = (report / "report.md").read_text()
+    assert md.index("(lowpass:1 ablation)") < md.index("(mean ablation)")
+    assert md.index("Test-time ablation (lowpass:1)") < md.index("Test-time ablation (mean)")
+    assert md.index("`lowpass:1` (leads)") < md.index("`mean` (the contrast)")
+    order = ["lowpass:1", "lowpass:2", "mean", "zero", "other"]
+    results = collect([report.parent / "grid"])
+    assert ablation_modes(results) == ["lowpass:1", "mean"] == ablation_modes(results, prefix="ablate")
+    assert sorted(reversed(order), key=mode_order) == order
+
+    write_grid(tmp_path / "grid", modes=("zero",), drop_one=None, singles=None)
+    make_report([tmp_path / "grid"], tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "Caution: in 1 of 9 models, prediction or ground truth of a class was empty" in md
-    assert "(up to 25%, the depth-1 no-skip U-Net)" in md
+    assert "(zero ablation)" in md and "Test-time ablation (zero)" in md and "`zero`" in md
+    assert "lowpass:1" not in md  # a mode that is not there is not mentioned
 
 
-def test_floor_that_loses_objects_gets_a_caution(grid, tmp_path):
-    rates = {"floor/2": 0.1, "floor/3": 0.4}  # averaged over the models that have the level
-    for path in grid.rglob("results.csv"):
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows({**row, "empty_rate": rates.get(row["source"], 0.0)} for row in rows)
-    make_report([grid], tmp_path / "out")
+def test_missed_objects_show_in_the_empty_rate_and_the_nonempty_distance(tmp_path):
+    empty = {(1, (), "model"): 0.25}  # a quarter of the depth-1 no-skip model's images: nothing predicted
+    write_grid(tmp_path / "grid", empty=empty, drop_one=None, singles=None)
+    make_report([tmp_path / "grid"], tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "Caution: the resolution floor is empty from 10% of test images at level 2 to 40% at level 3" in md
-    assert "half a 4×4-px cell vanish" in md
-    assert "Caution: in" not in md  # the models themselves predicted every object
+    results = collect([tmp_path / "grid"])
+    model = model_of(results, 1, ())
+    columns = table_columns(md, BOUNDARY)
+    assert columns[4:9] == ["hd95 (px)", "hd95 non-empty (px)", "assd (px)", "assd non-empty (px)", "empty rate"]
+    row = table_row(md, BOUNDARY, "1", "none", "none")
+    found = [per_image_for(1, (), seed, empty=empty)["model"] for seed in SEEDS]
+    kept = [float(column(values, "hd95")[column(values, "empty_rate") == 0].mean()) for values in found]
+    labels = {"hd95_nonempty": "hd95 non-empty (px)", "empty_rate": "empty rate"}
+    for metric, expected in (("hd95_nonempty", mean(kept)), ("empty_rate", 0.25)):
+        stat = results.get(model, "model", metric)
+        digits = 3 if metric == "empty_rate" else 2
+        assert stat.mean == pytest.approx(expected) and row[columns.index(labels[metric])] == cell(stat, digits)
+    # the diagonal-filled headline number grows with the missed objects, the non-empty one does not
+    assert results.value(model, "model", "hd95") > 4 * results.value(model, "model", "hd95_nonempty")
+    assert table_columns(md, PROBES)[4:7] == ["hd95 (px)", "hd95 non-empty (px)", "empty rate"]
+
+
+def test_empty_predictions_get_a_caution(tmp_path):
+    write_grid(tmp_path / "grid", empty={(1, (), "model"): 0.25})
+    results = collect([tmp_path / "grid"])
+    sentence = empty_predictions(results)
+    stat = results.get(model_of(results, 1, ()), "model", "empty_rate")
+    assert states(sentence, 1, len(results.models), 25, 1) and f"[{stat.low:.0%}, {stat.high:.0%}]" in sentence
+    make_report([tmp_path / "grid"], tmp_path / "out")
+    assert sentence in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_floor_that_loses_objects_gets_a_caution(tmp_path):
+    empty = {(depth, kept, f"floor/{level}"): rate for depth in DEPTHS for kept in (tuple(range(depth)), ())
+             for level, rate in ((2, 0.125), (3, 0.375)) if level <= depth}  # fmt: skip
+    write_grid(tmp_path / "grid", empty=empty, drop_one=None, singles=None)
+    results = collect([tmp_path / "grid"])
+    sentence = vanishing_floor(results)
+    assert states(sentence, 12, 2, 38, 3, 4, 4), sentence  # 12.5 % and 37.5 % of the images, printed rounded
+    assert empty_predictions(results) is None  # the models themselves predicted every object
 
 
 def test_drop_one_finding_says_when_results_disagree_with_wilm(tmp_path):
-    write_grid(tmp_path / "grid", drop_one={0: 0.6, 1: 0.8, 2: 0.9})
-    make_report([tmp_path / "grid"], tmp_path / "out")
-    md = (tmp_path / "out" / "report.md").read_text()
-    assert "dropping the skip at level 0 hurts least" in md
-    assert "dropping the top skip (level 2) is not best, so these results do not agree with Wilm" in md
-    assert "not firm" not in md  # margin 0.20 px against seed stds of 0.08 and 0.11 px
+    write_grid(tmp_path / "grid", drop_one={0: 0.6, 1: 0.8, 2: 0.9}, singles=None)
+    results = collect([tmp_path / "grid"])
+    (sentence,) = drop_one(results)
+    margin = results.difference((model_of(results, 3, (1, 2)), "model"), (model_of(results, 3, (0, 2)), "model"))
+    assert states(sentence, 3, 0) and gives(sentence, margin) and margin.significant
+    assert "do not agree" in sentence and "not firm" not in sentence
 
 
 def test_findings_need_their_data(tmp_path):
-    write_grid(tmp_path / "grid", drop_one=None)
+    write_grid(tmp_path / "grid", drop_one=None, singles=None)
     for path in (tmp_path / "grid").glob("d[23]_*"):  # depth 1 only: no trend, no drop-one set, one skip level
-        for child in path.iterdir():
-            child.unlink()
-        path.rmdir()
-    make_report([tmp_path / "grid"], tmp_path / "out")
-    md = (tmp_path / "out" / "report.md").read_text()
-    assert "rises from" not in md and "Wilm" not in md and "lowers hd95 most" not in md
-    assert "At depth 1, the deepest with both, all skips give hd95 0.50 px against 1.00 px" in md
+        shutil.rmtree(path)
+    results = collect([tmp_path / "grid"])
+    assert no_skip_trend(results) is None and drop_one(results) == [] and single_vs_none(results) == []
+    assert largest_shapley(results) is None and single_skip_ablation(results) is None
+    sentence = all_vs_none(results)
+    assert states(sentence, 1, 0.5, 1.0) and gives(sentence, results.difference(
+        (model_of(results, 1, (0,)), "model"), (model_of(results, 1, ()), "model")))  # fmt: skip
 
 
 def test_html_is_self_contained(report):
     html = (report / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') == len(PLOTS)
     assert not re.search(r'src="[^"]*\.png"', html)
-    assert "<table>" in html and "3.00 ± 0.42" in html and "<code>" in html
+    assert (
+        "<table>" in html and "<code>" in html and re.search(r"<td class=num>3\.00 \[\d\.\d\d, \d\.\d\d\]</td>", html)
+    )
 
 
 def test_seeds_of_one_model_are_averaged(grid):
     results = collect([grid])
-    assert len(results.files) == 18 and len(results.params) == 9
-    (model,) = [m for m in results.models if m.depth == 2 and m.skips == "none"]
+    assert len(results.files) == 24 and len(results.params) == 12
+    model = model_of(results, 2, ())
     stat = results.get(model, "model", "hd95")
     assert stat.runs == 2 and stat.mean == pytest.approx(2.0) and stat.std == pytest.approx(0.2 * 2**0.5)
     assert results.get(model, "model", "hd95", "1").mean == pytest.approx(2.0)
-    assert [m.skip_label for m in results.models if m.depth == 3] == ["all", "none", "0,1", "0,2", "1,2"]
+    assert [m.skip_label for m in results.models if m.depth == 3] == ["all", "none", "0,1", "0,2", "1,2", "0", "1", "2"]
 
 
 def test_default_out_dir_is_the_first_dir(grid, tmp_path):
     other = tmp_path / "other"
-    write_grid(other, drop_one=None)
+    write_grid(other, drop_one=None, singles=None)
     html_path = make_report([grid, other])
     assert html_path == grid / "report.html" and not (other / "report.md").exists()
-    assert "30 results.csv files" in html_path.read_text()  # 18 + 12: both folders were read
+    assert "36 results.csv files" in html_path.read_text()  # 24 + 12: both folders were read
 
 
 def test_repeated_seed_is_noted(grid, tmp_path):
     copy = grid / "copy_of_d2_snone_seed0"
-    copy.mkdir()
-    (copy / "results.csv").write_bytes((grid / "d2_snone_seed0" / "results.csv").read_bytes())
+    shutil.copytree(grid / "d2_snone_seed0", copy)
     make_report([grid], tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
     notes = md.split("## Notes", 1)[1]
     assert "depth 2, skips none (shapes): 3 runs, seed 0 more than once" in notes
-    assert table_row(md, BOUNDARY, "2", "none", "none", "3")[4] == "1.93 ± 0.23"  # 1.8, 1.8, 2.2
+    assert table_row(md, BOUNDARY, "2", "none", "none", "3")[4].startswith("1.93 [")  # 1.8, 1.8, 2.2
 
 
 def test_no_results_names_the_folders(tmp_path):

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset, default_collate
 from tqdm.auto import tqdm
 
 from unetlab.conventions import feature_keys
+from unetlab.evaluation.floors import read_out
 from unetlab.models.unet import UNet
 from unetlab.training.task import soft_dice_loss
 
@@ -41,9 +42,7 @@ class LinearProbe(nn.Module):
 
     def forward(self, features: Tensor, size: Sequence[int], standardised: bool = False) -> Tensor:
         logits = self.conv(features if standardised else self.standardise(features))
-        if tuple(logits.shape[-2:]) == tuple(size):  # level 0: bilinear to the same size is the identity
-            return logits
-        return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+        return read_out(logits, tuple(size))  # bilinear, as the floors read out (the identity at level 0)
 
 
 def _pool(dataset: Dataset, size: int, seed: int) -> list[int]:
@@ -100,14 +99,12 @@ def train_probes(
         batch = slice(starts[step % len(starts)], starts[step % len(starts)] + batch_size)
         target = masks[batch]
         size = target.shape[-2:]
-        logits = {key: probes[key](features[key][batch], size, standardised=True) for key in keys}
-        # The networks' own loss: cross-entropy alone lets weak features collapse to all-background, and each empty
-        # prediction then scores the image diagonal (docs/probes-and-floors.md).
-        loss = sum(
-            F.cross_entropy(logits[key], target, ignore_index=ignore_index)
-            + soft_dice_loss(logits[key], target, ignore_index)
-            for key in keys
-        )
+        # (P, B, K, H, W): every key's prediction of the same batch, scored in one call. The sum over keys of each
+        # key's cross-entropy (a mean over the same valid pixels) + (1 - soft Dice): the networks' own loss per key.
+        # Cross-entropy alone lets weak features collapse to all-background (docs/probes-and-floors.md).
+        logits = torch.stack([probes[key](features[key][batch], size, standardised=True) for key in keys])
+        ce = F.cross_entropy(logits.flatten(0, 1), target.repeat(len(keys), 1, 1), ignore_index=ignore_index)
+        loss = len(keys) * ce + soft_dice_loss(logits, target, ignore_index).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

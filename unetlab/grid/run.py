@@ -132,9 +132,15 @@ def drawn_keys(viz_keys, depth: int) -> list[str]:
     return keys
 
 
+# The run directory of one grid cell, e.g. d4-s0,1,2,3-seed0 (skip set canonical): for run_dir_name, and as
+# Hydra's sweep subdir (interpolations of the job's own config), so both name a cell the same way.
+RUN_DIR = "d{depth}-s{skips}-seed{seed}"
+SWEEP_SUBDIR = RUN_DIR.format(depth="${model.depth}", skips="${skipset:${model.skips},${model.depth}}", seed="${seed}")
+
+
 def run_dir_name(depth: int, skips, seed: int) -> str:
-    """The run directory of one grid cell: ``d4-s0,1,2,3-seed0`` (skip set canonical)."""
-    return f"d{depth}-s{skips_to_str(parse_skips(skips, depth))}-seed{seed}"
+    """The run directory of one grid cell: ``d4-s0,1,2,3-seed0``."""
+    return RUN_DIR.format(depth=depth, skips=skips_to_str(parse_skips(skips, depth)), seed=seed)
 
 
 def parallel_overrides(jobs: int, forwarded: Sequence[str], cores: int | None = None) -> list[str]:
@@ -221,7 +227,7 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
             command = [
                 sys.executable, "-m", "unetlab.cli.train", "--multirun", f"experiment={experiment}", *sweep,
                 f"run_group={grid.name}", f"hydra.sweep.dir={runs_dir}",
-                "hydra.sweep.subdir='d${model.depth}-s${skipset:${model.skips},${model.depth}}-seed${seed}'",
+                f"hydra.sweep.subdir='{SWEEP_SUBDIR}'",
                 *parallel, *forwarded,
             ]  # fmt: skip
             env = {**os.environ, DIE_WITH_PARENT: "1"}  # a killed grid leaves no orphan training (run_dir.py)
@@ -232,9 +238,11 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
                     f"sweep {index} failed (see above); re-run the same command to resume: finished runs are skipped"
                 )
             done += jobs
+    phases = {"train+eval": time.time() - start}
 
     drawn = runs_dir / run_dir_name(max(grid.depths), "all", int(grid.seeds[0]))
     pictures = draw_units(drawn, max(grid.depths), keys, out_dir)
+    phases["viz"] = time.time() - start - sum(phases.values())
 
     from hydra import compose
 
@@ -244,11 +252,13 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
     # When the training jobs log to wandb (their composed config says so), the report's plots go there too, once.
     log_wandb = uses_wandb(compose("train", overrides=[f"experiment={experiment}", *train_overrides(forwarded)]))
     html = make_report([runs_dir], out_dir, pictures=pictures, log_wandb=log_wandb, group=grid.name)
+    phases["report"] = time.time() - start - sum(phases.values())
     offline = sorted(runs_dir.glob("*/wandb/offline-run-*"))
     if offline:
         print(f"[unetlab-ablate] {len(offline)} offline wandb runs; upload them with: "
               f"wandb sync {runs_dir}/*/wandb/offline-run-*", flush=True)  # fmt: skip
-    print(f"[unetlab-ablate] done in {time.time() - start:.0f} s; report: {html}", flush=True)
+    breakdown = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.items())
+    print(f"[unetlab-ablate] done in {time.time() - start:.0f} s ({breakdown}); report: {html}", flush=True)
     return html
 
 

@@ -11,11 +11,22 @@ from pathlib import Path
 from unetlab.report import plots
 from unetlab.report.collect import ReportError, Results, collect
 from unetlab.report.findings import findings
+from unetlab.report.intervals import one_thread
 from unetlab.report.render import Document, Part, Section, to_html, to_markdown
-from unetlab.report.views import BOUNDARY_METRICS, metric_table, params_table, probe_table, shapley_table
+from unetlab.report.views import (
+    BOUNDARY_METRICS,
+    ablation_modes,
+    ablation_tables,
+    metric_table,
+    mode_sentences,
+    params_table,
+    probe_table,
+    shapley_tables,
+)
 
 AGGREGATE_COLUMNS = [
     "dataset", "image_size", "depth", "skips", "skip_set", "params", "source", "metric", "class", "mean", "std", "runs",
+    "ci_low", "ci_high",
 ]  # fmt: skip
 
 
@@ -38,6 +49,11 @@ def make_report(
     ``unetlab-viz``, shown in a last section (``unetlab-ablate`` passes them).
     Raises ``ReportError`` (a ValueError) when no results.csv is found or one is not a results table.
     """
+    with one_thread():
+        return _make_report(dirs, out_dir, log_wandb, wandb_mode, project, group, pictures)
+
+
+def _make_report(dirs, out_dir, log_wandb, wandb_mode, project, group, pictures) -> Path:
     dirs = [Path(d) for d in dirs]
     if not dirs:
         raise ReportError("no folders given: name at least one folder that holds runs with results.csv")
@@ -61,9 +77,17 @@ def make_report(
         f"{plural(len(results.files), 'results.csv file')} under {searched}: {plural(runs, 'run')} of "
         f"{plural(models, 'model')} "
         f"(a model is a depth and a skip set; its runs differ by seed).",
-        "Every number is the mean over a model's runs; `±` gives the standard deviation over those runs (seeds). "
-        "Metrics are scored on the test split and averaged over the foreground classes; distances (hd95, assd, the "
-        "gaps) are in pixels. A skip set is `all` (every level 0..depth-1), `none`, or the kept levels.",
+        "Every number is the mean over a model's runs (seeds) followed by its 95 % interval in brackets, "
+        "`0.53 [0.41, 0.66]`: a two-level bootstrap (1000 resamples, seeded) that resamples the runs with "
+        "replacement and the test images with replacement, so it covers both the spread over seeds and over test "
+        "images; with one run it is the bootstrap over the test images alone. Differences (gaps, changes, the "
+        "comparisons in the findings) are paired: both numbers from the same resampled images and seeds. "
+        "`report.csv` also gives the standard deviation over the runs. Metrics are scored on the test split and "
+        "averaged over the foreground classes; distances (hd95, assd, the gaps) are in pixels, diagonal-filled where "
+        "exactly one of prediction and ground truth is empty (the empty rate), and the non-empty columns give the "
+        "distance over the images where both are present: a high distance with a low non-empty one means objects "
+        "missed, both high means boundaries misplaced. A skip set is `all` (every level 0..depth-1), `none`, or the "
+        "kept levels.",
     ]
     doc = Document(
         title="unetlab report: boundary localization vs depth and skip connections",
@@ -119,9 +143,17 @@ def build_section(results: Results, out_dir: Path, prefix: str) -> Section:
         (
             "Shapley value of each skip",
             "Exact Shapley attribution of the kept skips from test-time ablations: φ of a level is its average "
-            "marginal effect on the metric; the values of a model sum to v(all kept) − v(none kept).",
+            "marginal effect on the metric; the values of a model sum to v(all kept) − v(none kept). "
+            + mode_sentences(ablation_modes(results)),
             plots.shapley_bars(results, png("shapley")),
-            [shapley_table(results)],
+            shapley_tables(results),
+        ),
+        (
+            "Test-time skip ablation",
+            "The trained model scored with some of its kept skips ablated (the others intact), in each mode; change "
+            "= ablated − intact, paired. " + mode_sentences(ablation_modes(results, prefix="ablate")),
+            None,
+            ablation_tables(results),
         ),
         (
             "Dice vs depth",
@@ -150,7 +182,7 @@ def aggregate_rows(results: Results) -> list[list]:
     for (model, source, metric, class_), stat in sorted(results.stats.items(), key=lambda item: item[0]):
         rows.append([
             model.dataset, model.image_size, model.depth, model.skips, model.skip_label, results.params[model],
-            source, metric, class_, stat.mean, stat.std, stat.runs,
+            source, metric, class_, stat.mean, stat.std, stat.runs, stat.low, stat.high,
         ])  # fmt: skip
     return rows
 

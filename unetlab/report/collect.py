@@ -1,22 +1,32 @@
 """Find every ``results.csv`` under some folders, check it, and average each number over the runs (seeds).
 
 A *model* is one point of the grid: ``(dataset, image_size, depth, skips)``. Its runs (usually one per seed) are
-averaged; ``std`` is the sample standard deviation over runs (NaN with a single run).
+averaged; ``std`` is the sample standard deviation over runs (NaN with a single run); ``low``, ``high`` the 95 %
+interval over seeds and test images, a two-level bootstrap of the ``per_image.npz`` beside each results.csv
+(``unetlab/report/intervals.py``). A model with a run that lacks it (an older evaluation) falls back to the rows' own
+image-bootstrap intervals, averaged over its runs.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import zipfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import torch
+from torch import Tensor
+
 from unetlab.conventions import skip_label, str_to_skips
-from unetlab.evaluation.results import COLUMNS, read_results
+from unetlab.evaluation.results import COLUMNS, read_per_image, read_results
+from unetlab.report.intervals import Diff, Draws, Samples, model_intervals, paired_contrast
 
 RESULTS_NAME = "results.csv"
+PER_IMAGE_NAME = "per_image.npz"
+EMPTY_RATE = "empty_rate"  # the empty rate of a (source, class), kept in ``stats`` as if it were a metric
 
 
 class ReportError(ValueError):
@@ -51,11 +61,14 @@ class Model:
 
 @dataclass(frozen=True)
 class Stat:
-    """A number averaged over runs: ``mean``, sample ``std`` over runs (NaN for one run), ``runs`` counted."""
+    """A number averaged over runs: ``mean``, sample ``std`` over runs (NaN for one run), ``runs`` counted, and the
+    95 % interval ``low``, ``high`` (NaN where there is none)."""
 
     mean: float
     std: float
     runs: int
+    low: float = float("nan")
+    high: float = float("nan")
 
 
 @dataclass
@@ -67,9 +80,8 @@ class Results:
     runs: dict[Model, list[str]]  # run names per model
     files: list[Path]
     notes: list[str] = field(default_factory=list)
-    empty_rate: dict[Model, float] = field(default_factory=dict)  # of the model's test predictions, over runs
-    # (model, source) -> share of test images where exactly one mask was empty (hd95, class mean), over runs
-    source_empty_rate: dict[tuple[Model, str], float] = field(default_factory=dict)
+    samples: dict[Model, Samples] = field(default_factory=dict)  # per-image values, where every run has them
+    draws: Draws = field(default_factory=Draws)
 
     def get(self, model: Model, source: str, metric: str, class_: str = "mean") -> Stat | None:
         return self.stats.get((model, source, metric, class_))
@@ -78,6 +90,40 @@ class Results:
         """The mean, or None where the table has no such number (or only NaN)."""
         stat = self.get(model, source, metric, class_)
         return None if stat is None or math.isnan(stat.mean) else stat.mean
+
+    def compare(
+        self, terms: Sequence[tuple[float, Model, str]], metric: str = "hd95", class_: str = "mean"
+    ) -> Diff | None:
+        """``sum(weight * mean of (model, source))`` as a ``Diff`` with its paired two-level interval, e.g.
+        ``[(1, a, "model"), (-1, b, "model")]`` for a minus b; None where a term has no number.
+
+        Without per-image values the value is still given, without an interval: two models count as different only
+        where their own intervals do not overlap, anything else is undecided (``significant`` None)."""
+        stats = [self.get(model, source, metric, class_) for _, model, source in terms]
+        if not terms or any(stat is None or math.isnan(stat.mean) for stat in stats):
+            return None
+        if all(model in self.samples for _, model, _ in terms):
+            samples = [(weight, self.samples[model], source) for weight, model, source in terms]
+            diff = paired_contrast(samples, metric, class_, self.draws)
+            if diff is not None:
+                return diff
+        value = sum(weight * stat.mean for (weight, _, _), stat in zip(terms, stats, strict=True))
+        if len(terms) == 1:  # one number: its own interval, scaled
+            weight, (stat,) = terms[0][0], stats
+            low, high = sorted((weight * stat.low, weight * stat.high))
+            return replace(Diff.from_interval(value, low, high), paired=False)
+        significant = None
+        if len(terms) == 2 and terms[0][0] * terms[1][0] < 0:
+            a, b = stats
+            if a.high < b.low or b.high < a.low:  # False with NaN bounds
+                significant = True
+        return Diff(value, float("nan"), float("nan"), significant, paired=False)
+
+    def difference(
+        self, a: tuple[Model, str], b: tuple[Model, str], metric: str = "hd95", class_: str = "mean"
+    ) -> Diff | None:
+        """(model, source) a minus b, paired (``compare``)."""
+        return self.compare([(1.0, *a), (-1.0, *b)], metric, class_)
 
     @property
     def models(self) -> list[Model]:
@@ -95,8 +141,8 @@ class Results:
                     runs={m: r for m, r in self.runs.items() if m.setting == key},
                     files=self.files,
                     notes=self.notes,
-                    empty_rate={m: r for m, r in self.empty_rate.items() if m.setting == key},
-                    source_empty_rate={k: r for k, r in self.source_empty_rate.items() if k[0].setting == key},
+                    samples={m: s for m, s in self.samples.items() if m.setting == key},
+                    draws=self.draws,
                 )
             )
         return out
@@ -151,32 +197,54 @@ def load_rows(path: Path) -> list[dict]:
         raise ReportError(f"{path}: unreadable row: {err}") from None
 
 
-def aggregate(rows_by_file: Iterable[tuple[Path, list[dict]]]) -> Results:
-    """Average every (model, source, metric, class) over the runs of that model."""
+def load_per_image(path: Path, rows: list[dict]) -> tuple[dict[str, Tensor] | None, str | None]:
+    """The ``per_image.npz`` beside a results.csv, checked against its rows, or (None, why not)."""
+    npz = path.with_name(PER_IMAGE_NAME)
+    if not npz.is_file():
+        return None, f"no {PER_IMAGE_NAME}"
+    try:
+        per_image = read_per_image(npz)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        return None, f"unreadable {PER_IMAGE_NAME} ({err})"
+    images = {row["n"] for row in rows if row["source"] == "model"}
+    missing = sorted({row["source"] for row in rows} - set(per_image))
+    if missing or any(values.ndim != 3 or len(values) not in images for values in per_image.values()):
+        return None, "it does not match results.csv (its sources or its number of images)"
+    return per_image, None
+
+
+def aggregate(rows_by_file: Iterable[tuple[Path, list[dict]] | tuple[Path, list[dict], dict | None]]) -> Results:
+    """Average every (model, source, metric, class) over the runs of that model; intervals from the per-image values
+    (a third element of each item, from ``load_per_image``) where every run of a model has them."""
     values: dict[tuple[Model, str, str, str], list[float]] = defaultdict(list)
+    row_intervals: dict[tuple[Model, str, str, str], list[tuple[float, float]]] = defaultdict(list)
     params: dict[Model, list[int]] = defaultdict(list)
     runs: dict[Model, list[str]] = defaultdict(list)
     seeds: dict[Model, list[int]] = defaultdict(list)
-    empty: dict[Model, list[float]] = defaultdict(list)
-    source_empty: dict[tuple[Model, str], list[float]] = defaultdict(list)
+    per_image: dict[Model, list[dict | None]] = defaultdict(list)
     files = []
-    for path, rows in rows_by_file:
+    for item in rows_by_file:
+        path, rows = item[0], item[1]
         files.append(path)
         seen_models = set()
         for row in rows:
             model = Model(str(row["dataset"]), str(row["image_size"]), row["depth"], str(row["skips"]))
-            values[(model, row["source"], row["metric"], str(row["class"]))].append(row["value"])
-            if (row["metric"], str(row["class"])) == ("hd95", "mean"):
-                source_empty[(model, row["source"])].append(row["empty_rate"])
-                if row["source"] == "model":
-                    empty[model].append(row["empty_rate"])
+            key = (model, row["source"], row["metric"], str(row["class"]))
+            values[key].append(row["value"])
+            row_intervals[key].append((row["ci_low"], row["ci_high"]))
+            if row["metric"] == "hd95":  # the empty rate is the same on every metric's row of a (source, class)
+                empty_key = (model, row["source"], EMPTY_RATE, str(row["class"]))
+                values[empty_key].append(row["empty_rate"])
+                row_intervals[empty_key].append((float("nan"), float("nan")))
             if model not in seen_models:
                 seen_models.add(model)
                 params[model].append(row["params"])
                 runs[model].append(row["run"])
                 seeds[model].append(row["seed"])
+                per_image[model].append(item[2] if len(item) > 2 else None)
 
     stats = {key: summarize(vals) for key, vals in values.items()}
+    stats = {key: stat for key, stat in stats.items() if stat.runs}  # the NaN empty rate of Shapley rows, etc.
     notes = []
     for model, model_seeds in sorted(seeds.items()):
         repeated = sorted({seed for seed in model_seeds if model_seeds.count(seed) > 1})
@@ -188,15 +256,68 @@ def aggregate(rows_by_file: Iterable[tuple[Path, list[dict]]]) -> Results:
             )
         if len(set(params[model])) > 1:
             notes.append(f"{model} ({model.dataset}): runs differ in parameter count {sorted(set(params[model]))}")
+
+    samples = {}
+    for model, arrays in per_image.items():
+        if all(a is not None for a in arrays) and len({len(next(iter(a.values()))) for a in arrays}) == 1:
+            sources = set.intersection(*(set(a) for a in arrays))
+            samples[model] = Samples(
+                tuple(seeds[model]), {s: torch.stack([a[s] for a in arrays]) for s in sorted(sources)}
+            )
+    draws = Draws()
+    for model, model_samples in samples.items():
+        for (source, metric, class_), (low, high) in model_intervals(model_samples, draws).items():
+            key = (model, source, metric, class_)
+            if key in stats:
+                stats[key] = replace(stats[key], low=low, high=high)
+    for key, bounds in row_intervals.items():  # the rest: the rows' own intervals (older runs)
+        model, source = key[0], key[1]
+        if key in stats and (model not in samples or source not in samples[model].values):
+            low, high = (summarize(side).mean for side in zip(*bounds, strict=True))
+            stats[key] = replace(stats[key], low=low, high=high)
+    notes += fallback_notes(per_image, runs, samples)
+    notes += seed_set_notes(seeds)
     return Results(
         stats=stats,
         params={model: round(sum(p) / len(p)) for model, p in params.items()},
         runs=dict(runs),
         files=files,
         notes=notes,
-        empty_rate={model: stat.mean for model, rates in empty.items() if (stat := summarize(rates)).runs},
-        source_empty_rate={key: stat.mean for key, rates in source_empty.items() if (stat := summarize(rates)).runs},
+        samples=samples,
+        draws=draws,
     )
+
+
+def fallback_notes(per_image: dict[Model, list], runs: dict[Model, list[str]], samples: dict) -> list[str]:
+    """Say which models' intervals come from the rows (older runs without per_image.npz)."""
+    lacking = [model for model in sorted(per_image) if model not in samples]
+    if not lacking:
+        return []
+    runs_without = sum(1 for model in lacking for a in per_image[model] if a is None)
+    names = "; ".join(f"{model} ({model.dataset})" for model in lacking[:6]) + ("; ..." if len(lacking) > 6 else "")
+    return [
+        f"{len(lacking)} of {len(per_image)} models have a run without usable per-image values "
+        f"({runs_without} runs without {PER_IMAGE_NAME}, e.g. evaluated before it was written, or with runs scored on "
+        f"different numbers of images): {names}. Their intervals are the rows' own ci_low, ci_high (a bootstrap over "
+        "the test images of one seed, averaged over the runs; the spread over seeds is not in them), and their "
+        "comparisons are not paired: a difference counts as significant only where the two models' intervals do "
+        "not overlap, otherwise it is left undecided."
+    ]
+
+
+def seed_set_notes(seeds: dict[Model, list[int]]) -> list[str]:
+    """Models of one setting trained with different seeds: their comparisons use the seeds they share."""
+    notes = []
+    for setting in sorted({model.setting for model in seeds}):
+        sets = {tuple(sorted(set(s))) for m, s in seeds.items() if m.setting == setting}
+        if len(sets) > 1:
+            shown = ", ".join("{" + ", ".join(map(str, s)) + "}" for s in sorted(sets))
+            notes.append(
+                f"{setting[0]}{f', {setting[1]} px' if setting[1] else ''}: the models have different seed sets "
+                f"({shown}); a comparison of two models resamples the seeds both have (the other runs left out), "
+                "or, with no seed in common, each model's seeds on their own."
+            )
+    return notes
 
 
 def summarize(values: Sequence[float]) -> Stat:
@@ -212,5 +333,17 @@ def summarize(values: Sequence[float]) -> Stat:
 
 
 def collect(dirs: Sequence[Path]) -> Results:
-    """Find, read, check and aggregate every results.csv under ``dirs``."""
-    return aggregate((path, load_rows(path)) for path in find_results(dirs))
+    """Find, read, check and aggregate every results.csv under ``dirs`` (with the per_image.npz beside each)."""
+
+    problems = []
+
+    def read(path: Path) -> tuple[Path, list[dict], dict | None]:
+        rows = load_rows(path)
+        per_image, why = load_per_image(path, rows)
+        if per_image is None and path.with_name(PER_IMAGE_NAME).exists():  # a missing one is in the fallback note
+            problems.append(f"{path.with_name(PER_IMAGE_NAME)}: {why}; the run counts as one without per-image values")
+        return path, rows, per_image
+
+    results = aggregate(read(path) for path in find_results(dirs))
+    results.notes += problems
+    return results

@@ -1,6 +1,9 @@
 """What the numbers show, in a few sentences computed from them. Each sentence appears only when its data exist.
 
-All numbers are hd95 (px) of the class ``mean``, averaged over runs (seeds).
+All numbers are hd95 (px) of the class ``mean``, averaged over runs (seeds). Every comparison is a paired
+difference with its 95 % interval (``Results.compare``: the same test images and, where both models have them, the
+same seeds, resampled jointly) and is called "not significant" where that interval holds 0. A trend is called one
+only when each of its steps is significant and they all go the same way.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from collections.abc import Callable
 from itertools import pairwise
 
 from unetlab.conventions import level_of
-from unetlab.report.collect import Model, Results
-from unetlab.report.views import ablation_modes, shapley
+from unetlab.report.collect import EMPTY_RATE, Model, Results
+from unetlab.report.intervals import Diff
+from unetlab.report.views import ablation_modes, average, shapley
 
 TIE = 1e-9
 
@@ -20,17 +24,46 @@ def px(value: float) -> str:
     return f"{value:.2f} px"
 
 
+def sign(value: float) -> str:
+    """``+0.50``, ``−0.50`` (U+2212); a value that rounds to zero is ``+0.00``, never ``−0.00``."""
+    return f"{round(value, 2) + 0.0:+.2f}".replace("-", "−")
+
+
 def signed(value: float) -> str:
-    return f"{value:+.2f} px".replace("-", "−")
+    return f"{sign(value)} px"
+
+
+def interval(diff: Diff, unit: str = " px") -> str:
+    """``−0.50 px [−0.56, −0.45]``; ``, not significant`` where the interval holds 0; without per-image values
+    (older runs) no paired interval, and significant only where the two models' own intervals do not overlap."""
+    text = f"{sign(diff.value)}{unit}"
+    if not (math.isnan(diff.low) or math.isnan(diff.high)):
+        text += f" [{sign(diff.low)}, {sign(diff.high)}]"
+    else:
+        text += " (unpaired: no per-image values)"
+    if diff.significant is False:
+        text += ", not significant"
+    elif diff.significant is None:
+        text += ", significance undecided"
+    return text
+
+
+def significant(diff: Diff | None) -> bool:
+    return diff is not None and diff.significant is True
+
+
+def trend(diffs: list[Diff]) -> int:
+    """+1 where a series rises with every step, -1 where it falls with every step, 0 otherwise: a trend needs two or
+    more steps, each of them significant and all of the same sign."""
+    if len(diffs) < 2 or not all(significant(diff) for diff in diffs):
+        return 0
+    signs = {diff.value > 0 for diff in diffs}
+    return 0 if len(signs) > 1 else 1 if signs.pop() else -1
 
 
 def levels_text(levels: list[int]) -> str:
     names = [str(level) for level in levels]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def above(gap: float) -> str:
-    return f"{gap:.2f} px above" if gap >= 0 else f"{-gap:.2f} px below"
 
 
 def describe(model: Model) -> str:
@@ -46,128 +79,254 @@ def models_with(results: Results, label: str) -> dict[int, Model]:
     return {m.depth: m for m in results.models if m.skip_label == label}
 
 
+def no_skip_steps(results: Results) -> list[tuple[int, int, Diff]]:
+    """(depth d, the next depth, hd95 at the next depth − hd95 at d) for the no-skip models, paired."""
+    models = sorted(models_with(results, "none").items())
+    models = [(d, m) for d, m in models if results.value(m, "model", "hd95") is not None]
+    steps = [(a, b, results.difference((mb, "model"), (ma, "model"))) for (a, ma), (b, mb) in pairwise(models)]
+    return [(a, b, diff) for a, b, diff in steps if diff is not None]
+
+
 def no_skip_trend(results: Results) -> str | None:
-    """How no-skip hd95 changes from the shallowest to the deepest depth."""
-    values = {d: results.value(m, "model", "hd95") for d, m in models_with(results, "none").items()}
-    values = {d: v for d, v in sorted(values.items()) if v is not None}
-    if len(values) < 2:
+    """How no-skip hd95 changes from the shallowest to the deepest depth, step by step; a trend only where every
+    step is significant."""
+    models = {d: m for d, m in models_with(results, "none").items() if results.value(m, "model", "hd95") is not None}
+    steps = no_skip_steps(results)
+    if not steps:
         return None
-    depths = list(values)
-    first, last = values[depths[0]], values[depths[-1]]
-    verb = "rises" if last > first + TIE else "falls" if last < first - TIE else "stays level"
-    steps = [values[b] - values[a] for a, b in pairwise(depths)]
-    trend = ""
-    if len(steps) > 1 and all(step > TIE for step in steps):
-        trend = ", growing with every added level"
-    elif len(steps) > 1 and all(step >= -TIE for step in steps):
-        trend = ", never falling as depth grows"
-    return (
-        f"Without skips, hd95 {verb} from {px(first)} at depth {depths[0]} to {px(last)} at depth {depths[-1]} "
-        f"({signed(last - first)}{trend})."
+    first, last = min(models), max(models)
+    overall = results.difference((models[last], "model"), (models[first], "model"))
+    verb = "changes" if not significant(overall) else "rises" if overall.value > 0 else "falls"
+    sentence = (
+        f"Without skips, hd95 {verb} from {px(results.value(models[first], 'model', 'hd95'))} at depth {first} to "
+        f"{px(results.value(models[last], 'model', 'hd95'))} at depth {last} ({interval(overall)})"
     )
+    if len(steps) < 2:
+        return sentence + "."
+    parts = "; ".join(f"depth {a} to {b}: {interval(diff)}" for a, b, diff in steps)
+    direction = trend([diff for _, _, diff in steps])
+    if direction:
+        verdict = f"a trend: it {'rises' if direction > 0 else 'falls'} with every added level, each step significant"
+    else:
+        weak = [f"{a} to {b}" for a, b, diff in steps if not significant(diff)]
+        undecided = any(diff.significant is None for _, _, diff in steps)
+        verdict = (
+            f"no trend: the step{'s' if len(weak) > 1 else ''} from depth {', '.join(weak)} "
+            f"{'are' if len(weak) > 1 else 'is'} {'not shown to be significant' if undecided else 'not significant'}"
+            if weak
+            else "no trend: its significant steps go both ways"
+        )
+    return f"{sentence}; step by step {parts}: {verdict}."
 
 
 def all_vs_none(results: Results) -> str | None:
-    """All-skip vs no-skip hd95 at the deepest depth that has both."""
+    """All-skip against no-skip hd95 at every depth that has both, paired; ASSD too at the deepest."""
     every, none = models_with(results, "all"), models_with(results, "none")
-    for depth in sorted(set(every) & set(none), reverse=True):
-        with_skips = results.value(every[depth], "model", "hd95")
-        without = results.value(none[depth], "model", "hd95")
-        if with_skips is None or without is None:
+    parts, lower, higher, level, undecided = [], [], [], [], []
+    deepest = None
+    for depth in sorted(set(every) & set(none)):
+        diff = results.difference((every[depth], "model"), (none[depth], "model"))
+        if diff is None:
             continue
-        if abs(with_skips - without) <= TIE:
-            comparison = "no difference"
-        elif with_skips > TIE and without > TIE:
-            ratio = without / with_skips
-            comparison = f"{ratio:.1f}× lower" if ratio >= 1 else f"{1 / ratio:.1f}× higher"
-            comparison = f"the skips leave hd95 {comparison}"
+        deepest = depth
+        with_skips, without = (results.value(m[depth], "model", "hd95") for m in (every, none))
+        parts.append(f"depth {depth}: {px(with_skips)} vs {px(without)}, {interval(diff)}")
+        if diff.significant is None:
+            undecided.append(depth)
         else:
-            comparison = f"a difference of {signed(with_skips - without)}"
-        sentence = (
-            f"At depth {depth}, the deepest with both, all skips give hd95 {px(with_skips)} against {px(without)} "
-            f"without skips: {comparison}"
+            (level if not diff.significant else lower if diff.value < 0 else higher).append(depth)
+    if not parts:
+        return None
+    verdicts = []
+    for depths, what in (
+        (lower, "lower hd95"),
+        (higher, "raise hd95"),
+        (level, "make no significant difference"),
+        (undecided, "leave it undecided"),
+    ):
+        if depths:
+            where = "at every depth" if len(depths) == len(parts) > 1 else f"at depth {levels_text(depths)}"
+            verdicts.append(f"{what} {where}")
+    sentence = f"All skips against none (hd95, all − none, paired): {'; '.join(parts)}. The skips {', '.join(verdicts)}"
+    assd = results.difference((every[deepest], "model"), (none[deepest], "model"), "assd")
+    if assd is not None:
+        sentence += f" (ASSD at depth {deepest}: {interval(assd)})"
+    return sentence + "."
+
+
+def single_vs_none(results: Results) -> list[str]:
+    """At each depth with single-skip models: each against the no-skip model, and the best against the next best."""
+    none = models_with(results, "none")
+    sentences = []
+    for depth in sorted(none):
+        singles = {m.kept[0]: m for m in results.models
+                   if m.depth == depth and len(m.kept) == 1 and m.skip_label != "all"}  # fmt: skip
+        diffs = {level: results.difference((m, "model"), (none[depth], "model")) for level, m in singles.items()}
+        diffs = {level: diff for level, diff in sorted(diffs.items()) if diff is not None}
+        if not diffs:
+            continue
+        without = results.value(none[depth], "model", "hd95")
+        parts = "; ".join(
+            f"skip {level}: {px(results.value(singles[level], 'model', 'hd95'))}, {interval(diff)}"
+            for level, diff in diffs.items()
         )
-        assd_with, assd_without = (results.value(m[depth], "model", "assd") for m in (every, none))
-        if assd_with is not None and assd_without is not None:
-            sentence += f" (ASSD {px(assd_with)} vs {px(assd_without)})"
-        return sentence + "."
-    return None
+        sentence = f"At depth {depth}, each single skip against none ({px(without)}; single − none, paired): {parts}"
+        if len(diffs) > 1:
+            best, runner_up = sorted(diffs, key=lambda level: diffs[level].value)[:2]
+            lead = results.difference((singles[best], "model"), (singles[runner_up], "model"))
+            sentence += (
+                f". The skip at level {best} alone gives the lowest hd95, against level {runner_up}: {interval(lead)}"
+            )
+        sentences.append(sentence + ".")
+    return sentences
+
+
+def floor_gap(diff: Diff, floor: str = "it") -> str:
+    """Above or below the floor by the gap's sign; "at" it where the gap is not significant."""
+    where = "at" if diff.significant is False else "above" if diff.value > 0 else "below"
+    return f"{where} {floor}"
 
 
 def probe_gaps(results: Results) -> str | None:
-    """Probe minus floor at the shallowest and the deepest level, for the deepest depth with probes and floors."""
+    """Probe minus floor at the shallowest and the deepest level, for the deepest depth with probes and floors; the
+    gaps of several skip sets are averaged inside each resample."""
 
-    def gap(model: Model, key: str) -> float | None:
-        probe = results.value(model, f"probe/{key}", "hd95")
-        floor = results.value(model, f"floor/{level_of(key)}", "hd95")
-        return None if probe is None or floor is None else probe - floor
+    def terms(models: list[Model], key: str) -> list[tuple[float, Model, str]]:
+        probe, floor = f"probe/{key}", f"floor/{level_of(key)}"
+        have = [m for m in models if results.get(m, probe, "hd95") and results.get(m, floor, "hd95")]
+        return [(weight / len(have), m, source) for m in have for weight, source in ((1.0, probe), (-1.0, floor))]
 
     for depth in sorted({m.depth for m in results.models}, reverse=True):
         models = [m for m in results.models if m.depth == depth]
-        shallow = [g for g in (gap(m, "enc0") for m in models) if g is not None]
-        deep = [g for g in (gap(m, f"enc{depth}") for m in models) if g is not None]
-        if not shallow or not deep:
+        shallow, deep = terms(models, "enc0"), terms(models, f"enc{depth}")
+        shallow_gap, deep_gap = results.compare(shallow), results.compare(deep)
+        if shallow_gap is None or deep_gap is None:
             continue
-        over = f", averaged over {len(shallow)} skip sets" if len(shallow) > 1 else ""
+        count = len(shallow) // 2
+        over = f" (averaged over {count} skip sets)" if count > 1 else ""
         sentence = (
-            f"Linear probes at depth {depth} sit {above(sum(shallow) / len(shallow))} the resolution floor "
-            f"at level 0 (enc0) and {above(sum(deep) / len(deep))} it at the bottleneck, level {depth} "
-            f"(enc{depth}){over}"
+            f"Linear probes at depth {depth}{over} sit {floor_gap(shallow_gap, 'the resolution floor')} at level 0 "
+            f"(enc0, gap {interval(shallow_gap)}) and {floor_gap(deep_gap)} at the bottleneck, level {depth} "
+            f"(enc{depth}, gap {interval(deep_gap)})"
         )
-        decoder = {m.skip_label: gap(m, "dec0") for m in models if m.skip_label in ("all", "none")}
-        decoder = {label: value for label, value in decoder.items() if value is not None}
+        decoder = {m.skip_label: results.difference((m, "probe/dec0"), (m, "floor/0")) for m in models
+                   if m.skip_label in ("all", "none")}  # fmt: skip
+        decoder = {label: diff for label, diff in sorted(decoder.items()) if diff is not None}
         if decoder:
-            parts = [f"{above(value)} it {'with all skips' if label == 'all' else 'without skips'}"
-                     for label, value in sorted(decoder.items())]  # fmt: skip
+            names = {"all": "with all skips", "none": "without skips"}
+            parts = [f"{floor_gap(diff)} {names[label]} (gap {interval(diff)})" for label, diff in decoder.items()]
             sentence += f"; the last decoder features (dec0) sit {' and '.join(parts)}"
-        return sentence + " (gap = probe hd95 − floor hd95)."
+        return sentence + " (gap = probe hd95 − floor hd95, paired)."
     return None
 
 
-def largest_shapley(results: Results) -> str | None:
-    """Which skip level lowers hd95 most (most negative Shapley value) in the all-skip models."""
+def percent(value: float) -> str:
+    return f"{value:.0%}"
+
+
+def vanishing_floor(results: Results, threshold: float = 0.05) -> str | None:
+    """A caution where the resolution floor itself is empty in many test images.
+
+    Averaged down by ``2**level``, an object smaller than about half a cell vanishes at the 0.5 threshold; such
+    images count at the image diagonal, so the floor's distances there measure vanished objects, and a probe whose
+    coarse blob keeps the object scores *below* the floor. Rates (and their intervals) are averaged over the models
+    of the grid (the floor is the same for all of them).
+    """
+    levels = sorted({int(source.split("/", 1)[1]) for (_, source, metric, _) in results.stats
+                     if source.startswith("floor/") and metric == EMPTY_RATE})  # fmt: skip
+    rates = {level: average([results.get(m, f"floor/{level}", EMPTY_RATE) for m in results.models]) for level in levels}
+    high = [level for level, rate in rates.items() if rate is not None and rate.mean >= threshold]
+    if not high:
+        return None
+
+    def rate(level: int) -> str:
+        stat = rates[level]
+        bounds = "" if math.isnan(stat.low) else f" [{percent(stat.low)}, {percent(stat.high)}]"
+        return f"{percent(stat.mean)}{bounds}"
+
+    first, deepest = high[0], high[-1]
+    if first == deepest:
+        share = f"in {rate(first)} of test images at level {first}"
+    else:
+        share = f"from {rate(first)} of test images at level {first} to {rate(deepest)} at level {deepest}"
+    return (
+        f"Caution: the resolution floor is empty {share} (objects smaller than about half a "
+        f"{2**first}×{2**first}-px cell vanish when averaged down); those images count at the image diagonal, "
+        "so at these levels the floor measures vanished objects rather than boundary placement, and a probe that "
+        "keeps a coarse blob can score below it."
+    )
+
+
+def largest_shapley(results: Results, mode: str | None = None) -> str | None:
+    """Which skip level lowers hd95 most (most negative Shapley value) in the all-skip models, in ``mode`` (default:
+    the leading one), and by how much it leads the next level (paired: the same model, seeds and images)."""
     modes = ablation_modes(results)
     if not modes:
         return None
-    mode = modes[0]
+    mode = mode or modes[0]
     per_model = [(m, values) for m, values in shapley(results, mode, "hd95") if len(values) > 1]
     if not per_model:
         return None
     every = [(m, values) for m, values in per_model if m.skip_label == "all"] or per_model
+
+    def source(level: int) -> str:
+        return f"shapley/{mode}/{level}"
+
+    def ranked(values: dict) -> list[int]:
+        return sorted(values, key=lambda level: (values[level].mean, level))
+
+    def lead(model: Model, values: dict) -> Diff | None:
+        best, runner_up = ranked(values)[:2]
+        return results.difference((model, source(best)), (model, source(runner_up)))
+
     model, values = max(every, key=lambda item: (item[0].depth, len(item[1])))
-    total = sum(stat.mean for stat in values.values())
-    lowest = min(stat.mean for stat in values.values())
-    best = [level for level, stat in values.items() if stat.mean <= lowest + TIE]
+    total = results.compare([(1.0, model, source(level)) for level in values])
     where = f"Shapley attribution ({mode} ablation) in {describe(model)}"
-    if len(best) == len(values):
-        return f"{where}: every kept skip has the same φ for hd95 ({signed(lowest)}; total {signed(total)})."
-    skip = f"the skip at level {best[0]}" if len(best) == 1 else f"the skips at levels {levels_text(best)}"
-    if lowest < -TIE:
-        sentence = f"{where}: {skip} lowers hd95 most: φ = {signed(lowest)} of the total {signed(total)} "
-        sentence += "(v(all kept) − v(none))"
+    order = ranked(values)
+    best, runner_up = order[0], order[1]
+    phi = results.compare([(1.0, model, source(best))])
+    if total is None or phi is None:
+        return None
+    ahead = lead(model, values)
+    if values[runner_up].mean - values[best].mean <= TIE:
+        sentence = f"{where}: no skip level has a lower φ for hd95 than level {best} (φ = {interval(phi)})"
+    elif values[best].mean < -TIE:
+        sentence = f"{where}: the skip at level {best} lowers hd95 most, φ = {interval(phi)}"
     else:
-        sentence = f"{where}: no skip lowers hd95; {skip} raises it least: φ = {signed(lowest)} (total {signed(total)})"
-    if len(every) > 1 and len(best) == 1:
-        count = sum(1 for _, v in every if min(v, key=lambda level: v[level].mean) == best[0])
+        sentence = f"{where}: no skip lowers hd95; the skip at level {best} raises it least, φ = {interval(phi)}"
+    sentence += f", of the total {interval(total)} (v(all kept) − v(none))"
+    if ahead is not None:
+        sentence += f"; ahead of level {runner_up} by {interval(ahead)}"
+    if len(every) > 1:
+        firsts = [(m, v) for m, v in every if ranked(v)[0] == best]
+        firm = sum(significant(lead(m, v)) for m, v in firsts)
         which = "all-skip models" if model.skip_label == "all" else "models"
-        sentence += f"; level {best[0]} has the lowest φ in {count} of the {len(every)} {which} with several kept skips"
+        sentence += (
+            f"; level {best} has the lowest φ in {len(firsts)} of the {len(every)} {which} with several kept skips, "
+            f"significantly ahead of the next level in {firm}"
+        )
     return sentence + "."
 
 
+def shapley_by_mode(results: Results) -> list[str]:
+    """``largest_shapley`` for every mode present, the leading mode (lowpass:1) first."""
+    return [sentence for mode in ablation_modes(results) if (sentence := largest_shapley(results, mode))]
+
+
 def drop_one(results: Results) -> list[str]:
-    """At each depth whose grid holds every all-but-one skip set: which dropped skip hurts least, vs Wilm et al."""
+    """At each depth whose grid holds every all-but-one skip set: which dropped skip hurts least, vs Wilm et al.;
+    the ranking is firm only where the margin to the next best (paired) is significant."""
     sentences = []
     by_key = {(m.depth, m.kept): m for m in results.models}
     for depth in sorted({m.depth for m in results.models}):
         if depth < 2:
             continue
         levels = list(range(depth))
-        hd95, spread = {}, {}
-        for dropped in levels:
-            model = by_key.get((depth, tuple(level for level in levels if level != dropped)))
-            stat = None if model is None else results.get(model, "model", "hd95")
-            if stat is not None and not math.isnan(stat.mean):
-                hd95[dropped], spread[dropped] = stat.mean, stat.std
+        models = {
+            dropped: by_key.get((depth, tuple(level for level in levels if level != dropped))) for dropped in levels
+        }
+        hd95 = {dropped: results.value(m, "model", "hd95") for dropped, m in models.items() if m is not None}
+        hd95 = {dropped: value for dropped, value in hd95.items() if value is not None}
         if len(hd95) < depth:
             continue
         least = min(hd95.values())
@@ -190,93 +349,71 @@ def drop_one(results: Results) -> list[str]:
             verdict = f"dropping the top skip (level {top}) is not best, so these results do not agree with {wilm}"
         runner_up = min((level for level in hd95 if level not in best), key=hd95.get, default=None)
         if runner_up is not None:
-            margin = hd95[runner_up] - least
-            stds = [spread[level] for level in (*best, runner_up) if not math.isnan(spread[level])]
-            if stds and margin < max(stds):
-                verdict += (
-                    f"; but the margin to the next best ({px(margin)}) is smaller than the spread over seeds "
-                    f"(std {px(max(stds))}), so the ranking is not firm"
-                )
+            margin = results.difference((models[best[0]], "model"), (models[runner_up], "model"))
+            if margin is not None:
+                verdict += f"; the margin to the next best (without level {runner_up}) is {interval(margin)}"
+                if not significant(margin):
+                    verdict += ", so the ranking is not firm"
         sentences.append(f"{sentence}; {verdict}.")
     return sentences
 
 
-def single_skip_ablation(results: Results) -> str | None:
-    """In the deepest all-skip model, which single skip can be ablated at test time at the least cost."""
+def single_skip_ablation(results: Results, mode: str | None = None) -> str | None:
+    """In the deepest all-skip model, which single skip can be ablated at test time (``mode``, default the leading
+    one) at the least cost; each cost is paired against the intact model, the spread dearest − cheapest too."""
     modes = ablation_modes(results, prefix="ablate")
     if not modes:
         return None
-    mode = modes[0]
+    mode = mode or modes[0]
     for depth, model in sorted(models_with(results, "all").items(), reverse=True):
-        base = results.value(model, "model", "hd95")
-        costs = {level: results.value(model, f"ablate/{mode}/{level}", "hd95") for level in model.kept}
-        if depth < 2 or base is None or any(cost is None for cost in costs.values()):
+        costs = {level: results.difference((model, f"ablate/{mode}/{level}"), (model, "model")) for level in model.kept}
+        if depth < 2 or any(cost is None for cost in costs.values()):
             continue
-        costs = {level: value - base for level, value in costs.items()}
-        least, most = min(costs.values()), max(costs.values())
-        cheapest = [level for level, cost in costs.items() if cost <= least + TIE]
-        dearest = [level for level, cost in costs.items() if cost >= most - TIE]
-        if most - least <= TIE:
-            return (
-                f"Ablating one skip at test time ({mode}) in {describe(model)} costs the same at every level "
-                f"(hd95 {signed(least)})."
-            )
+        order = sorted(costs, key=lambda level: (costs[level].value, level))
+        cheapest, dearest = order[0], order[-1]
+        where = f"Ablating one skip at test time ({mode}) in {describe(model)}"
+        if costs[dearest].value - costs[cheapest].value <= TIE:
+            return f"{where} costs the same at every level (hd95 {interval(costs[cheapest])})."
+        spread = results.difference((model, f"ablate/{mode}/{dearest}"), (model, f"ablate/{mode}/{cheapest}"))
         return (
-            f"Ablating one skip at test time ({mode}) in {describe(model)} costs least at level "
-            f"{levels_text(cheapest)} (hd95 {signed(least)}) and most at level {levels_text(dearest)} ({signed(most)})."
+            f"{where} costs least at level {cheapest} (hd95 {interval(costs[cheapest])}) and most at level {dearest} "
+            f"({interval(costs[dearest])}; the difference of the two, paired: {interval(spread)})."
         )
     return None
 
 
+def ablation_by_mode(results: Results) -> list[str]:
+    """``single_skip_ablation`` for every mode present, the leading mode first."""
+    modes = ablation_modes(results, prefix="ablate")
+    return [sentence for mode in modes if (sentence := single_skip_ablation(results, mode))]
+
+
 def empty_predictions(results: Results) -> str | None:
     """A caution where models left objects out (or hallucinated them): their distances are the image diagonal."""
-    rates = {model: rate for model, rate in results.empty_rate.items() if rate > TIE}
+    rates = {model: stat for model in results.models if (stat := results.get(model, "model", EMPTY_RATE))}
+    rates = {model: stat for model, stat in rates.items() if stat.mean > TIE}
     if not rates:
         return None
-    worst = max(rates, key=rates.get)
+    worst = max(rates, key=lambda model: rates[model].mean)
+    stat = rates[worst]
+    bounds = "" if math.isnan(stat.low) else f" [{percent(stat.low)}, {percent(stat.high)}]"
     return (
         f"Caution: in {len(rates)} of {len(results.models)} models, prediction or ground truth of a class was empty "
-        f"in some test images (up to {rates[worst]:.0%}, {describe(worst)}); those images count at the image "
-        "diagonal, so these models' distances measure missed objects more than boundary placement."
-    )
-
-
-def vanishing_floor(results: Results, threshold: float = 0.05) -> str | None:
-    """A caution where the resolution floor itself is empty in many test images.
-
-    Averaged down by ``2**level``, an object smaller than about half a cell vanishes at the 0.5 threshold; such
-    images count at the image diagonal, so the floor's distances there measure vanished objects, and a probe whose
-    coarse blob keeps the object scores *below* the floor. Rates are averaged over the models of the grid.
-    """
-    rates: dict[int, list[float]] = {}
-    for (_, source), rate in results.source_empty_rate.items():
-        if source.startswith("floor/") and not math.isnan(rate):
-            rates.setdefault(int(source.split("/", 1)[1]), []).append(rate)
-    mean = {level: sum(values) / len(values) for level, values in rates.items()}
-    high = sorted(level for level, rate in mean.items() if rate >= threshold)
-    if not high:
-        return None
-    first, deepest = high[0], high[-1]
-    if first == deepest:
-        share = f"in {mean[first]:.0%} of test images at level {first}"
-    else:
-        share = f"from {mean[first]:.0%} of test images at level {first} to {mean[deepest]:.0%} at level {deepest}"
-    return (
-        f"Caution: the resolution floor is empty {share} (objects smaller than about half a "
-        f"{2**first}×{2**first}-px cell vanish when averaged down); those images count at the image diagonal, "
-        "so at these levels the floor measures vanished objects rather than boundary placement, and a probe that "
-        "keeps a coarse blob can score below it."
+        f"in some test images (up to {percent(stat.mean)}{bounds}, {describe(worst)}); those images count at the "
+        "image diagonal, so these models' distances measure missed objects more than boundary placement (the "
+        "tables give the non-empty distances beside them)."
     )
 
 
 FINDINGS: list[Callable[[Results], str | list[str] | None]] = [
     no_skip_trend,
     all_vs_none,
+    single_vs_none,
     probe_gaps,
     vanishing_floor,
-    largest_shapley,
+    shapley_by_mode,
     drop_one,
-    single_skip_ablation,
+    ablation_by_mode,
     empty_predictions,
 ]
 

@@ -1,7 +1,8 @@
 """The report's figures as PNGs (matplotlib, no pyplot state: each figure is built and saved on its own).
 
 Each function takes the seed-averaged ``Results`` of one setting, writes one PNG and returns its path, or
-returns None when the results hold nothing to draw.
+returns None when the results hold nothing to draw. Error bars and bands are the 95 % intervals of the tables
+(two-level bootstrap over seeds and test images, ``collect.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from unetlab.metrics.functional import DISTANCE_METRICS
-from unetlab.report.collect import Results
+from unetlab.report.collect import Results, Stat
 from unetlab.report.views import (
     BOUNDARY_METRICS,
     METRIC_LABELS,
@@ -51,7 +52,14 @@ def skip_legend_label(label: str) -> str:
 MAX_NAMED_SETS = 5  # more "other" skip sets than this are drawn as one grey group
 
 
-def draw_by_depth(ax, series: dict[str, list[tuple[int, object]]], with_std: bool = True) -> None:
+def interval_bars(stats: list[Stat]) -> list[list[float]] | None:
+    """Asymmetric error bars [below, above] from the intervals; None where no stat has one."""
+    below = [0.0 if math.isnan(s.low) else max(s.mean - s.low, 0.0) for s in stats]
+    above = [0.0 if math.isnan(s.high) else max(s.high - s.mean, 0.0) for s in stats]
+    return [below, above] if any(below) or any(above) else None
+
+
+def draw_by_depth(ax, series: dict[str, list[tuple[int, object]]], with_intervals: bool = True) -> None:
     """One line per skip set over depth; a set present at one depth only is a marker without a line.
 
     Sets other than all/none sit side by side around their depth; more than ``MAX_NAMED_SETS`` of them share one
@@ -75,12 +83,11 @@ def draw_by_depth(ax, series: dict[str, list[tuple[int, object]]], with_std: boo
             position = other_labels.index(label) / max(1, len(other_labels) - 1) - 0.5
             depths = [depths[0] + spread * position]
         means = [getattr(stat, "mean", stat) for _, stat in points]
-        stds = [getattr(stat, "std", float("nan")) for _, stat in points]
-        stds = [0.0 if math.isnan(s) else s for s in stds]
+        bars = interval_bars([stat for _, stat in points]) if with_intervals else None
         linestyle = "-" if len(points) > 1 else "none"
-        if with_std and any(stds):
+        if bars is not None:
             capsize = 0 if grouped and label not in FIXED_COLORS else 3
-            ax.errorbar(depths, means, yerr=stds, capsize=capsize, linestyle=linestyle, label=name, **kwargs)
+            ax.errorbar(depths, means, yerr=bars, capsize=capsize, linestyle=linestyle, label=name, **kwargs)
         else:
             ax.plot(depths, means, linestyle=linestyle, label=name, **kwargs)
     grid_depths = sorted({depth for points in series.values() for depth, _ in points})
@@ -106,13 +113,8 @@ def legend_right(ax) -> None:
 
 def runs_note(series: dict) -> str:
     runs = {stat.runs for points in series.values() for _, stat in points}
-    if runs == {1}:
-        return "one run per model"
-    return (
-        f"error bars: std over {min(runs)}–{max(runs)} seeds"
-        if len(runs) > 1
-        else f"error bars: std over {runs.pop()} seeds"
-    )
+    seeds = f"{min(runs)}–{max(runs)} seeds" if len(runs) > 1 else "1 seed" if runs == {1} else f"{runs.pop()} seeds"
+    return f"error bars: 95 % interval over {seeds} and the test images"
 
 
 def boundary_vs_depth(results: Results, path: Path) -> Path | None:
@@ -159,7 +161,7 @@ def params_vs_depth(results: Results, path: Path) -> Path | None:
         return None
     fig = Figure(figsize=(9, 5), dpi=DPI)
     ax = fig.subplots()
-    draw_by_depth(ax, series, with_std=False)
+    draw_by_depth(ax, series, with_intervals=False)  # parameter counts are exact
     ax.set_yscale("log")
     ax.set_ylabel("trainable parameters (log scale)")
     ax.set_title("Parameter count vs depth")
@@ -190,11 +192,10 @@ def probes_vs_floor(results: Results, path: Path, metric: str = "hd95") -> Path 
             points = [(i, s) for i, s in zip(x, stats, strict=True) if s is not None and not math.isnan(s.mean)]
             if not points:
                 continue
-            stds = [0.0 if math.isnan(s.std) else s.std for _, s in points]
             ax.errorbar(
                 [i for i, _ in points],
                 [s.mean for _, s in points],
-                yerr=stds if any(stds) else None,
+                yerr=interval_bars([s for _, s in points]),
                 capsize=3,
                 label=f"probe, {skip_legend_label(label)}",
                 **kwargs,
@@ -203,13 +204,17 @@ def probes_vs_floor(results: Results, path: Path, metric: str = "hd95") -> Path 
         if floor:
             ax.plot(
                 [i for i, _ in floor],
-                [f for _, f in floor],
+                [f.mean for _, f in floor],
                 linestyle="--",
                 color="black",
                 marker="_",
                 markersize=10,
                 label="resolution floor",
             )
+            band = [(i, f) for i, f in floor if not (math.isnan(f.low) or math.isnan(f.high))]
+            if band:
+                ax.fill_between([i for i, _ in band], [f.low for _, f in band], [f.high for _, f in band],
+                                color="black", alpha=0.12, linewidth=0, label="floor, 95 % interval")  # fmt: skip
         ax.set_xticks(x, panel.keys, rotation=0 if len(x) <= 7 else 45)
         ax.set_xlabel("feature key (forward order; grey: bottleneck)")
         ax.set_ylabel(f"probe {METRIC_LABELS[metric]}")
@@ -222,7 +227,11 @@ def probes_vs_floor(results: Results, path: Path, metric: str = "hd95") -> Path 
         ax.legend(fontsize=9, loc="upper left")
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    fig.suptitle(f"Linear probes on frozen features vs the resolution floor ({metric}, lower is better)", fontsize=13)
+    fig.suptitle(
+        f"Linear probes on frozen features vs the resolution floor ({metric}, lower is better; "
+        "bars and band: 95 % intervals)",
+        fontsize=13,
+    )
     fig.tight_layout()
     fig.savefig(path)
     return path
@@ -233,7 +242,8 @@ MAX_SHAPLEY_MODELS = 10  # beyond this only the all-skip models are drawn (the t
 
 def shapley_bars(results: Results, path: Path, metrics: tuple[str, ...] = ("hd95", "dice")) -> Path | None:
     """A bar per kept skip level for every model with Shapley rows; a panel per (metric, ablation mode)."""
-    panels = {(metric, mode): shapley(results, mode, metric) for metric in metrics for mode in ablation_modes(results)}
+    # the leading mode (lowpass:1) first, each mode with all its metrics
+    panels = {(metric, mode): shapley(results, mode, metric) for mode in ablation_modes(results) for metric in metrics}
     panels = {key: models for key, models in panels.items() if models}
     if not panels:
         return None
@@ -258,7 +268,7 @@ def shapley_bars(results: Results, path: Path, metrics: tuple[str, ...] = ("hd95
                     group + offset,
                     stat.mean,
                     bar_width * 0.92,
-                    yerr=None if math.isnan(stat.std) else stat.std,
+                    yerr=interval_bars([stat]),
                     capsize=2,
                     color=LEVEL_COLORS[level % len(LEVEL_COLORS)],
                 )
@@ -274,7 +284,10 @@ def shapley_bars(results: Results, path: Path, metrics: tuple[str, ...] = ("hd95
     levels = sorted(handles)
     fig.legend([handles[level] for level in levels], [str(level) for level in levels], loc="lower center",
                ncol=len(levels), frameon=False, title="skip level", fontsize=10)  # fmt: skip
-    fig.suptitle(f"Shapley value of each kept skip (test-time ablation, mean over classes{subset_note})", fontsize=13)
+    fig.suptitle(
+        f"Shapley value of each kept skip (test-time ablation, mean over classes; bars: 95 % intervals{subset_note})",
+        fontsize=13,
+    )
     fig.tight_layout(rect=(0, 0.7 / fig.get_figheight(), 1, 1 - 0.25 / fig.get_figheight()))
     fig.savefig(path)
     return path

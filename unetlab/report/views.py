@@ -1,6 +1,8 @@
 """The numbers behind each plot: series for the figures and the same numbers as tables.
 
-All values are the class ``mean`` (mean over foreground classes) averaged over runs; distances in px.
+All values are the class ``mean`` (mean over foreground classes) averaged over runs, each with its 95 % interval
+(``collect.py``); distances in px. Beside each distance metric the tables show its ``_nonempty`` value and the
+empty rate: a model that misses objects has a large diagonal-filled distance and an unremarkable non-empty one.
 """
 
 from __future__ import annotations
@@ -9,14 +11,18 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
-from unetlab.conventions import feature_keys, level_of
+from unetlab.conventions import feature_keys, level_of, skips_to_str, str_to_skips
+from unetlab.evaluation.results import NONEMPTY
 from unetlab.metrics.functional import DISTANCE_METRICS, METRIC_NAMES
-from unetlab.report.collect import Model, Results, Stat, skip_order
+from unetlab.report.collect import EMPTY_RATE, Model, Results, Stat, skip_order
+from unetlab.report.intervals import Diff
 
 BOUNDARY_METRICS = ("hd95", "assd", "nsd", "bf1")
 # Axis and column labels: the distances in px, nsd a fraction of the boundary, the rest as they are named.
 METRIC_LABELS = {name: f"{name} (px)" if name in DISTANCE_METRICS else name for name in METRIC_NAMES}
 METRIC_LABELS["nsd"] = "nsd (fraction)"
+METRIC_LABELS.update({name + NONEMPTY: f"{name} non-empty (px)" for name in DISTANCE_METRICS})
+METRIC_LABELS[EMPTY_RATE] = "empty rate"
 
 
 @dataclass
@@ -26,17 +32,38 @@ class Table:
     rows: list[list[str]]
 
 
-def fmt(value: Stat | float | None, digits: int = 2) -> str:
-    """``1.00 ± 0.10`` (mean ± std over runs), ``1.00`` for one run, ``–`` where there is no number."""
+def fmt(value: Stat | Diff | float | None, digits: int = 2) -> str:
+    """``1.00 [0.90, 1.10]`` (the mean over runs or a paired difference, with its 95 % interval), ``1.00`` where
+    there is no interval, ``–`` where there is no number."""
     if value is None:
         return "–"
-    if isinstance(value, Stat):
-        if math.isnan(value.mean):
+    if isinstance(value, Stat | Diff):
+        number = value.mean if isinstance(value, Stat) else value.value
+        if math.isnan(number):
             return "–"
-        if math.isnan(value.std):
-            return f"{value.mean:.{digits}f}"
-        return f"{value.mean:.{digits}f} ± {value.std:.{digits}f}"
+        if math.isnan(value.low) or math.isnan(value.high):
+            return f"{number:.{digits}f}"
+        return f"{number:.{digits}f} [{value.low:.{digits}f}, {value.high:.{digits}f}]"
     return "–" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def fmt_metric(metric: str, stat: Stat | None) -> str:
+    """``fmt`` with three decimals for the empty rate, whose telling values (a few images in a hundred) are small."""
+    return fmt(stat, 3 if metric == EMPTY_RATE else 2)
+
+
+def with_missed(metrics: tuple[str, ...]) -> list[str]:
+    """Beside each distance metric its non-empty value, and after the distances the empty rate: missed objects
+    (a large distance, an unremarkable non-empty one, a high empty rate) told from misplaced boundaries."""
+    out = []
+    for metric in metrics:
+        out.append(metric)
+        if metric in DISTANCE_METRICS:
+            out.append(metric + NONEMPTY)
+    distances = [i for i, metric in enumerate(out) if metric in DISTANCE_METRICS or metric.endswith(NONEMPTY)]
+    if distances:
+        out.insert(distances[-1] + 1, EMPTY_RATE)
+    return out
 
 
 def ordered_labels(labels) -> list[str]:
@@ -66,7 +93,7 @@ class ProbePanel:
 
     depth: int
     keys: list[str]
-    floor: list[float | None]  # averaged over the models of this depth (same test data, same floor)
+    floor: list[Stat | None]  # averaged over the models of this depth (same test data, same floor)
     probes: dict[str, list[Stat | None]]  # skip label -> stat per key
     left_out: list[str]  # skip labels not drawn (too many models at this depth)
 
@@ -86,21 +113,67 @@ def probe_panels(results: Results, metric: str = "hd95") -> list[ProbePanel]:
         shown = with_probes
         if len(with_probes) > MAX_PROBE_LINES:
             shown = [m for m in with_probes if m.skip_label in ("all", "none")] or with_probes[:MAX_PROBE_LINES]
-        floor = []
-        for key in keys:
-            floors = [results.value(m, f"floor/{level_of(key)}", metric) for m in models]
-            floors = [f for f in floors if f is not None]
-            floor.append(sum(floors) / len(floors) if floors else None)
+        floor = [average([results.get(m, f"floor/{level_of(key)}", metric) for m in models]) for key in keys]
         probes = {m.skip_label: [results.get(m, f"probe/{k}", metric) for k in keys] for m in shown}
         left_out = [m.skip_label for m in with_probes if m not in shown]
         panels.append(ProbePanel(depth, keys, floor, probes, left_out))
     return panels
 
 
+def average(stats: list[Stat | None]) -> Stat | None:
+    """Mean and interval bounds averaged over several stats of the same number (e.g. the floor of every model)."""
+    stats = [stat for stat in stats if stat is not None and not math.isnan(stat.mean)]
+    if not stats:
+        return None
+    mean = sum(stat.mean for stat in stats) / len(stats)
+    low, high = (sum(getattr(stat, side) for stat in stats) / len(stats) for side in ("low", "high"))
+    return Stat(mean, float("nan"), min(stat.runs for stat in stats), low, high)
+
+
+def mode_order(mode: str) -> tuple:
+    """``lowpass:k`` first (by k: lowpass:1 removes only the detail a skip adds beyond the next coarser level),
+    then ``mean`` (the contrast: everything spatial), ``zero``, then anything else."""
+    if mode.startswith("lowpass:") and mode.removeprefix("lowpass:").isdigit():
+        return (0, int(mode.removeprefix("lowpass:")), mode)
+    return (1 + ["mean", "zero"].index(mode) if mode in ("mean", "zero") else 3, 0, mode)
+
+
+MODE_TEXT = {
+    "mean": "replaces each channel of the skip by its spatial mean: it removes everything spatial (the statistics "
+    "are kept, the location is removed)",
+    "zero": "replaces the skip by zeros: it removes everything, the channel statistics the decoder expects included",
+}
+
+
+def mode_text(mode: str) -> str:
+    """What a test-time ablation mode removes, in one clause (``docs/ablations.md``)."""
+    if mode.startswith("lowpass:") and mode.removeprefix("lowpass:").isdigit():
+        k = mode.removeprefix("lowpass:")
+        if k == "1":
+            return (
+                "average-pools the skip by 2 and upsamples it back: it removes only the detail the skip carries "
+                "beyond the next coarser level, what it adds that the decoder path could not"
+            )
+        return (
+            f"average-pools the skip by {2 ** int(k)} and upsamples it back: it removes the detail finer than "
+            f"{2 ** int(k)} px of its level"
+        )
+    return MODE_TEXT.get(mode, "an ablation mode without a description here")
+
+
+def mode_sentences(modes: list[str]) -> str:
+    """One sentence per mode present, the leading one first."""
+    roles = ["leads", "the contrast", "also shown"]
+    return " ".join(
+        f"`{mode}` ({roles[min(index, 2)]}) {mode_text(mode)}." if len(modes) > 1 else f"`{mode}` {mode_text(mode)}."
+        for index, mode in enumerate(modes)
+    )
+
+
 def ablation_modes(results: Results, prefix: str = "shapley") -> list[str]:
-    """Test-time ablation modes present (``mean`` first)."""
+    """Test-time ablation modes present, the report's order (``mode_order``: lowpass:1 first, mean as the contrast)."""
     modes = {source.split("/")[1] for (_, source, _, _) in results.stats if source.startswith(f"{prefix}/")}
-    return sorted(modes, key=lambda mode: (mode != "mean", mode))
+    return sorted(modes, key=mode_order)
 
 
 def shapley(results: Results, mode: str, metric: str) -> list[tuple[Model, dict[int, Stat]]]:
@@ -122,15 +195,18 @@ def model_rows(results: Results) -> list[Model]:
 
 
 def metric_table(results: Results, title: str, metrics: tuple[str, ...]) -> Table | None:
+    """A row per model: its metrics (distances with their non-empty value and the empty rate), with intervals."""
+    columns = with_missed(metrics)
     rows = []
     for model in model_rows(results):
-        stats = [results.get(model, "model", metric) for metric in metrics]
+        stats = [results.get(model, "model", metric) for metric in columns]
         if any(stats):
             runs = max(s.runs for s in stats if s)
-            rows.append([str(model.depth), model.skip_label, model.skips, str(runs), *map(fmt, stats)])
+            cells = [fmt_metric(metric, stat) for metric, stat in zip(columns, stats)]
+            rows.append([str(model.depth), model.skip_label, model.skips, str(runs), *cells])
     if not rows:
         return None
-    return Table(title, ["depth", "skip set", "kept levels", "runs", *(METRIC_LABELS[m] for m in metrics)], rows)
+    return Table(title, ["depth", "skip set", "kept levels", "runs", *(METRIC_LABELS[m] for m in columns)], rows)
 
 
 def params_table(results: Results) -> Table:
@@ -139,36 +215,73 @@ def params_table(results: Results) -> Table:
 
 
 def probe_table(results: Results, metric: str = "hd95") -> Table | None:
-    """A row per (model, level): the floor, the encoder and decoder probes at that level, and their gaps."""
+    """A row per (model, level, feature): the floor, then the encoder and the decoder probe at that level, each with
+    its non-empty value and empty rate; a probe's gap to the floor is a paired difference (same seeds and images)."""
     rows = []
     for model in model_rows(results):
         for level in range(model.depth + 1):
-            floor = results.get(model, f"floor/{level}", metric)
-            enc = results.get(model, f"probe/enc{level}", metric)
-            dec = results.get(model, f"probe/dec{level}", metric) if level < model.depth else None
-            if floor is None and enc is None and dec is None:
-                continue
-            gaps = [None if p is None or floor is None else p.mean - floor.mean for p in (enc, dec)]
             name = f"{level} (bottleneck)" if level == model.depth else str(level)
-            rows.append([str(model.depth), model.skip_label, name, *map(fmt, (floor, enc, dec, *gaps))])
+            floor = f"floor/{level}"
+            keys = [("floor", floor), ("probe enc", f"probe/enc{level}")]
+            if level < model.depth:
+                keys.append(("probe dec", f"probe/dec{level}"))
+            for feature, source in keys:
+                if results.get(model, source, metric) is None:
+                    continue
+                cells = [fmt_metric(m, results.get(model, source, m)) for m in (metric, metric + NONEMPTY, EMPTY_RATE)]
+                gap = None if source == floor else results.difference((model, source), (model, floor), metric)
+                rows.append([str(model.depth), model.skip_label, name, feature, *cells, fmt(gap)])
     if not rows:
         return None
     unit = " (px)" if metric in DISTANCE_METRICS else ""
-    columns = ["depth", "skip set", "level", f"floor{unit}", f"probe enc{unit}", f"probe dec{unit}",
-               "gap enc", "gap dec"]  # fmt: skip
-    return Table(f"Probe {metric} by level and the resolution floor (gap = probe − floor)", columns, rows)
+    columns = ["depth", "skip set", "level", "feature", f"{metric}{unit}", f"{metric} non-empty{unit}", "empty rate",
+               f"gap{unit}"]  # fmt: skip
+    return Table(f"Probe {metric} by level and the resolution floor (gap = probe − floor, paired)", columns, rows)
 
 
-def shapley_table(results: Results, metrics: tuple[str, ...] = ("hd95", "dice")) -> Table | None:
-    rows = []
+def shapley_tables(results: Results, metrics: tuple[str, ...] = ("hd95", "dice")) -> list[Table]:
+    """One table per ablation mode, in the report's order (the leading mode first)."""
+    tables = []
     for mode in ablation_modes(results):
         per_metric = {metric: dict(shapley(results, mode, metric)) for metric in metrics}
         models = sorted({m for values in per_metric.values() for m in values}, key=results.models.index)
+        rows = []
         for model in models:
             for level in model.kept:
                 stats = [per_metric[metric].get(model, {}).get(level) for metric in metrics]
-                rows.append([str(model.depth), model.skip_label, mode, str(level), *map(fmt, stats)])
-    if not rows:
-        return None
-    columns = ["depth", "skip set", "ablation", "level", *(f"φ {METRIC_LABELS[m]}" for m in metrics)]
-    return Table("Shapley value of each skip level", columns, rows)
+                # φ of an overlap metric is a small fraction: three decimals keep it from reading as 0.00
+                cells = [fmt(stat, 2 if metric in DISTANCE_METRICS else 3) for metric, stat in zip(metrics, stats)]
+                rows.append([str(model.depth), model.skip_label, str(level), *cells])
+        if rows:
+            columns = ["depth", "skip set", "level", *(f"φ {METRIC_LABELS[m]}" for m in metrics)]
+            tables.append(Table(f"Shapley value of each skip level ({mode} ablation)", columns, rows))
+    return tables
+
+
+def ablation_tables(results: Results, metric: str = "hd95") -> list[Table]:
+    """One table per ablation mode (the leading mode first): a row per model and ablated subset of its kept skips,
+    the metric with its non-empty value and empty rate, and the change against the intact model (paired)."""
+    tables = []
+    for mode in ablation_modes(results, prefix="ablate"):
+        rows = []
+        for model in model_rows(results):
+            prefix = f"ablate/{mode}/"
+            subsets = {source.removeprefix(prefix) for (m, source, _, _) in results.stats
+                       if m == model and source.startswith(prefix)}  # fmt: skip
+            for levels in sorted(subsets, key=lambda text: (len(str_to_skips(text)), str_to_skips(text))):
+                source = prefix + levels
+                cells = [fmt_metric(m, results.get(model, source, m)) for m in (metric, metric + NONEMPTY, EMPTY_RATE)]
+                change = results.difference((model, source), (model, "model"), metric)
+                dice = results.get(model, source, "dice")
+                rows.append([str(model.depth), model.skip_label, skips_to_str(str_to_skips(levels)),
+                             *cells, fmt(change), fmt(dice)])  # fmt: skip
+        if rows:
+            unit = " (px)" if metric in DISTANCE_METRICS else ""
+            change = "change (px, paired)" if metric in DISTANCE_METRICS else "change (paired)"
+            columns = ["depth", "skip set", "ablated levels", f"{metric}{unit}", f"{metric} non-empty{unit}",
+                       "empty rate", change, "dice"]  # fmt: skip
+            title = (
+                f"Test-time ablation ({mode}): the model with the listed kept skips ablated, change = ablated − intact"
+            )
+            tables.append(Table(title, columns, rows))
+    return tables

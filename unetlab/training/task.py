@@ -18,17 +18,18 @@ from unetlab.metrics import BoundaryMetrics
 def soft_dice_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX, eps: float = 1.0) -> Tensor:
     """1 - soft Dice over the foreground classes, pooled over the batch.
 
-    logits: (B, K, H, W); target: (B, H, W) int64 with ``ignore_index`` pixels left out. Returns a scalar.
+    logits: (B, K, H, W), or (P, B, K, H, W) for P predictions of the same batch (the probes: one loss each);
+    target: (B, H, W) int64 with ``ignore_index`` pixels left out. Returns a scalar, or (P,).
     """
-    num_classes = logits.shape[1]
+    num_classes = logits.shape[-3]
     valid = (target != ignore_index).unsqueeze(1)  # (B, 1, H, W)
-    probs = logits.softmax(dim=1) * valid
+    probs = logits.softmax(dim=-3) * valid
     one_hot = F.one_hot(target.clamp(0, num_classes - 1), num_classes).permute(0, 3, 1, 2) * valid
-    dims = (0, 2, 3)
+    dims = (-4, -2, -1)  # batch and pixels
     intersection = (probs * one_hot).sum(dims)
     denominator = probs.sum(dims) + one_hot.sum(dims)
-    dice = (2 * intersection + eps) / (denominator + eps)  # (K,)
-    return 1 - dice[1:].mean()
+    dice = (2 * intersection + eps) / (denominator + eps)  # (K,) or (P, K)
+    return 1 - dice[..., 1:].mean(dim=-1)
 
 
 class SegmentationTask(L.LightningModule):

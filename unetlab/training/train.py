@@ -30,6 +30,7 @@ from unetlab.conventions import check_depth, parse_skips
 from unetlab.data.sampling import unpadded
 from unetlab.training.console import quiet_console
 from unetlab.training.loggers import uses_wandb
+from unetlab.training.precision import resolve_precision
 from unetlab.training.run_dir import DIE_WITH_PARENT, claim_config, die_with_parent, hold_run_dir
 from unetlab.training.task import count_parameters
 
@@ -113,6 +114,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     config differs from the one the directory was started with (``claim_config``).
     """
     check_config(cfg)
+    # Resolved before the config is saved: the run records the arithmetic it used (unetlab/training/precision.py).
+    cfg.trainer.precision = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
     if os.environ.get(DIE_WITH_PARENT):  # a job of unetlab-ablate's grid ends with the grid
         die_with_parent()
     run_dir = Path(cfg.paths.output_dir)

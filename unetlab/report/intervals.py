@@ -1,0 +1,180 @@
+"""The report's intervals: a two-level bootstrap over seeds and test images, from the runs' ``per_image.npz``.
+
+A model's runs (seeds) were all scored on the same test images, so one resample draws the seeds with replacement
+and, once, the images with replacement (``two_level_indices``): the statistic is the mean over the drawn seeds of
+the mean over the drawn images. With one seed this is the image bootstrap of ``results.csv`` itself (same draws).
+A comparison (a difference, or any linear combination of (model, source) means) is bootstrapped paired: the same
+image draws for every term and, where the models share seeds, the same seed draws, the combination computed inside
+each resample. The draws depend only on (number of seeds, number of images), so they are made once and shared.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from unetlab.evaluation.bootstrap import LEVEL, RESAMPLES, draw_weights, percentile_interval, two_level_indices
+from unetlab.evaluation.results import EMPTY, NONEMPTY
+from unetlab.metrics.classes import COLUMNS
+from unetlab.metrics.functional import DISTANCE_METRICS, METRIC_NAMES
+
+BOOTSTRAP_SEED = 0
+LINEAR = COLUMNS  # the eight metrics and empty_rate: means over images, bootstrapped as means
+DISTANCE_COLUMNS = [METRIC_NAMES.index(metric) for metric in DISTANCE_METRICS]
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread, then restore the count: the report's tensors are small, and handing each operation to
+    a second thread costs more than it saves (on a busy 2-core machine, collecting a grid took 5x longer)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@dataclass
+class Samples:
+    """A model's per-image values: ``values[source]`` (S, M, C-1, 9), run ``s`` having seed ``seeds[s]``."""
+
+    seeds: tuple[int, ...]
+    values: dict[str, Tensor]
+
+    @property
+    def images(self) -> int:
+        return next(iter(self.values.values())).shape[1]
+
+
+class Draws:
+    """The bootstrap draws as weights, made once per (seeds, images): every model and comparison with that many seeds
+    and images uses the same ones (paired, reproducible, and the cost of drawing paid once)."""
+
+    def __init__(self, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED):
+        self.resamples, self.seed = resamples, seed
+        self._weights: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
+        self._streams: dict[tuple[int, int], Tensor] = {}
+
+    def weights(self, seeds: int, images: int) -> tuple[Tensor, Tensor]:
+        """Seed weights (R, seeds) and image weights (R, images), each row summing to 1."""
+        key = (seeds, images)
+        if key not in self._weights:
+            seed_draws, image_draws = two_level_indices(seeds, images, self.resamples, self.seed)
+            self._weights[key] = draw_weights(seed_draws, seeds), draw_weights(image_draws, images)
+        return self._weights[key]
+
+    def independent_seed_weights(self, seeds: int, stream: int) -> Tensor:
+        """Seed weights (R, seeds) of their own (``stream`` 0, 1, ...), for models that share no seed."""
+        key = (seeds, stream)
+        if key not in self._streams:
+            generator = torch.Generator().manual_seed(self.seed + 1 + stream)
+            self._streams[key] = draw_weights(torch.randint(seeds, (self.resamples, seeds), generator=generator), seeds)
+        return self._streams[key]
+
+
+def quantiles(samples: Tensor, level: float = LEVEL) -> tuple[Tensor, Tensor]:
+    """Percentile interval along the first dimension of (R, ...), NaN resamples left out (``percentile_interval``)."""
+    tail = (1 - level) / 2
+    bounds = torch.nanquantile(samples, torch.tensor([tail, 1 - tail], dtype=samples.dtype), dim=0)
+    return bounds[0], bounds[1]
+
+
+def model_intervals(samples: Samples, draws: Draws) -> dict[tuple[str, str, str], tuple[float, float]]:
+    """(source, metric, class) -> the two-level interval of every number ``results.csv`` has for the model: the eight
+    metrics, ``empty_rate`` and ``<distance>_nonempty`` (per seed a ratio of sums over the drawn images, as in
+    ``source_rows``, then averaged over the drawn seeds), for classes ``1..C-1`` and ``mean``. All in one product."""
+    sources = list(samples.values)
+    values = torch.stack([samples.values[source] for source in sources], dim=2)  # (S, M, sources, C-1, 9)
+    seeds, images, _, classes, _ = values.shape
+    groups = {str(c + 1): values[:, :, :, c : c + 1] for c in range(classes)}
+    if classes > 1:  # with one foreground class, "mean" is class 1
+        groups["mean"] = values
+    blocks = []
+    for group in groups.values():  # (S, M, sources, k, 9)
+        linear = group.mean(dim=3)  # each image first averaged over the group's classes
+        found = 1 - group[..., EMPTY]  # 1 where both masks are non-empty
+        numerator = (group[..., DISTANCE_COLUMNS] * found[..., None]).sum(dim=3)
+        blocks.append(torch.cat([linear, numerator, found.sum(dim=3)[..., None]], dim=-1))
+    stacked = torch.stack(blocks, dim=2)  # (S, M, groups, sources, 9 + 3 + 1)
+    seed_w, image_w = draws.weights(seeds, images)
+    per_seed = torch.einsum("rm,smq->rsq", image_w, stacked.reshape(seeds, images, -1))
+    per_seed = per_seed.reshape(len(image_w), seeds, *stacked.shape[2:])  # (R, S, groups, sources, 13)
+    linear = torch.einsum("rs,rs...->r...", seed_w, per_seed[..., : len(LINEAR)])
+    ratios = per_seed[..., len(LINEAR) : -1] / per_seed[..., -1:]  # NaN where a drawn seed has no non-empty pair
+    nonempty = torch.einsum("rs,rs...->r...", seed_w, ratios)
+    low, high = quantiles(torch.cat([linear, nonempty], dim=-1))  # (groups, sources, 12)
+    metrics = [*LINEAR, *(metric + NONEMPTY for metric in DISTANCE_METRICS)]
+    out = {}
+    for g, class_ in enumerate(groups):
+        for s, source in enumerate(sources):
+            for m, metric in enumerate(metrics):
+                out[(source, metric, class_)] = (float(low[g, s, m]), float(high[g, s, m]))
+    if classes == 1:
+        out.update({(source, metric, "mean"): bounds for (source, metric, _), bounds in list(out.items())})
+    return out
+
+
+def per_image(values: Tensor, metric: str, class_: str) -> Tensor:
+    """(S, M, C-1, 9) -> (S, M): one linear metric (or ``empty_rate``) of one class, or averaged over the classes."""
+    column = values[..., LINEAR.index(metric)]
+    return column.mean(dim=-1) if class_ == "mean" else column[..., int(class_) - 1]
+
+
+@dataclass(frozen=True)
+class Diff:
+    """A comparison: its value, its 95 % interval (NaN when not bootstrapped) and whether it is significant.
+
+    ``significant`` is None where it cannot be told; ``seeds`` are the seeds the bootstrap paired (empty: none).
+    """
+
+    value: float
+    low: float
+    high: float
+    significant: bool | None
+    paired: bool
+    seeds: tuple[int, ...] = ()
+
+    @classmethod
+    def from_interval(cls, value: float, low: float, high: float, seeds: tuple[int, ...] = ()) -> Diff:
+        """Significant where the interval holds no 0 (an interval of width 0 at a non-zero value included)."""
+        if math.isnan(low) or math.isnan(high):
+            return cls(value, low, high, None, True, seeds)
+        return cls(value, low, high, not low <= 0 <= high, True, seeds)
+
+
+def paired_contrast(terms: Sequence[tuple[float, Samples, str]], metric: str, class_: str, draws: Draws) -> Diff | None:
+    """``sum(weight * mean of (model, source))`` with its paired two-level interval; None where the terms cannot be
+    paired (different numbers of test images, or a source without per-image values).
+
+    Seeds that every model has are drawn jointly (the other runs are left out); models that share no seed (or repeat
+    one) get seed draws of their own, the image draws still shared."""
+    if metric not in LINEAR or any(source not in samples.values for _, samples, source in terms):
+        return None
+    images = {samples.images for _, samples, _ in terms}
+    if len(images) != 1:
+        return None
+    (count,) = images
+    unique = all(len(set(samples.seeds)) == len(samples.seeds) for _, samples, _ in terms)
+    common = sorted(set.intersection(*(set(samples.seeds) for _, samples, _ in terms))) if unique else []
+    if common:  # one per-image, per-seed contrast: every term on the same seeds and images
+        contrast = sum(
+            weight * per_image(samples.values[source][[samples.seeds.index(seed) for seed in common]], metric, class_)
+            for weight, samples, source in terms
+        )
+        seed_w, image_w = draws.weights(len(common), count)
+        resampled = ((image_w @ contrast.T) * seed_w).sum(dim=1)  # (R,)
+        return Diff.from_interval(float(contrast.mean()), *percentile_interval(resampled), seeds=tuple(common))
+    _, image_w = draws.weights(1, count)  # the image draws are the same for any number of seeds
+    value, resampled = 0.0, torch.zeros(len(image_w), dtype=torch.float64)
+    for stream, (weight, samples, source) in enumerate(terms):
+        values = per_image(samples.values[source], metric, class_)  # (S, M)
+        seed_w = draws.independent_seed_weights(len(samples.seeds), stream)
+        resampled += weight * ((image_w @ values.T) * seed_w).sum(dim=1)
+        value += weight * float(values.mean())
+    return Diff.from_interval(value, *percentile_interval(resampled))
