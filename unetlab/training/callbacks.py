@@ -69,7 +69,12 @@ class StopOnNonFiniteLoss(L.Callback):
         raise NonFiniteLoss(
             f"the training loss became {float(loss)} at epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
             f" (batch {batch_idx + 1} of the epoch); try a lower learning rate, e.g. "
-            f"task.optimizer.lr={_lower_lr(pl_module)}; checkpoints/last.ckpt still holds the last finished epoch"
+            f"task.optimizer.lr={_lower_lr(pl_module)}; "
+            + (
+                f"checkpoints/last.ckpt still holds epoch {trainer.current_epoch}"
+                if trainer.current_epoch
+                else "no epoch had finished, so no checkpoint was written"
+            )
         )
 
 
