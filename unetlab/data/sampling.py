@@ -30,6 +30,14 @@ def split_key(key: ItemKey) -> tuple[int, torch.Generator | None]:
     return int(key), None
 
 
+def process_rank_and_count() -> tuple[int, int]:
+    """(rank, world size) of this process in the DDP process group, (0, 1) without one. Read when iterating, in the
+    worker: ``ddp_spawn`` pickles the loaders before the process group exists."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class EpochShuffle(DistributedSampler):
     """Shuffled training keys ``(index, item_seed)``, a pure function of ``(seed, epoch)``.
 
@@ -48,9 +56,7 @@ class EpochShuffle(DistributedSampler):
         self.epoch = int(epoch)
 
     def _world(self) -> tuple[int, int]:
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
+        return process_rank_and_count()
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         size = len(self.dataset)
@@ -81,9 +87,8 @@ class UnpaddedShards(DistributedSampler):
         self.epoch = 0
 
     def _indices(self) -> range:
-        if not (dist.is_available() and dist.is_initialized()):
-            return range(len(self.dataset))
-        return range(dist.get_rank(), len(self.dataset), dist.get_world_size())
+        rank, world = process_rank_and_count()
+        return range(rank, len(self.dataset), world)
 
     def __iter__(self):
         return iter(self._indices())
