@@ -134,7 +134,7 @@ def test_no_probe_beats_the_resolution_floor_of_its_level():
     masks = dm.datasets["train"].masks
     dataset = torch.utils.data.TensorDataset(masks[:, None].float(), masks)
     net = FloorFeatures(in_channels=1, num_classes=2, depth=3, base_channels=1)
-    probes = train_probes(net, dataset, 2, steps=300, lr=0.1, progress=False)
+    probes = train_probes(net, dataset, 2, steps=100, progress=False)
     feats = net.features(masks[:, None].float())
     probe_hd95, floor_hd95 = {}, {}
     for key, probe in probes.items():
@@ -213,3 +213,35 @@ def test_eval_cli_on_a_trained_run(tmp_path):
     assert bad.returncode != 0 and "model.depth=3 does not match the checkpoint" in bad.stderr
     bad = run_cli("unetlab-eval", f"ckpt={ckpt}", "eval.ablate_modes=[blur]", cwd=work, check=False)
     assert bad.returncode != 0 and "unknown skip ablation mode 'blur'" in bad.stderr
+
+
+def test_evaluation_at_the_end_of_training_logs_into_the_training_wandb_run(tmp_path):
+    """unetlab-train with eval set (the grid's jobs): one offline wandb run per run dir, holding both the training
+    curves and the eval table (a second init and finish per model cost ~2.5 s)."""
+    run_dir = tmp_path / "run"
+    cfg = compose_train(run_dir, "logger=wandb", "logger.mode=offline", "+eval.probe_steps=3", "+eval.floors=false")
+    train(cfg)
+    assert (run_dir / "results.csv").is_file()
+    runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list((runs[0] / "files" / "media" / "table" / "eval").glob("results_*.table.json"))
+    logged = next(runs[0].glob("run-*.wandb")).read_bytes()  # the offline run's records, keys as plain strings
+    assert b"val/dice" in logged and b"eval/results" in logged
+
+
+def test_probe_loss_is_the_networks_loss():
+    """NetworkLoss (one log-softmax, a gather) equals the training loss: cross-entropy + soft_dice_loss, with ignored
+    pixels and 3 classes, in value and gradient."""
+    from unetlab.evaluation.probes import NetworkLoss
+    from unetlab.training.task import soft_dice_loss
+
+    torch.manual_seed(0)
+    target = torch.randint(0, 3, (4, 16, 16))
+    target[:, :2] = 255
+    logits = torch.randn(4, 3, 16, 16, requires_grad=True)
+    expected = torch.nn.functional.cross_entropy(logits, target, ignore_index=255) + soft_dice_loss(logits, target)
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    loss = NetworkLoss(target, 3)(logits)
+    (grad,) = torch.autograd.grad(loss, logits)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(grad, expected_grad)

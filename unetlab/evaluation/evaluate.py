@@ -41,9 +41,7 @@ class EvalOptions:
     # Test-time skip ablations, any of: zero, mean, lowpass:k (k >= 1). lowpass:1 removes only the detail a skip
     # carries beyond the next coarser level; mean removes everything spatial (docs/ablations.md).
     ablate_modes: list[str] = field(default_factory=lambda: ["lowpass:1", "mean"])
-    probe_steps: int = 200  # Adam steps of the 1x1 probes (all keys train together)
-    probe_lr: float = 0.05
-    probe_batch_size: int = 16
+    probe_steps: int = 80  # loss evaluations of the probes' full-batch L-BFGS (all keys train together)
     probe_images: int = 64  # training images whose frozen features the probes train on (one forward pass each)
     tolerance: float = 2.0  # px, for nsd and bf1
     batch_size: int = 16
@@ -79,9 +77,8 @@ def evaluate(run: LoadedRun, options: EvalOptions) -> tuple[list[dict], dict[str
             datamodule.datasets["train"],
             num_classes,
             steps=options.probe_steps,
-            batch_size=options.probe_batch_size,
+            batch_size=options.batch_size,
             pool=options.probe_images,
-            lr=options.probe_lr,
             seed=options.seed,
             ignore_index=ignore,
             device=options.device,

@@ -2,9 +2,9 @@
 
 The probe at key ``k`` (level ``i``) maps the standardised level-``i`` features to class logits, which are
 bilinearly upsampled from ``H/2**i`` to full resolution before the loss and before scoring. All probes train
-together on the same images, steps and seed. The network is frozen, so its features never change: it runs once
-over a seeded pool of training images, and the probes' steps draw their batches from those cached features
-(a forward pass per step would cost the whole network ``steps`` times over for the same numbers).
+together on the same images and seed. The network is frozen, so its features never change: it runs once over a
+seeded pool of training images, and the probes' optimiser works on those cached features (a forward pass per
+step would cost the whole network ``steps`` times over for the same numbers).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 from unetlab.conventions import feature_keys
 from unetlab.evaluation.floors import read_out
 from unetlab.models.unet import UNet
-from unetlab.training.task import soft_dice_loss
 
 
 class LinearProbe(nn.Module):
@@ -41,8 +40,43 @@ class LinearProbe(nn.Module):
         return (features - self.mean) / self.std
 
     def forward(self, features: Tensor, size: Sequence[int], standardised: bool = False) -> Tensor:
-        logits = self.conv(features if standardised else self.standardise(features))
+        features = features if standardised else self.standardise(features)
+        # The 1x1 convolution as a matrix product over channels: the same numbers, ~5x faster than the convolution
+        # kernels for a few output channels on CPU (its backward too); fastest for channels-last features.
+        weight = self.conv.weight.flatten(1)  # (K, C)
+        logits = F.linear(features.movedim(1, -1), weight, self.conv.bias).movedim(-1, 1)  # (B, K, h, w)
         return read_out(logits, tuple(size))  # bilinear, as the floors read out (the identity at level 0)
+
+
+class NetworkLoss:
+    """The training loss of the networks (``SegmentationTask``: cross-entropy + 1 - soft Dice, dice weight 1) for
+    many predictions of one fixed target, with the target's parts computed once.
+
+    Equal to ``F.cross_entropy(logits, target, ignore_index=...) + soft_dice_loss(logits, target, ...)`` (a test
+    checks it) but from one log-softmax: the probabilities are its exponential, the cross-entropy and the Dice
+    intersection read the target class by a gather, and the class counts of the target are fixed, so a loss
+    evaluation of the probes' L-BFGS costs one softmax instead of two and no one-hot tensor.
+
+    target: (B, H, W) int64 with ``ignore_index`` pixels left out; called with logits (B, K, H, W) -> scalar.
+    """
+
+    def __init__(self, target: Tensor, num_classes: int, ignore_index: int = 255, eps: float = 1.0):
+        self.valid = (target != ignore_index).unsqueeze(1).float()  # (B, 1, H, W)
+        self.target = target.clamp(0, num_classes - 1).unsqueeze(1)  # (B, 1, H, W)
+        self.flat_target = self.target.flatten()
+        self.valid_count = self.valid.sum().clamp_min(1)
+        self.counts = torch.zeros(num_classes, device=target.device).index_add(0, self.flat_target, self.valid.flatten())  # (K,)
+        self.eps = eps
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        log_probs = logits.float().log_softmax(dim=1)  # (B, K, H, W)
+        target_log_probs = log_probs.gather(1, self.target) * self.valid  # (B, 1, H, W), 0 where ignored
+        cross_entropy = -target_log_probs.sum() / self.valid_count
+        probs_sum = (log_probs.exp() * self.valid).sum(dim=(0, 2, 3))  # (K,)
+        target_probs = target_log_probs.exp() * self.valid
+        intersection = torch.zeros_like(probs_sum).index_add(0, self.flat_target, target_probs.flatten())
+        dice = (2 * intersection + self.eps) / (probs_sum + self.counts + self.eps)
+        return cross_entropy + 1 - dice[1:].mean()
 
 
 def _pool(dataset: Dataset, size: int, seed: int) -> list[int]:
@@ -55,21 +89,23 @@ def train_probes(
     net: UNet,
     dataset: Dataset,
     num_classes: int,
-    steps: int = 200,
+    steps: int = 80,
     batch_size: int = 16,
-    lr: float = 0.05,
     seed: int = 0,
     ignore_index: int = 255,
     device: torch.device | str = "cpu",
     progress: bool = True,
     pool: int = 64,
 ) -> nn.ModuleDict:
-    """Train one ``LinearProbe`` per probe key on ``net``'s frozen features (cross-entropy + soft Dice as the network,
-    Adam, cosine lr).
+    """Train one ``LinearProbe`` per probe key on ``net``'s frozen features with the network's own loss
+    (cross-entropy + soft Dice), by full-batch L-BFGS (strong-Wolfe line search) over the whole cached pool.
 
-    ``pool`` training images (seeded) go through the network once; the ``steps`` steps walk through them in that
-    seeded order, ``batch_size`` at a time (slices of the cache: no copies). Features are standardised once, with
-    the pool's per-channel statistics.
+    ``pool`` training images (seeded) go through the network once, ``batch_size`` at a time; features are
+    standardised once, with the pool's per-channel statistics. ``steps``: at most that many loss evaluations
+    (each one pass over the pool for every key). The loss of a 1x1 probe read out bilinearly is smooth and nearly
+    convex in its weights, which a quasi-Newton method exploits: measured on a depth-4 quick model, 50 L-BFGS
+    evaluations reached lower test hd95 at the deep keys than 600 Adam steps of 16 images, in 40 % of the time
+    (docs/probes-and-floors.md).
     Returns a ModuleDict key -> LinearProbe, in eval mode. Deterministic for a given ``seed``.
     """
     torch.manual_seed(seed)
@@ -91,22 +127,24 @@ def train_probes(
     probes = nn.ModuleDict({key: LinearProbe(features[key].shape[1], num_classes) for key in keys}).to(device)
     for key in keys:
         probes[key].set_statistics(features[key])
-        features[key] = probes[key].standardise(features[key])
-    optimizer = torch.optim.Adam(probes.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
-    starts = list(range(0, len(masks), batch_size))
-    for step in tqdm(range(steps), desc="probes", disable=not progress, leave=False):
-        batch = slice(starts[step % len(starts)], starts[step % len(starts)] + batch_size)
-        target = masks[batch]
-        size = target.shape[-2:]
-        # (P, B, K, H, W): every key's prediction of the same batch, scored in one call. The sum over keys of each
-        # key's cross-entropy (a mean over the same valid pixels) + (1 - soft Dice): the networks' own loss per key.
+        features[key] = probes[key].standardise(features[key]).contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.LBFGS(
+        probes.parameters(), lr=1.0, max_iter=max(steps, 1), max_eval=max(steps, 1), history_size=20,
+        line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12,
+    )  # fmt: skip
+    bar = tqdm(total=steps, desc="probes", disable=not progress, leave=False)
+
+    loss_of = NetworkLoss(masks, num_classes, ignore_index)
+
+    def closure() -> Tensor:
+        # The sum over keys of each key's cross-entropy + (1 - soft Dice): the networks' own loss per key.
         # Cross-entropy alone lets weak features collapse to all-background (docs/probes-and-floors.md).
-        logits = torch.stack([probes[key](features[key][batch], size, standardised=True) for key in keys])
-        ce = F.cross_entropy(logits.flatten(0, 1), target.repeat(len(keys), 1, 1), ignore_index=ignore_index)
-        loss = len(keys) * ce + soft_dice_loss(logits, target, ignore_index).sum()
         optimizer.zero_grad(set_to_none=True)
+        loss = sum(loss_of(probes[key](features[key], masks.shape[-2:], standardised=True)) for key in keys)
         loss.backward()
-        optimizer.step()
-        scheduler.step()
+        bar.update()
+        return loss
+
+    optimizer.step(closure)
+    bar.close()
     return probes.eval()

@@ -34,12 +34,17 @@ def uses_wandb(cfg: DictConfig) -> bool:
 def wandb_job(cfg: DictConfig, run_dir: Path, job_type: str, config: dict) -> Iterator[Any]:
     """The wandb run of a job on a trained run (``job_type`` eval or viz), finished on exit; None when the training
     config ``cfg`` did not log to wandb. Same project, group and mode as the training; named ``<job_type>/<run>``, its
-    files under ``run_dir``."""
+    files under ``run_dir``. When the training run of ``run_dir`` is still live in this process, that run itself."""
     if not uses_wandb(cfg):
         yield None
         return
     import wandb
 
+    if wandb.run is not None and Path(wandb.run.dir).resolve().is_relative_to(run_dir.resolve()):
+        # The training run of this run dir is still open in this process (unetlab-train evaluating at its end):
+        # log there, and leave finishing it to the training. A second wandb.init and finish would cost ~2.5 s a run.
+        yield wandb.run
+        return
     logger = cfg.logger
     run = wandb.init(
         project=logger.get("project", "unetlab"),

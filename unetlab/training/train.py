@@ -170,15 +170,15 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             verbose=trainer.progress_bar_callback is not None,  # without bars (parallel jobs) no table either
         )
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+        metrics["params"] = float(count_parameters(net))
+        # ddp_spawn does not send the loop's progress back to the main process; the last checkpoint has it.
+        metrics["epochs"] = float(max(trainer.current_epoch, epochs_done(last)))
+        if trainer.is_global_zero:
+            write_json(metrics_path, metrics)
+            evaluate_if_asked(cfg, run_dir)  # its results go to this run's wandb run, still open
     finally:
         if uses_wandb(cfg):
             finish_wandb()
-    metrics["params"] = float(count_parameters(net))
-    # ddp_spawn does not send the loop's progress back to the main process; the last checkpoint has it.
-    metrics["epochs"] = float(max(trainer.current_epoch, epochs_done(last)))
-    if trainer.is_global_zero:
-        write_json(metrics_path, metrics)
-        evaluate_if_asked(cfg, run_dir)
     return metrics
 
 
