@@ -59,6 +59,15 @@ def test_cli_writes_pngs_into_the_run_dir(tmp_path):
     top = summary["top_units"]["enc1"]
     assert top["channels"] == [0, 1, 2] and len(top["values"][0]) == 9
     assert max(max(row) for row in top["image_index"]) < 10  # data.test_size=10 reached the run's config
+    explore = json.loads((out_dir / "explore.json").read_text())  # the explorer's fields and units views
+    assert set(explore["fields"]) == {"enc0", "enc1", "enc2", "dec1", "dec0"}
+    dec0 = explore["fields"]["dec0"]
+    assert {path["name"] for path in dec0["paths"]} == {"bottleneck", "skip 0", "skip 1"}
+    assert all(len(path["rows"]) == 32 for path in dec0["paths"])  # every unit row of a 32x32 level-0 map
+    assert len(dec0["erf"]["units"]) == len(dec0["erf"]["maps"]) == 36
+    enc1 = explore["units"]["keys"]["enc1"]["channels"]
+    assert [c["channel"] for c in enc1] == [0, 1, 2] and all(len(c["patches"]) == 9 for c in enc1)
+    assert [p["activation"] for p in enc1[0]["patches"]] == pytest.approx(top["values"][0], abs=1e-3)
     assert list(cwd.iterdir()) == []  # nothing left in the working directory
 
 

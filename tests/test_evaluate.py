@@ -17,7 +17,7 @@ from unetlab.evaluation.probes import train_probes
 from unetlab.evaluation.results import COLUMNS, read_per_image, read_results, write_results
 from unetlab.metrics import BoundaryMetrics
 from unetlab.metrics.functional import DISTANCE_METRICS, METRIC_NAMES
-from unetlab.training.checkpoint import load_config, load_state_dict
+from unetlab.training.checkpoint import load_config, load_run, load_state_dict
 from unetlab.training.train import evaluate_if_asked, train
 
 METRICS = list(METRIC_NAMES)
@@ -245,3 +245,23 @@ def test_probe_loss_is_the_networks_loss():
     (grad,) = torch.autograd.grad(loss, logits)
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(grad, expected_grad)
+
+
+def test_label_maps_hold_the_first_test_images_of_every_source(trained):
+    """label_maps.npz: truth, model, every probe and floor of the first eval.picture_images test images; the model's
+    map is the network's argmax and the truth the test mask."""
+    from unetlab.evaluation.label_maps import read_label_maps
+
+    cfg, run_dir = trained
+    run_eval(run_dir / "checkpoints" / "last.ckpt", quick_eval(ablate_modes=[], picture_images=3), cfg=cfg)
+    maps = read_label_maps(run_dir / "label_maps.npz")
+    assert len(maps) == 3
+    keys = ("enc0", "enc1", "enc2", "dec1", "dec0")
+    assert set(maps[0]) == {"image", "truth", "model", *(f"probe/{k}" for k in keys), *(f"floor/{i}" for i in range(3))}
+    run = load_run(run_dir / "checkpoints" / "last.ckpt")
+    test = run.datamodule.datasets["test"]
+    with torch.no_grad():
+        expected = run.net.eval()(torch.stack([test[i][0] for i in range(3)])).argmax(dim=1)
+    for i in range(3):
+        assert (maps[i]["truth"] == test[i][1].numpy()).all()
+        assert (maps[i]["model"] == expected[i].numpy()).all()

@@ -148,10 +148,53 @@ def test_shrunken_main_job_runs_end_to_end(tmp_path):
     assert html.count("data:image/png;base64,") >= 5  # self-contained: plots and the unit pictures inlined
     assert "Top-9 patches of enc1" in (out / "report.md").read_text()
     assert (out / "viz").is_dir() and list((out / "viz").glob("*.png"))
+    for name in ("report_predictions.png", "report_probe_maps.png"):  # the effect as pictures, in report.html too
+        assert (out / name).stat().st_size > 10_000 and name.removesuffix(".png") in (out / "report.md").read_text()
+    check_real_explorer(out)
 
     # Re-running the same command trains nothing again.
     again = run_cli("unetlab-ablate", *grid, *small, cwd=tmp_path, timeout=600)
     assert again.stdout.count("is finished (metrics.json exists); not training again") == 4
+
+
+def check_real_explorer(out: Path) -> None:
+    """explorer.html of a real grid, in chromium (when there is one): the hd95 shown for each chosen image and model
+    is that image's value in the model's per_image.npz, and a click in the fields view boxes the unit's theoretical
+    field, receptive_fields(net)[key].size px wide (clipped to the image), of the drawn model."""
+    from tests.test_explorer import BROWSER_MISSING, Opened, embedded, sync_playwright
+    from unetlab.evaluation.results import read_per_image
+    from unetlab.explain.receptive_field import receptive_fields, unit_field
+    from unetlab.metrics.classes import COLUMNS as PER_IMAGE_COLUMNS
+    from unetlab.training.checkpoint import load_run
+
+    page = out / "explorer.html"
+    data = embedded(page.read_text())
+    assert page.stat().st_size < 15e6 and len(data["models"]) == 4 and len(data["images"]) >= 2
+    if BROWSER_MISSING:
+        print(f"explorer not opened in a browser: {BROWSER_MISSING}")
+        return
+    drawn = load_run(next((out / "runs" / "d2-s0,1-seed0" / "checkpoints").glob("best-*.ckpt")))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        opened = Opened(browser, page)
+        for i, image in enumerate(data["images"]):
+            for m, model in enumerate(data["models"]):
+                opened.select("predictions", "image", str(i))
+                opened.select("predictions", "model", str(m))
+                per_image = read_per_image(out / "runs" / model["run"] / "per_image.npz")["model"]
+                expected = float(per_image[image["index"], :, PER_IMAGE_COLUMNS.index("hd95")].mean())
+                assert opened.text("predictions", "hd95") == f"{expected:.2f} px"
+        for key, level in (("enc1", 1), ("enc2", 2)):
+            opened.select("fields", "key", key)
+            canvas = opened.page.locator('[data-view="fields"] canvas.main')
+            box = canvas.bounding_box()
+            canvas.click(position={"x": 16.5 * box["width"] / 32, "y": 16.5 * box["height"] / 32})  # pixel (16, 16)
+            y0, y1, x0, x1 = unit_field(drawn.net, key, 16 >> level, 16 >> level)
+            assert y1 - y0 == x1 - x0 == receptive_fields(drawn.net)[key].size  # an encoder field: the same everywhere
+            clipped = (min(y1, 32) - max(y0, 0), min(x1, 32) - max(x0, 0))
+            assert opened.text("fields", "box-size") == f"{clipped[0]} x {clipped[1]} px"
+        opened.close()
+        browser.close()
 
 
 def test_viz_keys_auto_fit_the_drawn_model_and_a_list_is_checked():

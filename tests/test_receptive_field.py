@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from unetlab.explain.receptive_field import RF, centre, receptive_fields, unit_field
+from unetlab.explain.receptive_field import RF, centre, path_fields, receptive_fields, unit_field
 from unetlab.models.unet import UNet
 
 PERTURBATION = 1e100
@@ -157,3 +157,25 @@ def test_errors():
     net.encoder[1].down = nn.Upsample(scale_factor=2)
     with pytest.raises(TypeError, match="Upsample"):
         receptive_fields(net)
+
+
+@pytest.mark.parametrize(("depth", "skips"), [(2, "all"), (3, [0, 2]), (3, "none")])
+def test_the_hull_of_the_path_fields_is_the_unit_field(depth, skips):
+    """Per path fields (the explorer draws them): their hull is unit_field's exact box for every unit; a decoder key
+    has the bottleneck path and one path per kept skip at or above its level, an encoder key the input alone."""
+    net = UNet(in_channels=1, num_classes=2, depth=depth, base_channels=2, skips=skips)
+    size = (32, 32)
+    for key in net.feature_keys:
+        paths = path_fields(net, key, size)
+        level = 0 if key == "logits" else int(key[3:])
+        if key.startswith("enc"):
+            assert list(paths) == ["input"]
+        else:
+            assert set(paths) == {"bottleneck"} | {f"skip {s}" for s in net.skip_levels if s >= level}
+        for u in range(0, size[0] >> level, 3):
+            for v in range(0, size[1] >> level, 5):
+                y0 = min(rows[u][0] for rows, _ in paths.values())
+                y1 = max(rows[u][1] for rows, _ in paths.values()) + 1
+                x0 = min(cols[v][0] for _, cols in paths.values())
+                x1 = max(cols[v][1] for _, cols in paths.values()) + 1
+                assert (y0, y1, x0, x1) == unit_field(net, key, u, v), (key, u, v)

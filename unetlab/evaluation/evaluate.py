@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from unetlab.atomic import write_json
 from unetlab.evaluation.bootstrap import resample_indices
 from unetlab.evaluation.floors import cached_floor
+from unetlab.evaluation.label_maps import LabelMapRecorder
 from unetlab.evaluation.probes import train_probes
 from unetlab.evaluation.results import COLUMNS, run_columns, source_rows, write_per_image, write_results
 from unetlab.evaluation.skip_ablation import ablation_source, decode_variants, shapley_values, subsets
@@ -43,6 +44,7 @@ class EvalOptions:
     ablate_modes: list[str] = field(default_factory=lambda: ["lowpass:1", "mean"])
     probe_steps: int = 80  # loss evaluations of the probes' full-batch L-BFGS (all keys train together)
     probe_images: int = 64  # training images whose frozen features the probes train on (one forward pass each)
+    picture_images: int = 32  # first test images whose label maps go to label_maps.npz (the report's pictures)
     tolerance: float = 2.0  # px, for nsd and bf1
     batch_size: int = 16
     seed: int = 0  # seeds the probes' images and the bootstrap resamples
@@ -58,9 +60,14 @@ class EvalOptions:
                 raise ValueError(f"eval.ablate_modes: {err}") from None
 
 
-def evaluate(run: LoadedRun, options: EvalOptions) -> tuple[list[dict], dict[str, Tensor]]:
+def evaluate(
+    run: LoadedRun, options: EvalOptions, labels: LabelMapRecorder | None = None
+) -> tuple[list[dict], dict[str, Tensor]]:
     """All rows of ``run``'s results table (``source_rows``: value, std, n, empty rate, interval, unit), and the
-    per-image values behind them: source -> (M, C-1, 9) (``BoundaryMetrics.per_image_values``)."""
+    per-image values behind them: source -> (M, C-1, 9) (``BoundaryMetrics.per_image_values``).
+
+    ``labels``: if given, receives the label maps of the model, the probes, the floors and the ground truth of the
+    first test images (``label_maps.py``)."""
     # channels_last: same maths, faster convolutions on CPU (scripts/bench_train.py).
     net = run.net.eval().to(options.device, memory_format=torch.channels_last)
     datamodule = run.datamodule
@@ -105,13 +112,21 @@ def evaluate(run: LoadedRun, options: EvalOptions) -> tuple[list[dict], dict[str
             images, masks = images.to(options.device), masks.to(options.device)
             encoded = net.encode(images)
             decoded = net.decode(encoded)
-            metrics["model"].update(decoded["logits"].argmax(dim=1), masks)
+            prediction = decoded["logits"].argmax(dim=1)
+            metrics["model"].update(prediction, masks)
+            if labels is not None:
+                labels.add_images(images)
+                labels.add("truth", masks)
+                labels.add("model", prediction)
             for source, logits in decode_variants(net, encoded, ablations, intact=decoded).items():
                 metrics[source].update(logits.argmax(dim=1), masks)
             if probes is not None:
                 features = {f"enc{level}": feature for level, feature in enumerate(encoded)} | decoded
                 for key, probe in probes.items():
-                    metrics[f"probe/{key}"].update(probe(features[key], masks.shape[-2:]).argmax(dim=1), masks)
+                    probe_labels = probe(features[key], masks.shape[-2:]).argmax(dim=1)
+                    metrics[f"probe/{key}"].update(probe_labels, masks)
+                    if labels is not None:
+                        labels.add(f"probe/{key}", probe_labels)
             if options.floors:
                 test_masks.append(masks.cpu())
     if options.floors:  # once per set of test masks and level, shared by every model (cached_floor)
@@ -121,6 +136,8 @@ def evaluate(run: LoadedRun, options: EvalOptions) -> tuple[list[dict], dict[str
             for masks in groups:
                 floor = cached_floor(masks, level, num_classes, ignore)
                 metrics[f"floor/{level}"].update(floor.to(options.device), masks.to(options.device))
+                if labels is not None:
+                    labels.add(f"floor/{level}", floor)
 
     per_image = {source: metric.per_image_values() for source, metric in metrics.items()}
     for mode in options.ablate_modes:
@@ -166,12 +183,19 @@ def summarize(rows: list[dict], depth: int) -> str:
     return "\n".join(lines)
 
 
-def log_to_wandb(run: LoadedRun, columns: list[str], table_rows: list[list], rows: list[dict]) -> None:
-    """Log the results table and a probe/floor-by-level line plot when the run was trained with wandb."""
+def log_to_wandb(
+    run: LoadedRun, columns: list[str], table_rows: list[list], rows: list[dict], per_image: dict[str, Tensor]
+) -> None:
+    """Log the results table, a probe/floor-by-level line plot and ``eval/overlays`` (the first 4 test images with
+    the model's predicted and true masks, and their ``hd95`` and ``assd`` from ``per_image``, each the mean over the
+    foreground classes as in the ``mean`` rows) when the run was trained with wandb."""
     with wandb_job(run.cfg, run.run_dir, "eval", OmegaConf.to_container(run.cfg, resolve=False)) as wandb_run:
         if wandb_run is None:
             return
         import wandb
+
+        from unetlab.metrics.functional import METRIC_NAMES
+        from unetlab.training.wandb_masks import class_labels, mask_overlay, predict
 
         log = {"eval/results": wandb.Table(columns=columns, data=table_rows)}
         table = {(row["source"], row["metric"], row["class"]): row["value"] for row in rows}
@@ -184,6 +208,19 @@ def log_to_wandb(run: LoadedRun, columns: list[str], table_rows: list[list], row
         series = {k: [float("nan") if v is None else v for v in ys] for k, ys in series.items()}
         log["eval/hd95_by_level"] = wandb.plot.line_series(
             xs=levels, ys=list(series.values()), keys=list(series), title="hd95 (px) by level", xname="level"
+        )
+
+        test = run.datamodule.datasets["test"]
+        images, masks = zip(*(test[i] for i in range(min(4, len(test)))))
+        predictions, num_classes = predict(run.net, images)
+        labels = class_labels(num_classes, getattr(run.datamodule, "class_names", None), run.datamodule.ignore_index)
+        hd95, assd = (per_image["model"][:, :, METRIC_NAMES.index(name)].mean(dim=1) for name in ("hd95", "assd"))
+        log["eval/overlays"] = wandb.Table(
+            columns=["image", "overlay", "hd95", "assd"],
+            data=[
+                [i, mask_overlay(image, prediction, mask, labels, caption=f"test {i}"), hd95[i].item(), assd[i].item()]
+                for i, (image, prediction, mask) in enumerate(zip(images, predictions, masks))
+            ],
         )
         wandb_run.log(log)
 
@@ -206,10 +243,13 @@ def run_eval(
 
 
 def _write_eval(run: LoadedRun, options: EvalOptions) -> list[dict]:
-    rows, per_image = evaluate(run, options)
+    labels = LabelMapRecorder(options.picture_images)
+    rows, per_image = evaluate(run, options, labels)
     results_path = run.run_dir / "results.csv"
     columns = run_columns(run.cfg, run.net, run.run_dir)
-    write_per_image(run.run_dir / "per_image.npz", per_image)  # before results.csv, whose presence means "evaluated"
+    # before results.csv, whose presence means "evaluated"
+    write_per_image(run.run_dir / "per_image.npz", per_image)
+    labels.write(run.run_dir / "label_maps.npz")
     write_results(results_path, columns, rows)
 
     metrics_path = run.run_dir / "metrics.json"
@@ -219,7 +259,7 @@ def _write_eval(run: LoadedRun, options: EvalOptions) -> list[dict]:
     write_json(metrics_path, metrics)
 
     table_rows = [[{**columns, **row}[c] for c in COLUMNS] for row in rows]
-    log_to_wandb(run, COLUMNS, table_rows, rows)
+    log_to_wandb(run, COLUMNS, table_rows, rows, per_image)
     if options.progress:  # a console of its own; side by side (no bars), the one line below is enough
         print(summarize(rows, run.net.depth))
     print(f"[unetlab] wrote {results_path} ({len(rows)} rows)")

@@ -65,7 +65,8 @@ class NetworkLoss:
         self.target = target.clamp(0, num_classes - 1).unsqueeze(1)  # (B, 1, H, W)
         self.flat_target = self.target.flatten()
         self.valid_count = self.valid.sum().clamp_min(1)
-        self.counts = torch.zeros(num_classes, device=target.device).index_add(0, self.flat_target, self.valid.flatten())  # (K,)
+        counts = torch.zeros(num_classes, device=target.device)
+        self.counts = counts.index_add(0, self.flat_target, self.valid.flatten())  # (K,) valid pixels per class
         self.eps = eps
 
     def __call__(self, logits: Tensor) -> Tensor:

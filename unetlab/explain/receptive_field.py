@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 from torch import nn
 
+from unetlab.conventions import level_of
 from unetlab.models.unet import UNet
 
 # A field function maps an inclusive range of unit indices (along one axis) to the inclusive range of input pixels
@@ -178,6 +179,39 @@ def field_functions(net: UNet, axis: int = 0) -> dict[str, _Key]:
     return out
 
 
+def path_field_functions(net: UNet, axis: int = 0) -> dict[str, dict[str, FieldFn]]:
+    """For every feature key, the field function of each path from the input to it, by path name: ``input`` for the
+    encoder keys; for the decoder keys and the logits ``bottleneck`` (down to enc{D} and up again) and ``skip i`` for
+    every kept skip at a level i at or below... above the key (entering the decoder at level i). The hull of a key's
+    paths is its ``field_functions`` field (a test checks it)."""
+    keys = field_functions(net, axis)
+    out: dict[str, dict[str, FieldFn]] = {f"enc{level}": {"input": keys[f"enc{level}"].field} for level in
+                                          range(net.depth + 1)}  # fmt: skip
+    paths = {"bottleneck": keys[f"enc{net.depth}"].field}
+    for level in reversed(range(net.depth)):
+        block = net.decoder[level]
+        paths = {name: _through(leaf_layers(block.up), field, axis) for name, field in paths.items()}
+        if level in net.skip_levels:
+            paths[f"skip {level}"] = keys[f"enc{level}"].field
+        paths = {name: _through(leaf_layers(block.conv), field, axis) for name, field in paths.items()}
+        out[f"dec{level}"] = paths
+    out["logits"] = {name: _through(leaf_layers(net.head), field, axis) for name, field in paths.items()}
+    return out
+
+
+def path_fields(net: UNet, key: str, size: tuple[int, int]) -> dict[str, tuple[list[tuple[int, int]], ...]]:
+    """Per path of ``key`` (``path_field_functions``): the inclusive input rows ``(lo, hi)`` of every unit row and the
+    input columns of every unit column of a key map of an image of ``size`` (H, W); unclipped."""
+    _check_key(net, key)
+    level = level_of(key)
+    units = (size[0] // 2**level, size[1] // 2**level)
+    rows, cols = path_field_functions(net, 0)[key], path_field_functions(net, 1)[key]
+    return {
+        name: ([rows[name](u, u) for u in range(units[0])], [cols[name](v, v) for v in range(units[1])])
+        for name in rows
+    }
+
+
 def _check_key(net: UNet, key: str) -> None:
     if key not in net.feature_keys:
         raise KeyError(f"unknown feature key {key!r}; this depth-{net.depth} U-Net has {', '.join(net.feature_keys)}")
@@ -225,4 +259,4 @@ def centre(box: tuple[int, int, int, int]) -> tuple[float, float]:
     return (y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2
 
 
-__all__ = ["RF", "receptive_fields", "unit_field", "centre"]
+__all__ = ["RF", "receptive_fields", "unit_field", "centre", "path_fields"]

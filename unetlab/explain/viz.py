@@ -6,12 +6,14 @@ Writes into ``<run_dir>/viz/`` (or ``viz.out_dir``):
 - ``erf_maps.png``: the effective receptive fields as heat maps (both networks, every key);
 - ``top9_<key>.png``: for each chosen key, the nine input patches that excite each chosen channel most, each cropped
   to the unit's receptive field, ground-truth boundary on top;
-- ``fields.json``: the numbers behind the plots.
+- ``fields.json``: the numbers behind the plots;
+- ``explore.json``: the data of the explorer's fields and units views (``unetlab/explain/explore.py``).
 The PNGs are logged to wandb when the run was trained with the wandb logger.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +23,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from unetlab.atomic import write_json
+from unetlab.atomic import replace_atomically, write_json
 from unetlab.conventions import skips_to_str
 from unetlab.data.module import SPLITS
 from unetlab.explain.erf import ERF, effective_receptive_fields, format_erf_table
+from unetlab.explain.explore import field_data, unit_data
 from unetlab.explain.pictures import plot_erf_maps, plot_fields, save_grid
 from unetlab.explain.topk import TopUnits, key_channels, top_units
 from unetlab.models.unet import UNet
@@ -47,6 +50,7 @@ class VizOptions:
     top_k: int = 9  # patches per channel (one per image: the channel's maximum over that image)
     split: str = "test"  # split streamed for the top-k patches; its first erf_images images give the ERFs
     erf_images: int = 32  # images averaged for the effective receptive fields
+    explore_images: int = 8  # of those, averaged for the explorer's ERFs of a 6 x 6 grid of units per key
     batch_size: int = 16
     seed: int = 0  # seeds the random-init network the ERFs are compared with
     device: str = "cpu"  # cpu | cuda
@@ -198,6 +202,14 @@ def run_viz(
         paths[f"top{options.top_k}_{key}"] = save_grid(net, dataset, result, out_dir / f"top{options.top_k}_{key}.png")
     json_path = out_dir / "fields.json"
     write_json(json_path, _summary(erfs, tops))
+    explore_path = out_dir / "explore.json"  # the explorer's fields and units views (unetlab/explain/explore.py)
+    explore = {
+        "run": run.run_dir.name,
+        "model": name,
+        "fields": field_data(net, images[: options.explore_images]),
+        "units": unit_data(net, dataset, tops),
+    }
+    replace_atomically(explore_path, lambda tmp: tmp.write_text(json.dumps(explore, separators=(",", ":"))))
     print(f"Receptive fields ({name}): theoretical size and jump (px); effective radii (px) holding 50% / 95%")
     print("of the gradient mass around the centre unit, trained and at random init:")
     print(format_erf_table(erfs))
@@ -205,4 +217,4 @@ def run_viz(
     for path in paths.values():
         print(f"  {path}")
     log_to_wandb(run, paths, options)
-    return {**paths, "json": json_path}
+    return {**paths, "json": json_path, "explore": explore_path}

@@ -8,8 +8,10 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetlab.report import plots
+from unetlab.report import plots, prediction_figures
 from unetlab.report.collect import ReportError, Results, collect
+from unetlab.report.explorer import write_explorer
+from unetlab.report.explorer_data import explorer_data
 from unetlab.report.findings import findings
 from unetlab.report.intervals import one_thread
 from unetlab.report.render import Document, Part, Section, to_html, to_markdown
@@ -63,9 +65,10 @@ def _make_report(dirs, out_dir, log_wandb, wandb_mode, project, group, pictures)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     settings = results.settings()
+    pages = [explorer_page(setting, [*dirs, out_dir]) for setting in settings]  # None where no label maps
     sections = [
-        build_section(setting, out_dir, prefix="report_" if len(settings) == 1 else f"report_{slug(setting)}_")
-        for setting in settings
+        build_section(setting, out_dir, "report_" if len(settings) == 1 else f"report_{slug(setting)}_", page)
+        for setting, page in zip(settings, pages, strict=True)
     ]
     if pictures:
         parts = [Part(heading, text, Path(image), []) for heading, text, image in pictures]
@@ -96,6 +99,13 @@ def _make_report(dirs, out_dir, log_wandb, wandb_mode, project, group, pictures)
         sources=[display(path, out_dir) for path in results.files],
         notes=results.notes,
     )
+    explorer = next((write_explorer(page, out_dir / "explorer.html") for page in pages if page is not None), None)
+    if explorer is not None:
+        doc.intro.append(
+            "[explorer.html](explorer.html), beside this report, shows the numbers as pictures: predictions of chosen "
+            "test images by every model, the probe maps layer by layer against the floors, the receptive field of any "
+            "unit, and the top-9 patches per unit (one self-contained page; open it in a browser)."
+        )
     (out_dir / "report.md").write_text(to_markdown(doc))
     html_path = out_dir / "report.html"
     html_path.write_text(to_html(doc))
@@ -116,8 +126,15 @@ def _make_report(dirs, out_dir, log_wandb, wandb_mode, project, group, pictures)
     return html_path
 
 
-def build_section(results: Results, out_dir: Path, prefix: str) -> Section:
-    """Plots, tables and findings of one setting (data set, image size)."""
+def explorer_page(results: Results, dirs: Sequence[Path]) -> dict | None:
+    """The explorer's data of one setting (data set, image size), or None when its runs have no label maps."""
+    model = results.models[0]
+    return explorer_data(results, list(dirs), f"unetlab explorer: {model.dataset}, {model.image_size} px")
+
+
+def build_section(results: Results, out_dir: Path, prefix: str, page: dict | None = None) -> Section:
+    """Plots, tables and findings of one setting (data set, image size); ``page``: its explorer data, for the
+    pictures of predictions and probe maps."""
     model = results.models[0]
     title = model.dataset + (f", {model.image_size} px images" if model.image_size else "")
 
@@ -133,12 +150,28 @@ def build_section(results: Results, out_dir: Path, prefix: str) -> Section:
             [metric_table(results, "Boundary metrics by depth and skip set", BOUNDARY_METRICS)],
         ),
         (
+            "Predictions by depth",
+            "The chosen test images (where the deepest no-skip model errs most, least, and a median case) as every "
+            "model segments them: the predicted boundary coloured by its distance to the true one, the quantity "
+            "behind hd95 and assd. explorer.html shows the same images interactively.",
+            prediction_figures.predictions_figure(page, png("predictions")) if page else None,
+            [],
+        ),
+        (
             "Probes vs the resolution floor",
             "hd95 of a linear (1x1) probe on each frozen feature map, upsampled from its level, against the "
             "resolution floor of that level (the ground truth down-sampled to the level and back). The gap "
             "probe − floor is detail lost beyond what the resolution alone explains.",
             plots.probes_vs_floor(results, png("probes_vs_floor")),
             [probe_table(results)],
+        ),
+        (
+            "Probe maps by layer",
+            "One test image as each layer's probe reads it, for the deepest all-skip and no-skip models, under the "
+            "floor of the layer's level: location blurs down the encoder and comes back in the decoder only where a "
+            "skip brings it.",
+            prediction_figures.probe_maps_figure(page, png("probe_maps")) if page else None,
+            [],
         ),
         (
             "Shapley value of each skip",

@@ -1,0 +1,73 @@
+"""``label_maps.npz`` beside a run's ``results.csv``: the label maps behind the pictures of the report and the explorer.
+
+For the first ``eval.picture_images`` test images (in the test split's order), the argmax label map of every source
+that predicts one: ``model`` (the trained network), ``probe/<key>`` (each depth probe, upsampled as it is scored),
+``floor/<level>`` (the resolution floor of each level), ``truth`` (the ground truth, 255 = ignored), and ``image``
+(the input as (H, W, 3) uint8 RGB, for display). The report
+picks its images from these by the per-image values of ``per_image.npz``, whose first rows are the same images; it
+reads only files, never a model.
+
+Stored as ``<i>/<source>`` -> (H, W) uint8 ((H, W, 3) for ``image``), one array per image so that images of
+different sizes (file data sets at their native size) fit; ``index`` -> (N,) the test indices.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch import Tensor
+
+from unetlab.atomic import replace_atomically
+from unetlab.encode import to_uint8_rgb
+
+
+class LabelMapRecorder:
+    """Collects (B, H, W) label batches per source, in test order, up to ``limit`` images per source."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.maps: dict[str, list[np.ndarray]] = {}
+
+    @property
+    def full(self) -> bool:
+        """Whether every source seen so far has ``limit`` images (further batches would be dropped)."""
+        return bool(self.maps) and all(len(maps) >= self.limit for maps in self.maps.values())
+
+    def add_images(self, images: Tensor) -> None:
+        """Append a batch of input images (B, C, H, W) as ``image`` (H, W, 3) uint8, each on its own range."""
+        maps = self.maps.setdefault("image", [])
+        for image in images[: self.limit - len(maps)]:
+            maps.append(to_uint8_rgb(image.float().cpu().numpy()))
+
+    def add(self, source: str, labels: Tensor) -> None:
+        """Append the label maps of one batch (B, H, W), integer classes (255 = ignored) or a slice of them."""
+        maps = self.maps.setdefault(source, [])
+        room = self.limit - len(maps)
+        if room > 0:
+            maps.extend(labels[:room].to("cpu").numpy().astype(np.uint8))
+
+    def write(self, path: Path) -> None:
+        """``label_maps.npz`` (atomically); nothing when no image was recorded."""
+        count = min((len(maps) for maps in self.maps.values()), default=0)
+        if count == 0:
+            return
+        arrays = {f"{i}/{source}": maps[i] for source, maps in self.maps.items() for i in range(count)}
+        arrays["index"] = np.arange(count)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                np.savez_compressed(handle, **arrays)
+
+        replace_atomically(path, write)
+
+
+def read_label_maps(path: Path) -> list[dict[str, np.ndarray]]:
+    """The inverse of ``LabelMapRecorder.write``: per image (test order), source -> (H, W) uint8."""
+    with np.load(path) as data:
+        images: list[dict[str, np.ndarray]] = [{} for _ in data["index"]]
+        for key in data.files:
+            if key != "index":
+                i, source = key.split("/", 1)
+                images[int(i)][source] = data[key]
+    return images

@@ -1,0 +1,149 @@
+"""The explorer's data (``docs/explorer.md``) from the files of a set of runs: ``label_maps.npz`` and ``per_image.npz``
+beside each ``results.csv`` (written by ``unetlab-eval``) and a ``viz/explore.json`` (written by ``unetlab-viz``).
+
+One run per model (its lowest seed). The images: of the first test images that every model's label maps hold, the
+one where the deepest no-skip model errs most (hd95), the one where it errs least, and the median one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unetlab.conventions import level_of
+from unetlab.encode import encode_labels, encode_png
+from unetlab.evaluation.label_maps import read_label_maps
+from unetlab.evaluation.results import read_per_image
+from unetlab.metrics._distance import inner_boundary, surface_sq_distances
+from unetlab.metrics.classes import COLUMNS as PER_IMAGE_COLUMNS
+from unetlab.report.collect import Model, Results
+from unetlab.report.findings import describe
+from unetlab.report.views import model_rows
+
+
+def image_values(per_image: torch.Tensor, metric: str) -> np.ndarray:
+    """(M,) the per-image value of ``metric`` averaged over the foreground classes, as the ``mean`` rows average."""
+    return per_image[:, :, PER_IMAGE_COLUMNS.index(metric)].mean(dim=1).numpy()
+
+
+def boundaries(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> tuple[list, list]:
+    """Boundary pixels of prediction and truth (every foreground class), each ``[y, x, d]`` with ``d`` its exact
+    distance (px) to the other mask's boundary of the same class, as hd95 and assd measure it; where the other
+    boundary is empty, the image diagonal (as the metrics count an empty mask)."""
+    diagonal = round(float(np.hypot(*pred.shape)), 3)
+    pred_out, truth_out = [], []
+    for label in range(1, num_classes):
+        p = inner_boundary(torch.from_numpy(pred == label)[None])
+        t = inner_boundary(torch.from_numpy(truth == label)[None])
+        if not (p.any() or t.any()):
+            continue
+        segment, sq_distance = surface_sq_distances(p, t)
+        distance = sq_distance.double().sqrt()
+        points = torch.cat([p[0].nonzero(), t[0].nonzero()])  # row-major per segment, as surface_sq_distances orders
+        for (y, x), s, d in zip(points.tolist(), segment.tolist(), distance.tolist(), strict=True):
+            (pred_out if s == 0 else truth_out).append([y, x, round(d, 3) if np.isfinite(d) else diagonal])
+    return pred_out, truth_out
+
+
+def run_dirs(results: Results) -> dict[Model, Path]:
+    """Per model, the run dir of its lowest-seed run that has label maps."""
+    by_name = {f"{path.parent.parent.name}/{path.parent.name}": path.parent for path in results.files}
+    out = {}
+    for model, names in results.runs.items():
+        dirs = [by_name[name] for name in sorted(names) if name in by_name]
+        dirs = [d for d in dirs if (d / "label_maps.npz").is_file() and (d / "per_image.npz").is_file()]
+        if dirs:
+            out[model] = dirs[0]
+    return out
+
+
+def find_explore(dirs: list[Path]) -> dict | None:
+    """The first ``viz/explore.json`` under ``dirs`` (a grid's drawn model), or None."""
+    for folder in dirs:
+        for path in sorted(Path(folder).rglob("viz/explore.json")):
+            return json.loads(path.read_text())
+    return None
+
+
+def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3) -> dict | None:
+    """The explorer's data dict, or None when no model has label maps."""
+    found = run_dirs(results)
+    models = [model for model in model_rows(results) if model in found]
+    if not models:
+        return None
+    maps = {model: read_label_maps(found[model] / "label_maps.npz") for model in models}
+    values = {model: read_per_image(found[model] / "per_image.npz")["model"] for model in models}
+    available = min(len(m) for m in maps.values())
+    deepest = max(model.depth for model in models)
+    reference = next((m for m in models if m.depth == deepest and m.skips == "none"), models[-1])
+    hd95 = image_values(values[reference], "hd95")[:available]
+    order = np.argsort(hd95, kind="stable")
+    middle = int(order[len(order) // 2])
+    chosen = [("errs most", int(order[-1])), ("errs least", int(order[0])), ("median case", middle)]
+    picked: list[tuple[str, int]] = []
+    for why, index in chosen[:count]:
+        if index not in [i for _, i in picked]:
+            picked.append((why, index))
+    first = maps[reference]
+    num_classes = int(max(int(m[i]["truth"][m[i]["truth"] != 255].max(initial=0)) for m in maps.values()
+                          for i in range(available))) + 1  # fmt: skip
+    num_classes = max(num_classes, 2)
+    images = [
+        {
+            "index": index,
+            "why": f"{describe(reference)[0].upper()}{describe(reference)[1:]} {why} (hd95 {hd95[index]:.2f} px)",
+            "png": encode_png(first[index]["image"]),
+            "truth": encode_labels(first[index]["truth"]),
+        }
+        for why, index in picked
+    ]
+    entries = []
+    for model in models:
+        model_hd95, model_assd = image_values(values[model], "hd95"), image_values(values[model], "assd")
+        probe_keys = [s.removeprefix("probe/") for s in maps[model][0] if s.startswith("probe/")]
+        probe_keys.sort(key=lambda k: (k.startswith("dec"), -level_of(k) if k.startswith("dec") else level_of(k)))
+        predictions = []
+        for _, index in picked:
+            pred, truth = maps[model][index]["model"], maps[model][index]["truth"]
+            pred_boundary, truth_boundary = boundaries(pred, truth, num_classes)
+            predictions.append({
+                "labels": encode_labels(pred),
+                "hd95": float(model_hd95[index]),
+                "assd": float(model_assd[index]),
+                "pred_boundary": pred_boundary,
+                "truth_boundary": truth_boundary,
+            })  # fmt: skip
+        run = found[model]
+        entries.append({
+            "id": f"d{model.depth}-s{model.skips}",
+            "label": describe(model).removeprefix("the "),
+            "depth": model.depth,
+            "skips": [] if model.skips == "none" else [int(s) for s in model.skips.split(",")],
+            "run": run.name,
+            "predictions": predictions,
+            "probe_keys": probe_keys,
+            "probes": {key: [encode_labels(maps[model][i][f"probe/{key}"]) for _, i in picked] for key in probe_keys},
+        })  # fmt: skip
+    levels = sorted({int(s.split("/")[1]) for s in first[0] if s.startswith("floor/")})
+    floors = {str(level): [encode_labels(first[i][f"floor/{level}"]) for _, i in picked] for level in levels}
+    keys = {key for entry in entries for key in entry["probe_keys"]}
+    explore = find_explore(dirs)
+    fields = units = None
+    if explore is not None:
+        fields = {"model": explore["model"], "keys": explore["fields"]}
+        units = {"model": explore["model"], **explore["units"]} if explore["units"]["keys"] else None
+    height, width = first[0]["truth"].shape
+    return {
+        "title": title,
+        "image_size": [int(height), int(width)],
+        "classes": ["background", *(f"class {k}" for k in range(1, num_classes))],
+        "images": images,
+        "models": entries,
+        "key_levels": {key: level_of(key) for key in sorted(keys)},
+        "floors": floors,
+        "fields": fields,
+        "units": units,
+    }
