@@ -10,4 +10,5 @@ def _isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))  # wandb stages table artifacts there
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -29,7 +29,10 @@ from omegaconf import DictConfig, OmegaConf
 DIE_WITH_PARENT = "UNETLAB_DIE_WITH_PARENT"
 
 # Keys that change how a run is shown or evaluated, not what it trains: a re-run may change them.
-PRESENTATION_KEYS = ("paths", "eval", "run_group", "trainer.enable_progress_bar", "trainer.enable_model_summary")
+PRESENTATION_KEYS = (
+    "paths", "eval", "run_group", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+    "callbacks.wandb_masks",  # what goes to the dashboard, not what is trained
+)  # fmt: skip
 
 
 class RunDirInUse(ValueError):
