@@ -147,6 +147,7 @@ def test_shrunken_main_job_runs_end_to_end(tmp_path):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5  # self-contained: plots and the unit pictures inlined
     assert "Top-9 patches of enc1" in (out / "report.md").read_text()
+    assert "not enough data for any finding" not in (out / "report.md").read_text()  # the pictures have no findings
     assert (out / "viz").is_dir() and list((out / "viz").glob("*.png"))
     for name in ("report_predictions.png", "report_probe_maps.png"):  # the effect as pictures, in report.html too
         assert (out / name).stat().st_size > 10_000 and name.removesuffix(".png") in (out / "report.md").read_text()

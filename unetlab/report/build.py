@@ -72,7 +72,7 @@ def _make_report(dirs, out_dir, log_wandb, wandb_mode, project, group, pictures)
     ]
     if pictures:
         parts = [Part(heading, text, Path(image), []) for heading, text, image in pictures]
-        sections.append(Section("What the units see", [], parts))
+        sections.append(Section("What the units see", None, parts))
     models = len(results.params)
     runs = sum(len(r) for r in results.runs.values())
     searched = ", ".join(f"`{d.resolve() if d.name in ('', '.', '..') else d}`" for d in dirs)

@@ -1,8 +1,9 @@
 """The explorer's data (``docs/explorer.md``) from the files of a set of runs: ``label_maps.npz`` and ``per_image.npz``
 beside each ``results.csv`` (written by ``unetlab-eval``) and a ``viz/explore.json`` (written by ``unetlab-viz``).
 
-One run per model (its lowest seed). The images: of the first test images that every model's label maps hold, the
-one where the deepest no-skip model errs most (hd95), the one where it errs least, and the median one.
+One run per model (its lowest seed). The images: of the first test images that every model's label maps hold (and
+where the deepest no-skip model neither misses nor invents an object), the one where that model errs most (hd95), the
+one where it errs least, and the median one.
 """
 
 from __future__ import annotations
@@ -80,7 +81,11 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
     deepest = max(model.depth for model in models)
     reference = next((m for m in models if m.depth == deepest and m.skips == "none"), models[-1])
     hd95 = image_values(values[reference], "hd95")[:available]
-    order = np.argsort(hd95, kind="stable")
+    # Images where the reference model misses an object (or adds one) score the image diagonal: they show a loss, not
+    # a misplaced boundary, so they are chosen only when no other image is left.
+    missed = image_values(values[reference], "empty_rate")[:available] > 0
+    candidates = np.flatnonzero(~missed) if not missed.all() else np.arange(available)
+    order = candidates[np.argsort(hd95[candidates], kind="stable")]  # test indices by the reference's hd95
     middle = int(order[len(order) // 2])
     chosen = [("errs most", int(order[-1])), ("errs least", int(order[0])), ("median case", middle)]
     picked: list[tuple[str, int]] = []

@@ -26,7 +26,7 @@ class Section:
     """Everything about one setting (data set and image size)."""
 
     title: str
-    findings: list[str]
+    findings: list[str] | None  # None: no findings part (a section of pictures)
     parts: list[Part]
 
 
@@ -61,9 +61,10 @@ def to_markdown(doc: Document) -> str:
     for section in doc.sections:
         if nested:
             out += [f"## {section.title}", ""]
-        out += [f"{h} What the numbers show", ""]
-        out += [f"- {sentence}" for sentence in section.findings] or ["- (not enough data for any finding)"]
-        out.append("")
+        if section.findings is not None:  # None: a section of pictures only
+            out += [f"{h} What the numbers show", ""]
+            out += [f"- {sentence}" for sentence in section.findings] or ["- (not enough data for any finding)"]
+            out.append("")
         for part in section.parts:
             out += [f"{h} {part.heading}", "", part.text, ""]
             if part.image is not None:
@@ -115,8 +116,9 @@ def html_table(table: Table) -> str:
 
 
 def inline(text: str) -> str:
-    """Escape, then turn Markdown `code` spans into <code>."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    """Escape, then turn Markdown `code` spans into <code> and [links](href) into <a>."""
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    return re.sub(r"\[([^\]]+)\]\(([^()\s]+)\)", r'<a href="\2">\1</a>', text)
 
 
 def data_uri(path: Path) -> str:
@@ -138,9 +140,10 @@ def to_html(doc: Document) -> str:
     for section in doc.sections:
         if nested:
             out.append(f"<h2>{esc(section.title)}</h2>")
-        out.append(f"<{h}>What the numbers show</{h}>")
-        items = [f"<li>{inline(sentence)}</li>" for sentence in section.findings]
-        out.append(f"<ul class=findings>{''.join(items) or '<li>(not enough data for any finding)</li>'}</ul>")
+        if section.findings is not None:  # None: a section of pictures only
+            out.append(f"<{h}>What the numbers show</{h}>")
+            items = [f"<li>{inline(sentence)}</li>" for sentence in section.findings]
+            out.append(f"<ul class=findings>{''.join(items) or '<li>(not enough data for any finding)</li>'}</ul>")
         for part in section.parts:
             out += [f"<{h}>{esc(part.heading)}</{h}>", f"<p>{inline(part.text)}</p>"]
             if part.image is not None:
