@@ -1,6 +1,6 @@
 """Time of the whole evaluation (model, probes, floors, test-time ablations, Shapley) of one model.
 
-Default: depth 4, base 32, 64 test images at 128x128, eval defaults (80 probe loss evaluations, `mean` ablations of
+Default: depth 4, base 32, 64 test images at 128x128, eval defaults (100 probe loss evaluations, `mean` ablations of
 all 15 subsets of the 4 kept skips). The model is trained briefly first (``--train-steps``) so that its
 predictions, and so the metric cost, look like a real model's; pass ``--ckpt`` to time a trained run.
 
@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--test-images", type=int, default=64)
     parser.add_argument("--train-steps", type=int, default=40)
-    parser.add_argument("--probe-steps", type=int, default=80)
+    parser.add_argument("--probe-steps", type=int, default=100)
     parser.add_argument("--floor-images", type=int, default=128)
     parser.add_argument("--no-floors", action="store_true", help="skip the floor timings")
     parser.add_argument("--no-convergence", action="store_true", help="skip the probe convergence check")

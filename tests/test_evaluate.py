@@ -231,19 +231,20 @@ def test_evaluation_at_the_end_of_training_logs_into_the_training_wandb_run(tmp_
     assert "val/dice" in logged and any(key.startswith("eval/results") for key in logged)
 
 
-def test_probe_loss_is_the_networks_loss():
-    """NetworkLoss (one log-softmax, a gather) equals the training loss: cross-entropy + soft_dice_loss, with ignored
-    pixels and 3 classes, in value and gradient."""
+@pytest.mark.parametrize("classes", [2, 3])
+def test_probe_loss_is_the_networks_loss(classes):
+    """NetworkLoss (one log-softmax and a gather; for two classes the logit difference alone) equals the training
+    loss: cross-entropy + soft_dice_loss, with ignored pixels, in value and gradient."""
     from unetlab.evaluation.probes import NetworkLoss
     from unetlab.training.task import soft_dice_loss
 
     torch.manual_seed(0)
-    target = torch.randint(0, 3, (4, 16, 16))
+    target = torch.randint(0, classes, (4, 16, 16))
     target[:, :2] = 255
-    logits = torch.randn(4, 3, 16, 16, requires_grad=True)
+    logits = torch.randn(4, classes, 16, 16, requires_grad=True)
     expected = torch.nn.functional.cross_entropy(logits, target, ignore_index=255) + soft_dice_loss(logits, target)
     (expected_grad,) = torch.autograd.grad(expected, logits)
-    loss = NetworkLoss(target, 3)(logits)
+    loss = NetworkLoss(target, classes)(logits)
     (grad,) = torch.autograd.grad(loss, logits)
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(grad, expected_grad)

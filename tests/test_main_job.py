@@ -74,6 +74,16 @@ def test_plan_covers_every_cell_once(depths, skips, deepest, seeds, models):
     assert sum(count_jobs(sweep) for sweep in sweeps) == len(cells)  # what the progress line counts
 
 
+def test_the_longest_jobs_come_first():
+    """The quick grid: the depth-4 single skips first, then all/none from depth 4 down, so each sweep (and the grid)
+    ends with its shortest jobs and the two workers finish together."""
+    sweeps = plan_sweeps([1, 2, 3, 4], ["all", "none"], ["single"], [0, 1, 2])
+    assert sweeps == [
+        ["model.depth=4", "model.skips=[0],[1],[2],[3]", "seed=0,1,2"],
+        ["model.depth=4,3,2,1", "model.skips=all,none", "seed=0,1,2"],
+    ]
+
+
 def test_single_skip_at_depth_one_is_the_all_skip_model():
     assert skip_sets("single", 1) == skip_sets("all", 1) == [(0,)]
     assert skip_sets("all_but_one", 1) == skip_sets("none", 1) == [()]
@@ -219,7 +229,7 @@ SMALL = [
         (["ablate.depths=[1,2]", "ablate.viz_keys=[enc3]"], "ablate.viz_keys names enc3, but the drawn model"),
         (
             ["ablate.depths=[2,3]", "data.image_size=36"],
-            "the grid's job model.depth=3 model.skips=all seed=0: data.image_size=36 is not a multiple of "
+            "the grid's job model.depth=3 model.skips=[0] seed=0: data.image_size=36 is not a multiple of "
             "2**model.depth = 8",
         ),
         (["ablate.depths=[2]", "data.detail=3"], "data.detail=3 must lie in [0, 1]"),

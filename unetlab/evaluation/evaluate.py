@@ -42,7 +42,7 @@ class EvalOptions:
     # Test-time skip ablations, any of: zero, mean, lowpass:k (k >= 1). lowpass:1 removes only the detail a skip
     # carries beyond the next coarser level; mean removes everything spatial (docs/ablations.md).
     ablate_modes: list[str] = field(default_factory=lambda: ["lowpass:1", "mean"])
-    probe_steps: int = 80  # loss evaluations of the probes' full-batch L-BFGS (all keys train together)
+    probe_steps: int = 100  # loss evaluations of the probes' full-batch L-BFGS (all keys train together)
     probe_images: int = 64  # training images whose frozen features the probes train on (one forward pass each)
     picture_images: int = 32  # first test images whose label maps go to label_maps.npz (the report's pictures)
     tolerance: float = 2.0  # px, for nsd and bf1

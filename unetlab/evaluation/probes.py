@@ -68,8 +68,18 @@ class NetworkLoss:
         counts = torch.zeros(num_classes, device=target.device)
         self.counts = counts.index_add(0, self.flat_target, self.valid.flatten())  # (K,) valid pixels per class
         self.eps = eps
+        # Two classes: both terms from the logit difference z = l1 - l0 alone (p1 = sigmoid(z), log p_t =
+        # -softplus(-(2t - 1) z)): the same numbers with a third of the element-wise work of the general case.
+        self.sign = (2 * self.target - 1).float()  # (B, 1, H, W): +1 on class 1, -1 on class 0
+        self.foreground = (self.target == 1).float() * self.valid
 
     def __call__(self, logits: Tensor) -> Tensor:
+        if logits.shape[1] == 2:
+            z = (logits[:, 1:] - logits[:, :1]).float()  # (B, 1, H, W)
+            cross_entropy = (F.softplus(-self.sign * z) * self.valid).sum() / self.valid_count
+            probs = torch.sigmoid(z) * self.valid
+            dice = (2 * (probs * self.foreground).sum() + self.eps) / (probs.sum() + self.counts[1] + self.eps)
+            return cross_entropy + 1 - dice
         log_probs = logits.float().log_softmax(dim=1)  # (B, K, H, W)
         target_log_probs = log_probs.gather(1, self.target) * self.valid  # (B, 1, H, W), 0 where ignored
         cross_entropy = -target_log_probs.sum() / self.valid_count
@@ -90,7 +100,7 @@ def train_probes(
     net: UNet,
     dataset: Dataset,
     num_classes: int,
-    steps: int = 80,
+    steps: int = 100,
     batch_size: int = 16,
     seed: int = 0,
     ignore_index: int = 255,
@@ -104,9 +114,9 @@ def train_probes(
     ``pool`` training images (seeded) go through the network once, ``batch_size`` at a time; features are
     standardised once, with the pool's per-channel statistics. ``steps``: at most that many loss evaluations
     (each one pass over the pool for every key). The loss of a 1x1 probe read out bilinearly is smooth and nearly
-    convex in its weights, which a quasi-Newton method exploits: measured on a depth-4 quick model, 50 L-BFGS
-    evaluations reached lower test hd95 at the deep keys than 600 Adam steps of 16 images, in 40 % of the time
-    (docs/probes-and-floors.md).
+    convex in its weights, which a quasi-Newton method exploits: measured on a depth-4 quick model, 100 L-BFGS
+    evaluations (4 s) reach lower test hd95 at the deep keys than 600 Adam steps of 16 images (23 s), and doubling
+    them moves no key beyond a third of its interval (docs/probes-and-floors.md).
     Returns a ModuleDict key -> LinearProbe, in eval mode. Deterministic for a given ``seed``.
     """
     torch.manual_seed(seed)

@@ -49,17 +49,22 @@ def skip_sets(kind: str | Sequence[int], depth: int) -> list[tuple[int, ...]]:
 def plan_sweeps(
     depths: Sequence[int], skips: Sequence, deepest_skips: Sequence, seeds: Sequence[int]
 ) -> list[list[str]]:
-    """Override lists, one per ``unetlab-train -m`` sweep, covering the grid once."""
+    """Override lists, one per ``unetlab-train -m`` sweep, covering the grid once.
+
+    Deepest first (the per-depth sweeps from the deepest depth, then ``all``/``none`` with the depths descending): the
+    longest jobs start first, so the launcher's workers run out of work at nearly the same time instead of one
+    waiting for the other's last deep model at every sweep's end."""
     if not depths:
         raise ValueError("ablate.depths is empty")
     seed_list = ",".join(str(int(s)) for s in seeds)
-    sweeps, seen = [], set()
+    sweeps, seen, last = [], set(), []
     generic = [kind for kind in skips if kind in ("all", "none")]
     if generic:
-        sweeps.append([f"model.depth={','.join(map(str, depths))}", f"model.skips={','.join(generic)}"])
+        descending = sorted(depths, reverse=True)
+        last = [[f"model.depth={','.join(map(str, descending))}", f"model.skips={','.join(generic)}"]]
         seen |= {(d, skips_to_str(s)) for d in depths for kind in generic for s in skip_sets(kind, d)}
     deepest = max(depths)
-    for depth in depths:
+    for depth in sorted(depths, reverse=True):
         kinds = [kind for kind in skips if kind not in ("all", "none")]
         kinds += list(deepest_skips) if depth == deepest else []
         values = []
@@ -70,7 +75,7 @@ def plan_sweeps(
                     values.append(skips_override(skip_set, depth))
         if values:
             sweeps.append([f"model.depth={depth}", f"model.skips={','.join(values)}"])
-    return [[*sweep, f"seed={seed_list}"] for sweep in sweeps]
+    return [[*sweep, f"seed={seed_list}"] for sweep in [*sweeps, *last]]
 
 
 def count_jobs(sweep: list[str]) -> int:
