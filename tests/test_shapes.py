@@ -97,3 +97,15 @@ def test_bad_shapes_config_errors():
         ShapesDataModule(kinds=["blob"])
     with pytest.raises(ValueError, match=r"data.detail=2"):
         ShapesDataModule(detail=2)
+
+
+def test_a_split_is_generated_once_per_process_and_per_config():
+    """Data modules of the same config (training, then evaluation, then the next job of a launcher's worker) share
+    each split; any other config draws its own."""
+    first, second, other = (ShapesDataModule(image_size=32, train_size=8, val_size=4, test_size=4, seed=s)
+                            for s in (3, 3, 4))  # fmt: skip
+    for dm in (first, second, other):
+        dm.setup()
+    assert first.datasets["test"] is second.datasets["test"]
+    assert other.datasets["test"] is not first.datasets["test"]
+    assert not torch.equal(other.datasets["test"].images, first.datasets["test"].images)
