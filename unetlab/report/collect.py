@@ -82,6 +82,12 @@ class Results:
     notes: list[str] = field(default_factory=list)
     samples: dict[Model, Samples] = field(default_factory=dict)  # per-image values, where every run has them
     draws: Draws = field(default_factory=Draws)
+    units: dict[tuple[str, str], str] = field(default_factory=dict)  # per setting: the unit of its distances
+
+    @property
+    def unit(self) -> str:
+        """The unit of the distances (``px``, or the data's unit such as ``um``); one per setting."""
+        return next(iter(set(self.units.values())), "px") if len(set(self.units.values())) <= 1 else "mixed units"
 
     def get(self, model: Model, source: str, metric: str, class_: str = "mean") -> Stat | None:
         return self.stats.get((model, source, metric, class_))
@@ -143,6 +149,7 @@ class Results:
                     notes=self.notes,
                     samples={m: s for m, s in self.samples.items() if m.setting == key},
                     draws=self.draws,
+                    units={key: self.units[key]} if key in self.units else {},
                 )
             )
         return out
@@ -223,12 +230,15 @@ def aggregate(rows_by_file: Iterable[tuple[Path, list[dict]] | tuple[Path, list[
     seeds: dict[Model, list[int]] = defaultdict(list)
     per_image: dict[Model, list[dict | None]] = defaultdict(list)
     files = []
+    units: dict[tuple[str, str], set[str]] = defaultdict(set)
     for item in rows_by_file:
         path, rows = item[0], item[1]
         files.append(path)
         seen_models = set()
         for row in rows:
             model = Model(str(row["dataset"]), str(row["image_size"]), row["depth"], str(row["skips"]))
+            if row.get("unit"):
+                units[model.setting].add(row["unit"])
             key = (model, row["source"], row["metric"], str(row["class"]))
             values[key].append(row["value"])
             row_intervals[key].append((row["ci_low"], row["ci_high"]))
@@ -275,6 +285,13 @@ def aggregate(rows_by_file: Iterable[tuple[Path, list[dict]] | tuple[Path, list[
         if key in stats and (model not in samples or source not in samples[model].values):
             low, high = (summarize(side).mean for side in zip(*bounds, strict=True))
             stats[key] = replace(stats[key], low=low, high=high)
+    mixed = {setting: found for setting, found in units.items() if len(found) > 1}
+    if mixed:
+        setting, found = next(iter(mixed.items()))
+        raise ReportError(
+            f"the runs of {setting[0]} at {setting[1]} px measure distances in different units "
+            f"({', '.join(sorted(found))}): one report averages numbers of one unit; report those runs separately"
+        )
     notes += fallback_notes(per_image, runs, samples)
     notes += seed_set_notes(seeds)
     return Results(
@@ -285,6 +302,7 @@ def aggregate(rows_by_file: Iterable[tuple[Path, list[dict]] | tuple[Path, list[
         notes=notes,
         samples=samples,
         draws=draws,
+        units={setting: next(iter(found)) for setting, found in units.items()},
     )
 
 

@@ -1,15 +1,16 @@
 """What the numbers show, in a few sentences computed from them. Each sentence appears only when its data exist.
 
-All numbers are hd95 (px) of the class ``mean``, averaged over runs (seeds). Every comparison is a paired
-difference with its 95 % interval (``Results.compare``: the same test images and, where both models have them, the
-same seeds, resampled jointly) and is called "not significant" where that interval holds 0. A trend is called one
-only when each of its steps is significant and they all go the same way.
+All numbers are hd95 of the class ``mean`` (in the results' unit: px, or the data's unit), averaged over runs
+(seeds). Every comparison is a paired difference with its 95 % interval (``Results.compare``: the same test images
+and, where both models have them, the same seeds, resampled jointly) and is called "not significant" where that
+interval holds 0. A trend is called one only when each of its steps is significant and they all go the same way.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextvars import ContextVar
 from itertools import pairwise
 
 from unetlab.conventions import level_of
@@ -20,8 +21,13 @@ from unetlab.report.views import ablation_modes, average, shapley
 TIE = 1e-9
 
 
+# The unit of the distances in the sentences: the results' unit (``Results.unit``; ``px`` without a data.spacing),
+# set for the duration of ``findings``.
+UNIT: ContextVar[str] = ContextVar("unit", default="px")
+
+
 def px(value: float) -> str:
-    return f"{value:.2f} px"
+    return f"{value:.2f} {UNIT.get()}"
 
 
 def sign(value: float) -> str:
@@ -30,12 +36,13 @@ def sign(value: float) -> str:
 
 
 def signed(value: float) -> str:
-    return f"{sign(value)} px"
+    return f"{sign(value)} {UNIT.get()}"
 
 
-def interval(diff: Diff, unit: str = " px") -> str:
+def interval(diff: Diff, unit: str | None = None) -> str:
     """``−0.50 px [−0.56, −0.45]``; ``, not significant`` where the interval holds 0; without per-image values
     (older runs) no paired interval, and significant only where the two models' own intervals do not overlap."""
+    unit = f" {UNIT.get()}" if unit is None else unit
     text = f"{sign(diff.value)}{unit}"
     if not (math.isnan(diff.low) or math.isnan(diff.high)):
         text += f" [{sign(diff.low)}, {sign(diff.high)}]"
@@ -419,12 +426,16 @@ FINDINGS: list[Callable[[Results], str | list[str] | None]] = [
 
 
 def findings(results: Results) -> list[str]:
-    """The sentences whose data exist, in a fixed order."""
+    """The sentences whose data exist, in a fixed order; distances in ``results.unit``."""
     out = []
-    for finding in FINDINGS:
-        result = finding(results)
-        if isinstance(result, list):
-            out += result
-        elif result:
-            out.append(result)
+    token = UNIT.set(results.unit)
+    try:
+        for finding in FINDINGS:
+            result = finding(results)
+            if isinstance(result, list):
+                out += result
+            elif result:
+                out.append(result)
+    finally:
+        UNIT.reset(token)
     return out

@@ -16,9 +16,9 @@ from unetlab.metrics.functional import DISTANCE_METRICS
 from unetlab.report.collect import Results, Stat
 from unetlab.report.views import (
     BOUNDARY_METRICS,
-    METRIC_LABELS,
     ablation_modes,
     by_depth,
+    metric_label,
     params_by_depth,
     probe_panels,
     shapley,
@@ -128,7 +128,7 @@ def boundary_vs_depth(results: Results, path: Path) -> Path | None:
     for ax, (metric, series) in zip(axes, all_series.items(), strict=False):
         draw_by_depth(ax, series)
         better = "lower" if metric in DISTANCE_METRICS else "higher"
-        ax.set_ylabel(METRIC_LABELS[metric])
+        ax.set_ylabel(metric_label(metric, results.unit))
         ax.set_title(f"{metric} ({better} is better)")
     for ax in axes[len(all_series) :]:
         ax.set_visible(False)
@@ -217,7 +217,7 @@ def probes_vs_floor(results: Results, path: Path, metric: str = "hd95") -> Path 
                                 color="black", alpha=0.12, linewidth=0, label="floor, 95 % interval")  # fmt: skip
         ax.set_xticks(x, panel.keys, rotation=0 if len(x) <= 7 else 45)
         ax.set_xlabel("feature key (forward order; grey: bottleneck)")
-        ax.set_ylabel(f"probe {METRIC_LABELS[metric]}")
+        ax.set_ylabel(f"probe {metric_label(metric, results.unit)}")
         title = f"depth {panel.depth}"
         if panel.left_out:
             title += f" (all/none of {len(panel.left_out) + len(panel.probes)} skip sets)"
@@ -276,7 +276,7 @@ def shapley_bars(results: Results, path: Path, metrics: tuple[str, ...] = ("hd95
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(models)), [f"depth {m.depth}\n{m.skip_label}" for m, _ in models])
         ax.set_xlim(-0.6, len(models) - 0.4)
-        unit = " px" if metric in DISTANCE_METRICS else ""
+        unit = f" {results.unit}" if metric in DISTANCE_METRICS else ""
         sign = "negative = the skip lowers the error" if metric in DISTANCE_METRICS else "positive = the skip helps"
         ax.set_ylabel(f"φ ({metric}{unit})")
         ax.set_title(f"{metric}, {mode} ablation ({sign})", fontsize=11)

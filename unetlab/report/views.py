@@ -13,16 +13,23 @@ from dataclasses import dataclass
 
 from unetlab.conventions import feature_keys, level_of, skips_to_str, str_to_skips
 from unetlab.evaluation.results import NONEMPTY
-from unetlab.metrics.functional import DISTANCE_METRICS, METRIC_NAMES
+from unetlab.metrics.functional import DISTANCE_METRICS
 from unetlab.report.collect import EMPTY_RATE, Model, Results, Stat, skip_order
 from unetlab.report.intervals import Diff
 
 BOUNDARY_METRICS = ("hd95", "assd", "nsd", "bf1")
+
+
 # Axis and column labels: the distances in px, nsd a fraction of the boundary, the rest as they are named.
-METRIC_LABELS = {name: f"{name} (px)" if name in DISTANCE_METRICS else name for name in METRIC_NAMES}
-METRIC_LABELS["nsd"] = "nsd (fraction)"
-METRIC_LABELS.update({name + NONEMPTY: f"{name} non-empty (px)" for name in DISTANCE_METRICS})
-METRIC_LABELS[EMPTY_RATE] = "empty rate"
+def metric_label(metric: str, unit: str = "px") -> str:
+    """``hd95 (px)``, ``hd95 non-empty (um)``, ``nsd (fraction)``, ``empty rate``: a column or axis label."""
+    if metric == "nsd":
+        return "nsd (fraction)"
+    if metric == EMPTY_RATE:
+        return "empty rate"
+    if metric.endswith(NONEMPTY) and metric.removesuffix(NONEMPTY) in DISTANCE_METRICS:
+        return f"{metric.removesuffix(NONEMPTY)} non-empty ({unit})"
+    return f"{metric} ({unit})" if metric in DISTANCE_METRICS else metric
 
 
 @dataclass
@@ -206,7 +213,8 @@ def metric_table(results: Results, title: str, metrics: tuple[str, ...]) -> Tabl
             rows.append([str(model.depth), model.skip_label, model.skips, str(runs), *cells])
     if not rows:
         return None
-    return Table(title, ["depth", "skip set", "kept levels", "runs", *(METRIC_LABELS[m] for m in columns)], rows)
+    labels = [metric_label(m, results.unit) for m in columns]
+    return Table(title, ["depth", "skip set", "kept levels", "runs", *labels], rows)
 
 
 def params_table(results: Results) -> Table:
@@ -233,7 +241,7 @@ def probe_table(results: Results, metric: str = "hd95") -> Table | None:
                 rows.append([str(model.depth), model.skip_label, name, feature, *cells, fmt(gap)])
     if not rows:
         return None
-    unit = " (px)" if metric in DISTANCE_METRICS else ""
+    unit = f" ({results.unit})" if metric in DISTANCE_METRICS else ""
     columns = ["depth", "skip set", "level", "feature", f"{metric}{unit}", f"{metric} non-empty{unit}", "empty rate",
                f"gap{unit}"]  # fmt: skip
     return Table(f"Probe {metric} by level and the resolution floor (gap = probe − floor, paired)", columns, rows)
@@ -253,7 +261,7 @@ def shapley_tables(results: Results, metrics: tuple[str, ...] = ("hd95", "dice")
                 cells = [fmt(stat, 2 if metric in DISTANCE_METRICS else 3) for metric, stat in zip(metrics, stats)]
                 rows.append([str(model.depth), model.skip_label, str(level), *cells])
         if rows:
-            columns = ["depth", "skip set", "level", *(f"φ {METRIC_LABELS[m]}" for m in metrics)]
+            columns = ["depth", "skip set", "level", *(f"φ {metric_label(m, results.unit)}" for m in metrics)]
             tables.append(Table(f"Shapley value of each skip level ({mode} ablation)", columns, rows))
     return tables
 
@@ -276,7 +284,7 @@ def ablation_tables(results: Results, metric: str = "hd95") -> list[Table]:
                 rows.append([str(model.depth), model.skip_label, skips_to_str(str_to_skips(levels)),
                              *cells, fmt(change), fmt(dice)])  # fmt: skip
         if rows:
-            unit = " (px)" if metric in DISTANCE_METRICS else ""
+            unit = f" ({results.unit})" if metric in DISTANCE_METRICS else ""
             change = "change (px, paired)" if metric in DISTANCE_METRICS else "change (paired)"
             columns = ["depth", "skip set", "ablated levels", f"{metric}{unit}", f"{metric} non-empty{unit}",
                        "empty rate", change, "dice"]  # fmt: skip
