@@ -11,6 +11,9 @@ runs over the whole batch, reported per pair.
 - torchmetrics: ``hausdorff_distance`` only, on the first ``--torchmetrics-pairs`` pairs and only
   up to ``--torchmetrics-max-side`` (it takes seconds and gigabytes per 256² pair).
 
+Physical units: one more case, the 256² pairs with the anisotropic pixel size ``SPACING`` (sy, sx),
+unetlab's eight metrics against MONAI's three, both given that ``spacing`` (tolerance in its unit).
+
 Peak memory: a fresh child process loads the largest batch, resets its peak resident set size
 (``/proc/self/clear_refs``), computes the metrics once and reports ``VmHWM`` (peak RSS) minus the
 RSS before the call. RSS counts every allocator (torch, NumPy, scipy; ``tracemalloc`` would miss
@@ -48,6 +51,8 @@ from unetlab.metrics import functional as F  # noqa: E402
 SIZES = ((128, 64), (256, 32), (512, 8))  # (side, pairs)
 QUICK_SIZES = ((128, 8), (256, 4), (512, 2))
 TOLERANCE = 2.0
+SPACING = (0.5, 0.25)  # (sy, sx) of the physical-units case
+SPACING_SIDE = 256
 
 
 def make_pairs(num_pairs: int, side: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,22 +95,27 @@ def _random_object(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, sid
     return np.hypot(dy, dx) <= radius * (1 + amplitude * np.sin(lobes * angle + phase))
 
 
-def unetlab_call(pred: torch.Tensor, target: torch.Tensor) -> Callable[[], object]:
-    return lambda: F.boundary_metrics(pred, target, tolerance=TOLERANCE)
+def unetlab_call(
+    pred: torch.Tensor, target: torch.Tensor, spacing: tuple[float, float] = (1.0, 1.0)
+) -> Callable[[], object]:
+    return lambda: F.boundary_metrics(pred, target, tolerance=TOLERANCE, spacing=spacing)
 
 
-def monai_call(pred: torch.Tensor, target: torch.Tensor) -> Callable[[], object] | None:
+def monai_call(
+    pred: torch.Tensor, target: torch.Tensor, spacing: tuple[float, float] | None = None
+) -> Callable[[], object] | None:
     try:
         from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance, compute_surface_dice
     except ImportError:
         return None
     y_pred, y = pred[:, None].float(), target[:, None].float()
+    common = {"include_background": True, "spacing": spacing}
 
     def run() -> dict[str, torch.Tensor]:
         return {
-            "hd95": compute_hausdorff_distance(y_pred, y, include_background=True, percentile=95)[:, 0],
-            "assd": compute_average_surface_distance(y_pred, y, include_background=True, symmetric=True)[:, 0],
-            "nsd": compute_surface_dice(y_pred, y, class_thresholds=[TOLERANCE], include_background=True)[:, 0],
+            "hd95": compute_hausdorff_distance(y_pred, y, percentile=95, **common)[:, 0],
+            "assd": compute_average_surface_distance(y_pred, y, symmetric=True, **common)[:, 0],
+            "nsd": compute_surface_dice(y_pred, y, class_thresholds=[TOLERANCE], **common)[:, 0],
         }
 
     return run
@@ -134,13 +144,15 @@ def time_ms(run: Callable[[], object], repeats: int) -> tuple[float, float]:
     return 1e3 * statistics.median(times), 1e3 * min(times)
 
 
-def max_difference_vs_monai(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float] | None:
+def max_difference_vs_monai(
+    pred: torch.Tensor, target: torch.Tensor, spacing: tuple[float, float] = (1.0, 1.0)
+) -> dict[str, float] | None:
     """Largest |unetlab - MONAI| per metric over the pairs where MONAI is finite."""
-    monai = monai_call(pred, target)
+    monai = monai_call(pred, target, spacing)
     if monai is None:
         return None
     theirs = monai()
-    ours = F.boundary_metrics(pred, target, tolerance=TOLERANCE)
+    ours = F.boundary_metrics(pred, target, tolerance=TOLERANCE, spacing=spacing)
     differences = {}
     for name, values in theirs.items():
         finite = torch.isfinite(values)
@@ -190,6 +202,33 @@ def measure_memory(tool: str, pred: torch.Tensor, target: torch.Tensor) -> dict 
         ]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_spacing(sizes: tuple[tuple[int, int], ...], args: argparse.Namespace) -> dict:
+    """The physical-units case: the ``SPACING_SIDE`` pairs with ``spacing=SPACING``, unetlab vs MONAI."""
+    side, num_pairs = next((size for size in sizes if size[0] == SPACING_SIDE), sizes[0])
+    pred, target = make_pairs(num_pairs, side, seed=args.seed + side)
+    row = {"side": side, "pairs": num_pairs, "spacing": list(SPACING), "ms_per_pair": {}, "min_ms_per_pair": {}}
+    for tool, run in (("unetlab", unetlab_call(pred, target, SPACING)), ("monai", monai_call(pred, target, SPACING))):
+        if run is None:
+            continue
+        median, fastest = time_ms(run, args.repeats)
+        row["ms_per_pair"][tool], row["min_ms_per_pair"][tool] = median / num_pairs, fastest / num_pairs
+        print(
+            f"{side:4d}² spacing {SPACING} {tool:>8}: {median / num_pairs:9.3f} ms/pair median, "
+            f"{fastest / num_pairs:9.3f} min ({num_pairs} pairs)",
+            flush=True,
+        )
+    if "monai" in row["ms_per_pair"]:
+        row["speedup_vs_monai"] = row["ms_per_pair"]["monai"] / row["ms_per_pair"]["unetlab"]
+        row["speedup_vs_monai_min"] = row["min_ms_per_pair"]["monai"] / row["min_ms_per_pair"]["unetlab"]
+        row["max_abs_difference_vs_monai"] = max_difference_vs_monai(pred, target, SPACING)
+        print(
+            f"{side:4d}² spacing {SPACING} unetlab speed-up vs MONAI: {row['speedup_vs_monai']:.1f}x median, "
+            f"{row['speedup_vs_monai_min']:.1f}x min; max |difference| {row['max_abs_difference_vs_monai']}",
+            flush=True,
+        )
+    return row
 
 
 def main() -> None:
@@ -251,6 +290,8 @@ def main() -> None:
             )
         results.append(row)
 
+    spacing_case = bench_spacing(sizes, args)
+
     side, num_pairs = sizes[-1]
     pred, target = make_pairs(num_pairs, side, seed=args.seed + side)
     memory = {}
@@ -282,6 +323,7 @@ def main() -> None:
             "torchmetrics": "hausdorff_distance (hd)",
         },
         "sizes": results,
+        "spacing_case": spacing_case,
         "peak_memory": {
             "batch": f"{num_pairs} pairs of {side}x{side}",
             "method": "child process: VmHWM after one call (peak reset before it) minus VmRSS before it",

@@ -269,3 +269,56 @@ def test_a_short_run_learns(tmp_path):
     assert trained["test/loss"] < 0.9 * untrained["test/loss"]
     assert trained["test/dice/1"] > background["dice/1"] + 0.5  # the disc; the small box (class 2) takes longer
     assert trained["test/dice"] > background["dice"] + 0.25
+
+
+def write_tiff_images(root, resolution, unit_tag, imagej_unit=None):
+    """Replace the training images of a folder data set by TIFFs with the given resolution tags."""
+    for path in sorted((root / "train" / "images").glob("*.png")):
+        image = np.asarray(Image.open(path))
+        metadata = {"unit": imagej_unit} if imagej_unit else None
+        tifffile.imwrite(path.with_suffix(".tif"), image, resolution=resolution, resolutionunit=unit_tag,
+                         imagej=imagej_unit is not None, metadata=metadata)  # fmt: skip
+        path.unlink()
+
+
+@pytest.mark.parametrize(
+    ("resolution", "unit_tag", "imagej_unit", "expected"),
+    [
+        ((4.0, 2.0), 1, "micron", ((0.5, 0.25), "um")),  # ImageJ: pixels per micron, x then y
+        ((254.0, 254.0), 2, None, ((0.1, 0.1), "mm")),  # 254 dpi = 0.1 mm
+        ((1.0, 1.0), 2, None, ((1.0, 1.0), "px")),  # tifffile's default tags: no measurement
+    ],
+)
+def test_pixel_size_from_tiff_resolution_tags(tmp_path, capsys, resolution, unit_tag, imagej_unit, expected):
+    root = write_folder(tmp_path / "data")
+    write_tiff_images(root, resolution, unit_tag, imagej_unit)
+    dm = FolderDataModule(root=str(root), depth=2)
+    dm.setup()
+    assert dm.spacing == pytest.approx(expected[0]) and dm.unit == expected[1]
+    if expected[1] != "px":
+        assert f"{expected[1]} (rows x columns) from the resolution tags of" in capsys.readouterr().out
+
+
+def test_given_spacing_wins_over_tags_and_resize_scales_the_read_one(tmp_path):
+    root = write_folder(tmp_path / "data")
+    write_tiff_images(root, (4.0, 2.0), 1, "micron")
+    given = FolderDataModule(root=str(root), depth=2, spacing=[2, 3], unit="nm")
+    given.setup()
+    assert (given.spacing, given.unit) == ((2.0, 3.0), "nm")
+    resized = FolderDataModule(root=str(root), depth=2, image_size=24)  # native 40 x 48 -> 24 x 24
+    resized.setup()
+    assert resized.spacing == pytest.approx((0.5 * HEIGHT / 24, 0.25 * WIDTH / 24))
+
+
+@pytest.mark.parametrize(
+    ("spacing", "unit", "message"),
+    [
+        ([1, -2], "um", r"data.spacing=\[1, -2\] must be a positive number or a pair"),
+        ([1, 2, 3], "um", "must be a positive number or a pair"),
+        ([0.5, 0.5], None, "data.unit=None: name the unit of data.spacing in one word"),
+        (None, "um", "data.unit='um' needs data.spacing"),
+    ],
+)
+def test_bad_spacing_is_refused_naming_the_key(tmp_path, spacing, unit, message):
+    with pytest.raises(ValueError, match=message):
+        FolderDataModule(root=str(tmp_path), depth=2, spacing=spacing, unit=unit)

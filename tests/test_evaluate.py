@@ -268,3 +268,29 @@ def test_label_maps_hold_the_first_test_images_of_every_source(trained):
     for i in range(3):
         assert (maps[i]["truth"] == test[i][1].numpy()).all()
         assert (maps[i]["model"] == expected[i].numpy()).all()
+
+
+def test_the_data_unit_goes_through_train_eval_and_report(tmp_path):
+    """data.spacing / data.unit: training logs, results.csv (unit column), the per-image values (measured with the
+    pixel size) and the report's tables all use them."""
+    from unetlab.evaluation.label_maps import read_label_maps, read_spacing
+    from unetlab.metrics import functional
+    from unetlab.report import make_report
+
+    run_dir = tmp_path / "runs" / "run"
+    cfg = compose_train(run_dir, "data.spacing=[0.5,0.25]", "data.unit=um", "+eval.probe_steps=3")
+    train(cfg)
+    rows = read_results(run_dir / "results.csv")
+    units = {(r["metric"] in DISTANCE_METRICS or r["metric"].endswith("_nonempty")): r["unit"] for r in rows}
+    assert units == {True: "um", False: ""}
+    assert read_spacing(run_dir / "label_maps.npz") == (0.5, 0.25)
+    maps = read_label_maps(run_dir / "label_maps.npz")
+    values = read_per_image(run_dir / "per_image.npz")["model"]
+    for i, image in enumerate(maps[:4]):
+        pred, truth = torch.from_numpy(image["model"] == 1), torch.from_numpy(image["truth"] == 1)
+        if pred.any() and truth.any():
+            expected = functional.hd95(pred[None], truth[None], spacing=(0.5, 0.25))
+            assert float(values[i, 0, METRICS.index("hd95")]) == pytest.approx(float(expected[0]), rel=1e-5)
+    make_report([tmp_path / "runs"], tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "hd95 (um)" in text and "hd95 (px)" not in text

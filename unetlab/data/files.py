@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from unetlab.data.io import NORMALIZE, DataError, read_image, read_mask
+from unetlab.data.io import NORMALIZE, DataError, read_image, read_mask, tiff_spacing
 from unetlab.data.module import SPLITS, SegmentationDataModule
 from unetlab.data.sampling import ItemKey, split_key
 from unetlab.data.transforms import Geometry
@@ -116,8 +116,14 @@ class FileDataModule(SegmentationDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         order_seed: int = 0,
+        spacing: Sequence[float] | float | None = None,
+        unit: str | None = None,
     ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, order_seed=order_seed)
+        super().__init__(
+            batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, order_seed=order_seed,
+            spacing=spacing, unit=unit,
+        )  # fmt: skip
+        self.spacing_given = spacing is not None
         if normalize not in NORMALIZE:
             raise ValueError(f"data.normalize={normalize!r}; allowed: {' | '.join(NORMALIZE)}")
         self.limits = {"train": train_size, "val": val_size, "test": test_size}
@@ -187,6 +193,7 @@ class FileDataModule(SegmentationDataModule):
         if self.image_size is None:
             for split in SPLITS:
                 check_batchable(split, samples[split], infos[split], self.batch_size, self.multiple)
+        self.read_spacing(samples["train"][0], infos["train"][0])
         seconds = time.perf_counter() - start
         files = cache.hits + cache.misses
         self.validation = {"files": files, "cached": cache.hits, "read": cache.misses, "seconds": seconds}
@@ -196,6 +203,22 @@ class FileDataModule(SegmentationDataModule):
             f"channel(s), {self.num_classes} classes; validated {files} files ({cache.hits} cached) in {seconds:.2f} s"
         )
         return samples
+
+    def read_spacing(self, sample: Sample, info) -> None:
+        """Without ``data.spacing``: the pixel size from the first training image's TIFF resolution tags (scaled when
+        ``data.resize=resize`` changes its size), said in one line; else distances stay in px."""
+        if self.spacing_given:
+            return
+        found = tiff_spacing(sample.image)
+        if found is None:
+            return
+        (sy, sx), unit = found
+        geometry = self.geometry["test"]
+        if self.image_size is not None and geometry.mode == "resize":
+            sy, sx = sy * info.height / self.image_size, sx * info.width / self.image_size
+        self.spacing, self.unit = (sy, sx), unit
+        print(f"[unetlab] data: pixel size {sy:.4g} x {sx:.4g} {unit} (rows x columns) from the resolution tags of "
+              f"{sample.image}; data.spacing and data.unit set it instead")  # fmt: skip
 
     def limit(self, split: str, samples: list[Sample]) -> list[Sample]:
         """A seeded random subset of at most ``data.<split>_size`` samples, in listing order."""

@@ -193,3 +193,34 @@ def mask_labels(mask: np.ndarray) -> list[int]:
     if mask.dtype == np.uint8:
         return np.flatnonzero(np.bincount(mask.ravel(), minlength=256)).tolist()
     return np.unique(mask).astype(np.int64).tolist()
+
+
+# TIFF ResolutionUnit: 2 = inch, 3 = centimetre (1 = none: ImageJ then says the unit in its metadata)
+_TIFF_UNIT_MM = {2: 25.4, 3: 10.0}
+_IMAGEJ_UNITS = {"micron": "um", "µm": "um", "um": "um", "\\u00B5m": "um", "nm": "nm", "mm": "mm", "cm": "cm"}
+
+
+def tiff_spacing(path: Path) -> tuple[tuple[float, float], str] | None:
+    """The pixel size ``((sy, sx), unit)`` that a TIFF's resolution tags state, or None (not a TIFF, no tags, or a
+    unit it cannot name). ImageJ files: pixels per ``unit`` from its metadata (``micron`` -> ``um``); others: pixels
+    per inch or centimetre, given in ``mm``. A resolution of exactly 1 pixel per unit without a unit is a default,
+    not a measurement, and counts as none."""
+    if not is_tiff(path):
+        return None
+    with tifffile.TiffFile(path) as tif:
+        tags = tif.pages[0].tags
+        if "XResolution" not in tags or "YResolution" not in tags:
+            return None
+        (xn, xd), (yn, yd) = tags["XResolution"].value, tags["YResolution"].value
+        if not (xn and xd and yn and yd):
+            return None
+        per_x, per_y = xn / xd, yn / yd  # pixels per unit
+        unit_tag = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
+        imagej = tif.imagej_metadata or {}
+    if imagej.get("unit") and unit_tag == 1:
+        unit = _IMAGEJ_UNITS.get(str(imagej["unit"]))
+        return ((1 / per_y, 1 / per_x), unit) if unit else None
+    if unit_tag in _TIFF_UNIT_MM and not (per_x == per_y == 1):
+        scale = _TIFF_UNIT_MM[unit_tag]
+        return (scale / per_y, scale / per_x), "mm"
+    return None

@@ -8,6 +8,9 @@ training, by an ``(index, item_seed)`` key from ``EpochShuffle`` (read it with `
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import lightning as L
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -15,6 +18,23 @@ from unetlab.data.sampling import EpochShuffle
 
 SPLITS = ("train", "val", "test")
 IGNORE_INDEX = 255
+
+
+def check_spacing(spacing: Sequence[float] | float | None, unit: str | None) -> tuple[tuple[float, float], str]:
+    """``data.spacing`` and ``data.unit`` -> ``((sy, sx), unit)``: the pixel size per axis (rows, columns) in ``unit``.
+
+    None -> ``((1.0, 1.0), "px")``: distances in pixels. A number is a square pixel; a unit is required with a
+    spacing (so that no table calls micrometres pixels) and must be one word (``um``, ``mm``, ``nm``, ...)."""
+    if spacing is None:
+        if unit not in (None, "px"):
+            raise ValueError(f"data.unit={unit!r} needs data.spacing: the pixel size (sy, sx) in {unit}")
+        return (1.0, 1.0), "px"
+    values = [spacing] * 2 if isinstance(spacing, (int, float)) else list(spacing)
+    if len(values) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"data.spacing={spacing!r} must be a positive number or a pair [sy, sx] of them (row, column)")
+    if not unit or not str(unit).isidentifier():
+        raise ValueError(f"data.unit={unit!r}: name the unit of data.spacing in one word, e.g. data.unit=um")
+    return (float(values[0]), float(values[1])), str(unit)
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -26,16 +46,26 @@ class SegmentationDataModule(L.LightningDataModule):
         pin_memory: pin host memory for faster copies to a GPU.
         order_seed: seeds the training order and augmentation (``EpochShuffle``); ``train`` sets it to the run's
             ``seed``.
+        spacing, unit: the pixel size ``(sy, sx)`` in ``unit`` (``check_spacing``); distances are measured in it.
     """
 
     in_channels: int
     num_classes: int
     ignore_index: int = IGNORE_INDEX
 
-    def __init__(self, batch_size: int = 16, num_workers: int = 0, pin_memory: bool = False, order_seed: int = 0):
+    def __init__(
+        self,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        order_seed: int = 0,
+        spacing: Sequence[float] | float | None = None,
+        unit: str | None = None,
+    ):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size={batch_size} must be >= 1")
+        self.spacing, self.unit = check_spacing(spacing, unit)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory

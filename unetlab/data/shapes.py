@@ -169,8 +169,13 @@ class ShapesDataModule(SegmentationDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         order_seed: int = 0,
+        spacing: Sequence[float] | float | None = None,
+        unit: str | None = None,
     ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, order_seed=order_seed)
+        super().__init__(
+            batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, order_seed=order_seed,
+            spacing=spacing, unit=unit,
+        )  # fmt: skip
         kinds = list(kinds)
         unknown = [kind for kind in kinds if kind not in KINDS]
         if unknown or not kinds:

@@ -45,7 +45,7 @@ class EvalOptions:
     probe_steps: int = 100  # loss evaluations of the probes' full-batch L-BFGS (all keys train together)
     probe_images: int = 64  # training images whose frozen features the probes train on (one forward pass each)
     picture_images: int = 32  # first test images whose label maps go to label_maps.npz (the report's pictures)
-    tolerance: float = 2.0  # px, for nsd and bf1
+    tolerance: float = 2.0  # for nsd and bf1, in the data's unit (data.unit; px without a data.spacing)
     batch_size: int = 16
     seed: int = 0  # seeds the probes' images and the bootstrap resamples
     resamples: int = 1000  # bootstrap resamples of the test images behind every interval (>= 1000 for a 95 % interval)
@@ -75,7 +75,9 @@ def evaluate(
     kept = net.skip_levels
 
     def new_metric() -> BoundaryMetrics:
-        return BoundaryMetrics(num_classes, tolerance=options.tolerance, ignore_index=ignore).to(options.device)
+        return BoundaryMetrics(
+            num_classes, tolerance=options.tolerance, ignore_index=ignore, spacing=datamodule.spacing
+        ).to(options.device)
 
     probes = None
     if options.probes:
@@ -145,7 +147,7 @@ def evaluate(
     indices = resample_indices(len(per_image["model"]), options.resamples, seed=options.seed)
     rows = []
     for source, values in per_image.items():
-        rows += source_rows(source, values, indices, empty_rate=not source.startswith("shapley/"))
+        rows += source_rows(source, values, indices, unit=datamodule.unit, empty_rate=not source.startswith("shapley/"))
     return rows, per_image
 
 
@@ -243,7 +245,7 @@ def run_eval(
 
 
 def _write_eval(run: LoadedRun, options: EvalOptions) -> list[dict]:
-    labels = LabelMapRecorder(options.picture_images)
+    labels = LabelMapRecorder(options.picture_images, run.datamodule.spacing)
     rows, per_image = evaluate(run, options, labels)
     results_path = run.run_dir / "results.csv"
     columns = run_columns(run.cfg, run.net, run.run_dir)

@@ -8,7 +8,8 @@ picks its images from these by the per-image values of ``per_image.npz``, whose 
 reads only files, never a model.
 
 Stored as ``<i>/<source>`` -> (H, W) uint8 ((H, W, 3) for ``image``), one array per image so that images of
-different sizes (file data sets at their native size) fit; ``index`` -> (N,) the test indices.
+different sizes (file data sets at their native size) fit; ``index`` -> (N,) the test indices; ``spacing`` -> (2,)
+the pixel size ``(sy, sx)`` the run's distances are measured in.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from unetlab.encode import to_uint8_rgb
 class LabelMapRecorder:
     """Collects (B, H, W) label batches per source, in test order, up to ``limit`` images per source."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, spacing: tuple[float, float] = (1.0, 1.0)):
         self.limit = limit
+        self.spacing = spacing  # the pixel size (sy, sx) of the maps, written beside them
         self.maps: dict[str, list[np.ndarray]] = {}
 
     @property
@@ -54,6 +56,7 @@ class LabelMapRecorder:
             return
         arrays = {f"{i}/{source}": maps[i] for source, maps in self.maps.items() for i in range(count)}
         arrays["index"] = np.arange(count)
+        arrays["spacing"] = np.asarray(self.spacing, dtype=np.float64)
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
@@ -62,12 +65,18 @@ class LabelMapRecorder:
         replace_atomically(path, write)
 
 
+def read_spacing(path: Path) -> tuple[float, float]:
+    """The pixel size ``(sy, sx)`` the label maps were scored with (``(1, 1)`` for files written before it was)."""
+    with np.load(path) as data:
+        return tuple(float(v) for v in data["spacing"]) if "spacing" in data.files else (1.0, 1.0)
+
+
 def read_label_maps(path: Path) -> list[dict[str, np.ndarray]]:
     """The inverse of ``LabelMapRecorder.write``: per image (test order), source -> (H, W) uint8."""
     with np.load(path) as data:
         images: list[dict[str, np.ndarray]] = [{} for _ in data["index"]]
         for key in data.files:
-            if key != "index":
+            if key not in ("index", "spacing"):
                 i, source = key.split("/", 1)
                 images[int(i)][source] = data[key]
     return images

@@ -1,13 +1,18 @@
 """torchmetrics wrapper: boundary metrics over multi-class label maps, synced under DDP."""
 
-import math
-
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from unetlab.metrics.functional import DISTANCE_METRICS, METRIC_NAMES, boundary_metrics
+from unetlab.metrics.functional import (
+    DISTANCE_METRICS,
+    METRIC_NAMES,
+    UNIT_SPACING,
+    boundary_metrics,
+    check_spacing,
+    image_diagonal,
+)
 
 # Columns of the per-image summary: the eight metrics, then the "exactly one empty" flag.
 COLUMNS = (*METRIC_NAMES, "empty_rate")
@@ -24,8 +29,9 @@ class BoundaryMetrics(Metric):
     Empty masks follow ``docs/metrics.md``: a class absent from both prediction and target in an image
     counts as a perfect match (distances 0, the rest 1), and it is counted. A class in exactly one
     of them has ``inf`` distances, which are replaced here by the image diagonal
-    ``sqrt(H² + W²)`` (the worst possible value) so that means stay finite; ``empty_rate`` reports
-    the fraction of images where that happened, beside the metrics.
+    ``sqrt((H·sy)² + (W·sx)²)`` (the worst possible value; ``sqrt(H² + W²)`` for unit pixels) so that
+    means stay finite; ``empty_rate`` reports the fraction of images where that happened, beside the
+    metrics.
 
     State: one float32 ``(N, C-1, 9)`` summary per batch (eight metrics and the empty flag per
     image and class), a list state reduced with ``"cat"``; never raw masks. All images weigh the
@@ -33,8 +39,10 @@ class BoundaryMetrics(Metric):
 
     Args:
         num_classes: ``C``, including the background class 0.
-        tolerance: pixel tolerance of ``nsd`` and ``bf1``.
+        tolerance: tolerance of ``nsd`` and ``bf1``, in the unit of ``spacing`` (pixels by default).
         ignore_index: target label left out of every mask.
+        spacing: pixel size ``(sy, sx)``, positive; distances (and the diagonal fill) are physical,
+            ``sqrt((dy·sy)² + (dx·sx)²)``, in its unit.
         kwargs: passed to ``torchmetrics.Metric``.
     """
 
@@ -42,10 +50,18 @@ class BoundaryMetrics(Metric):
     higher_is_better = None
     full_state_update = False
 
-    def __init__(self, num_classes: int, tolerance: float = 2.0, ignore_index: int = 255, **kwargs) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        tolerance: float = 2.0,
+        ignore_index: int = 255,
+        spacing: tuple[float, float] = UNIT_SPACING,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         if num_classes < 2:
             raise ValueError(f"num_classes={num_classes}, but boundary metrics need a background and a class (>= 2)")
+        self.spacing = check_spacing(spacing)
         self.num_classes = num_classes
         self.tolerance = tolerance
         self.ignore_index = ignore_index
@@ -71,10 +87,10 @@ class BoundaryMetrics(Metric):
         # Only (image, class) pairs with some foreground need work; the rest stay perfect.
         present = (pred_masks | target_masks).flatten(2).any(dim=2)
         if present.any():
-            values = boundary_metrics(pred_masks[present], target_masks[present], self.tolerance)
+            values = boundary_metrics(pred_masks[present], target_masks[present], self.tolerance, self.spacing)
             scores = torch.stack([values[name] for name in METRIC_NAMES], dim=1)
             one_empty = torch.isinf(values["hd"])
-            scores = torch.where(torch.isinf(scores), math.hypot(height, width), scores)
+            scores = torch.where(torch.isinf(scores), image_diagonal(height, width, self.spacing), scores)
             summary[present] = torch.cat([scores, one_empty[:, None].float()], dim=1)
         self.per_image.append(summary)
 

@@ -1,7 +1,9 @@
 """Boundary metrics on bool masks: pure functions, vectorised over the batch, CPU or CUDA.
 
 Definitions: ``docs/metrics.md``. Masks are bool ``(N, H, W)`` or ``(H, W)``; outside the image is
-background; distances are in pixels (Euclidean, exact). For a mask ``m``:
+background; distances are Euclidean and exact, in pixels, or with ``spacing=(sy, sx)`` (the pixel
+size) in its unit: ``sqrt((dy·sy)² + (dx·sx)²)`` between pixel centres, tolerances in the same unit.
+For a mask ``m``:
 
 - boundary ``∂m = m AND NOT erode(m)``, erosion by the 4-connected 3x3 cross;
 - ``d(a→b)``: for every pixel of ``∂a``, the distance to the nearest pixel centre of ``∂b``.
@@ -28,28 +30,33 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from unetlab.metrics._distance import erode_square, inner_boundary, surface_sq_distances
+from unetlab.metrics._distance import erode_rectangle, inner_boundary, surface_sq_distances
 
 METRIC_NAMES = ("dice", "iou", "hd", "hd95", "assd", "nsd", "bf1", "biou")
-DISTANCE_METRICS = ("hd", "hd95", "assd")  # in px, lower is better; the rest are fractions, higher is better
+DISTANCE_METRICS = ("hd", "hd95", "assd")  # in px (or spacing's unit), lower is better; the rest are fractions
+UNIT_SPACING = (1.0, 1.0)
 
 __all__ = [
-    "DISTANCE_METRICS", "METRIC_NAMES", "assd", "bf1", "biou", "boundary_metrics", "dice", "hd", "hd95", "iou", "nsd",
+    "DISTANCE_METRICS", "METRIC_NAMES", "UNIT_SPACING", "assd", "band_width", "band_widths", "bf1", "biou",
+    "boundary_metrics", "check_spacing", "dice", "hd", "hd95", "image_diagonal", "iou", "nsd",
 ]  # fmt: skip
 
 
-def boundary_metrics(pred: Tensor, target: Tensor, tolerance: float = 2.0) -> dict[str, Tensor]:
+def boundary_metrics(
+    pred: Tensor, target: Tensor, tolerance: float = 2.0, spacing: tuple[float, float] = UNIT_SPACING
+) -> dict[str, Tensor]:
     """All eight metrics in one pass: boundaries and distances are computed once.
 
     Args:
         pred, target: bool (N, H, W) or (H, W).
-        tolerance: pixel tolerance ``τ`` of ``nsd`` and ``bf1``.
+        tolerance: tolerance ``τ`` of ``nsd`` and ``bf1``, in the unit of ``spacing`` (pixels by default).
+        spacing: pixel size ``(sy, sx)``, positive; distances are physical, ``sqrt((dy·sy)² + (dx·sx)²)``.
 
     Returns:
         ``{name: float32 (N,) or ()}`` for ``dice, iou, hd, hd95, assd, nsd, bf1, biou``; see the
         single-metric functions for each definition.
     """
-    return _run(pred, target, METRIC_NAMES, tolerance)
+    return _run(pred, target, METRIC_NAMES, tolerance, spacing)
 
 
 def dice(pred: Tensor, target: Tensor) -> Tensor:
@@ -68,66 +75,70 @@ def iou(pred: Tensor, target: Tensor) -> Tensor:
     return _run(pred, target, ("iou",))["iou"]
 
 
-def hd(pred: Tensor, target: Tensor) -> Tensor:
-    """Symmetric Hausdorff distance ``max(max d(p→t), max d(t→p))`` in pixels.
+def hd(pred: Tensor, target: Tensor, spacing: tuple[float, float] = UNIT_SPACING) -> Tensor:
+    """Symmetric Hausdorff distance ``max(max d(p→t), max d(t→p))`` in pixels (or ``spacing``'s unit).
 
-    Args: pred, target: bool (N, H, W) or (H, W).
+    Args: pred, target: bool (N, H, W) or (H, W); spacing: pixel size ``(sy, sx)``.
     Returns: float32 (N,) or (); 0 if both empty, inf if exactly one is empty.
     """
-    return _run(pred, target, ("hd",))["hd"]
+    return _run(pred, target, ("hd",), spacing=spacing)["hd"]
 
 
-def hd95(pred: Tensor, target: Tensor) -> Tensor:
-    """95th-percentile Hausdorff distance ``max(q95 d(p→t), q95 d(t→p))`` in pixels.
+def hd95(pred: Tensor, target: Tensor, spacing: tuple[float, float] = UNIT_SPACING) -> Tensor:
+    """95th-percentile Hausdorff distance ``max(q95 d(p→t), q95 d(t→p))`` in pixels (or ``spacing``'s unit).
 
     ``q95`` is the linearly interpolated percentile of ``torch.quantile``: with the ``n`` distances
     sorted as ``v_0 <= ... <= v_{n-1}`` and ``r = 0.95 (n - 1)``, ``q95 = v_⌊r⌋ + (r - ⌊r⌋)(v_⌈r⌉ - v_⌊r⌋)``.
 
-    Args: pred, target: bool (N, H, W) or (H, W).
+    Args: pred, target: bool (N, H, W) or (H, W); spacing: pixel size ``(sy, sx)``.
     Returns: float32 (N,) or (); 0 if both empty, inf if exactly one is empty.
     """
-    return _run(pred, target, ("hd95",))["hd95"]
+    return _run(pred, target, ("hd95",), spacing=spacing)["hd95"]
 
 
-def assd(pred: Tensor, target: Tensor) -> Tensor:
+def assd(pred: Tensor, target: Tensor, spacing: tuple[float, float] = UNIT_SPACING) -> Tensor:
     """Average symmetric surface distance: the mean of ``d(p→t) ∪ d(t→p)`` pooled,
-    ``(Σ d(p→t) + Σ d(t→p)) / (|∂p| + |∂t|)``, in pixels.
+    ``(Σ d(p→t) + Σ d(t→p)) / (|∂p| + |∂t|)``, in pixels (or ``spacing``'s unit).
 
-    Args: pred, target: bool (N, H, W) or (H, W).
+    Args: pred, target: bool (N, H, W) or (H, W); spacing: pixel size ``(sy, sx)``.
     Returns: float32 (N,) or (); 0 if both empty, inf if exactly one is empty.
     """
-    return _run(pred, target, ("assd",))["assd"]
+    return _run(pred, target, ("assd",), spacing=spacing)["assd"]
 
 
-def nsd(pred: Tensor, target: Tensor, tolerance: float = 2.0) -> Tensor:
+def nsd(pred: Tensor, target: Tensor, tolerance: float = 2.0, spacing: tuple[float, float] = UNIT_SPACING) -> Tensor:
     """Normalised surface distance (surface Dice) at tolerance ``τ``:
     ``(#{d(p→t) <= τ} + #{d(t→p) <= τ}) / (|∂p| + |∂t|)``.
 
-    Args: pred, target: bool (N, H, W) or (H, W); tolerance: ``τ`` in pixels.
+    Args: pred, target: bool (N, H, W) or (H, W); tolerance: ``τ`` in pixels (or ``spacing``'s unit);
+    spacing: pixel size ``(sy, sx)``.
     Returns: float32 (N,) or () in [0, 1]; 1 if both empty, 0 if exactly one is empty.
     """
-    return _run(pred, target, ("nsd",), tolerance)["nsd"]
+    return _run(pred, target, ("nsd",), tolerance, spacing)["nsd"]
 
 
-def bf1(pred: Tensor, target: Tensor, tolerance: float = 2.0) -> Tensor:
+def bf1(pred: Tensor, target: Tensor, tolerance: float = 2.0, spacing: tuple[float, float] = UNIT_SPACING) -> Tensor:
     """Boundary F1 at tolerance ``τ``: harmonic mean of precision ``#{d(p→t) <= τ} / |∂p|`` and
     recall ``#{d(t→p) <= τ} / |∂t|`` (0 if both are 0).
 
-    Args: pred, target: bool (N, H, W) or (H, W); tolerance: ``τ`` in pixels.
+    Args: pred, target: bool (N, H, W) or (H, W); tolerance: ``τ`` in pixels (or ``spacing``'s unit);
+    spacing: pixel size ``(sy, sx)``.
     Returns: float32 (N,) or () in [0, 1]; 1 if both empty, 0 if exactly one is empty.
     """
-    return _run(pred, target, ("bf1",), tolerance)["bf1"]
+    return _run(pred, target, ("bf1",), tolerance, spacing)["bf1"]
 
 
-def biou(pred: Tensor, target: Tensor) -> Tensor:
+def biou(pred: Tensor, target: Tensor, spacing: tuple[float, float] = UNIT_SPACING) -> Tensor:
     """Boundary IoU (Cheng et al. 2021): ``|band(p) ∩ band(t)| / |band(p) ∪ band(t)|``, where
     ``band(m) = m AND NOT erode_k(m)``, ``erode_k`` is ``k`` erosions by the 3x3 square (zero padded)
-    and ``k = max(1, round(0.02 · sqrt(H² + W²)))``, from the full image size.
+    and ``k = max(1, round(0.02 · sqrt(H² + W²)))``, from the full image size. With a ``spacing``
+    the band is ``0.02 ×`` the physical diagonal wide along each axis (``band_widths``) and the
+    erosion is by the ``(2ky+1) x (2kx+1)`` rectangle.
 
-    Args: pred, target: bool (N, H, W) or (H, W).
+    Args: pred, target: bool (N, H, W) or (H, W); spacing: pixel size ``(sy, sx)``.
     Returns: float32 (N,) or () in [0, 1]; 1 if both empty, 0 if exactly one is empty.
     """
-    return _run(pred, target, ("biou",))["biou"]
+    return _run(pred, target, ("biou",), spacing=spacing)["biou"]
 
 
 def band_width(height: int, width: int) -> int:
@@ -135,9 +146,46 @@ def band_width(height: int, width: int) -> int:
     return max(1, round(0.02 * math.hypot(height, width)))
 
 
-def _run(pred: Tensor, target: Tensor, names: tuple[str, ...], tolerance: float = 2.0) -> dict[str, Tensor]:
+def band_widths(height: int, width: int, spacing: tuple[float, float] = UNIT_SPACING) -> tuple[int, int]:
+    """Band width of ``biou`` in pixels along each axis, ``(ky, kx)``:
+    ``k_axis = max(1, round(0.02 · diagonal / s_axis))`` with ``diagonal = sqrt((H·sy)² + (W·sx)²)``
+    the physical image diagonal (round half to even); ``(k, k)`` of ``band_width`` for unit pixels."""
+    sy, sx = check_spacing(spacing)
+    diagonal = image_diagonal(height, width, (sy, sx))
+    return max(1, round(0.02 * diagonal / sy)), max(1, round(0.02 * diagonal / sx))
+
+
+def image_diagonal(height: int, width: int, spacing: tuple[float, float] = UNIT_SPACING) -> float:
+    """Physical image diagonal ``sqrt((H·sy)² + (W·sx)²)``: the largest distance two pixels of the image
+    can be apart (up to one pixel), the value ``BoundaryMetrics`` gives a distance that is ``inf``."""
+    sy, sx = check_spacing(spacing)
+    return math.hypot(height * sy, width * sx)
+
+
+def check_spacing(spacing: tuple[float, float]) -> tuple[float, float]:
+    """``spacing`` as ``(sy, sx)`` floats; ValueError unless it is two positive finite numbers."""
+    try:
+        sy, sx = (float(value) for value in spacing)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"spacing={spacing!r}: expected the pixel size (sy, sx), two positive finite numbers"
+        ) from None
+    # Squares must stay positive and finite too: the distance kernel works with sy², sx².
+    if not all(value > 0.0 and 0.0 < value * value < math.inf for value in (sy, sx)):
+        raise ValueError(f"spacing={spacing!r}: expected the pixel size (sy, sx), two positive finite numbers")
+    return sy, sx
+
+
+def _run(
+    pred: Tensor,
+    target: Tensor,
+    names: tuple[str, ...],
+    tolerance: float = 2.0,
+    spacing: tuple[float, float] = UNIT_SPACING,
+) -> dict[str, Tensor]:
     """Checks and crops the inputs, computes ``names``, applies the empty-mask rules."""
     single = _check(pred, target)
+    spacing = check_spacing(spacing)
     if single:
         pred, target = pred[None], target[None]
     num_images, height, width = pred.shape
@@ -149,9 +197,9 @@ def _run(pred: Tensor, target: Tensor, names: tuple[str, ...], tolerance: float 
     if {"dice", "iou"} & set(names):
         values.update(_overlap(pred, target, pred_size, target_size))
     if "biou" in names:
-        values["biou"] = _boundary_iou(pred, target, band_width(height, width))
+        values["biou"] = _boundary_iou(pred, target, band_widths(height, width, spacing))
     if {*DISTANCE_METRICS, "nsd", "bf1"} & set(names):
-        values.update(_surface_metrics(inner_boundary(pred), inner_boundary(target), tolerance))
+        values.update(_surface_metrics(inner_boundary(pred), inner_boundary(target), tolerance, spacing))
     both_empty = (pred_size == 0) & (target_size == 0)
     one_empty = (pred_size == 0) ^ (target_size == 0)
     results = {}
@@ -206,23 +254,25 @@ def _overlap(pred: Tensor, target: Tensor, pred_size: Tensor, target_size: Tenso
     return {"dice": 2 * intersection / total, "iou": intersection / (total - intersection)}
 
 
-def _boundary_iou(pred: Tensor, target: Tensor, erosions: int) -> Tensor:
-    """IoU of the inner bands of width ``erosions``; (N,)."""
-    pred_band = pred & ~erode_square(pred, erosions)
-    target_band = target & ~erode_square(target, erosions)
+def _boundary_iou(pred: Tensor, target: Tensor, widths: tuple[int, int]) -> Tensor:
+    """IoU of the inner bands ``widths = (ky, kx)`` pixels wide along y and x; (N,)."""
+    pred_band = pred & ~erode_rectangle(pred, *widths)
+    target_band = target & ~erode_rectangle(target, *widths)
     intersection = _count(pred_band & target_band).double()
     union = _count(pred_band | target_band).double()
     return intersection / union
 
 
-def _surface_metrics(pred_boundary: Tensor, target_boundary: Tensor, tolerance: float) -> dict[str, Tensor]:
-    """hd, hd95, assd, nsd and bf1 from both directed distance sets; (N,) each.
+def _surface_metrics(
+    pred_boundary: Tensor, target_boundary: Tensor, tolerance: float, spacing: tuple[float, float] = UNIT_SPACING
+) -> dict[str, Tensor]:
+    """hd, hd95, assd, nsd and bf1 from both directed distance sets; (N,) each, in ``spacing``'s unit.
 
     Segment ``n`` holds ``d(p→t)`` of image ``n``, segment ``N + n`` holds ``d(t→p)``
     (see ``surface_sq_distances``). Values for empty boundaries are set later.
     """
     num_images = pred_boundary.shape[0]
-    segment, sq_distance = surface_sq_distances(pred_boundary, target_boundary)
+    segment, sq_distance = surface_sq_distances(pred_boundary, target_boundary, spacing)
     distance = sq_distance.sqrt().float()
     num_segments = 2 * num_images
 
@@ -253,15 +303,22 @@ def _surface_metrics(pred_boundary: Tensor, target_boundary: Tensor, tolerance: 
 def _segment_quantile(segment: Tensor, sq_distance: Tensor, distance: Tensor, count: Tensor, q: float) -> Tensor:
     """Linearly interpolated ``q``-quantile of ``distance`` within each segment, as ``torch.quantile``.
 
-    One sort on the key ``segment · span + d²`` (exact integers in float64) orders the values
-    within every segment. Empty segments give 0.
+    float32 ``sq_distance`` (unit pixels, integers below 2**24): one sort on the key
+    ``segment · span + d²`` (exact integers in float64) orders the values within every segment.
+    float64 (other spacings, non-integer ``d²``, where that key would round; or huge images): a
+    stable sort by ``d²``, then by segment.
+    Empty segments give 0.
     """
     num_segments = count.numel()
     if distance.numel() == 0:
         return torch.zeros(num_segments, dtype=distance.dtype, device=distance.device)
     capped = torch.nan_to_num(sq_distance.double(), posinf=0.0)
-    span = float(capped.max()) + 1.0
-    order = torch.argsort(segment.double() * span + capped)
+    if sq_distance.dtype == torch.float32:
+        span = float(capped.max()) + 1.0
+        order = torch.argsort(segment.double() * span + capped)
+    else:
+        by_distance = torch.argsort(capped, stable=True)
+        order = by_distance[torch.argsort(segment[by_distance], stable=True)]
     ordered = distance[order]
     starts = torch.cumsum(count, 0) - count
     # torch.quantile computes the rank in the input's dtype and lerps between its neighbours.

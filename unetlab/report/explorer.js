@@ -13,7 +13,8 @@
   const SCALE = Math.max(1, Math.floor(256 / Math.max(H, W))); // main canvases: 64 px images at 4x
   const SMALL = Math.max(1, Math.floor(128 / Math.max(H, W))); // layer maps and label panels
   const THUMB = Math.max(1, Math.floor(80 / Math.max(H, W))); // model thumbnails
-  const D_MAX = 8; // px; distances at or beyond it are drawn red
+  const UNIT = data.unit || "px"; // the unit of every distance in the data (data.spacing's unit, or px)
+  const D_MAX = 8; // in UNIT; distances at or beyond it are drawn red
   const state = { image: 0, model: 0, key: null, channel: null, pixel: [H >> 1, W >> 1] };
   explorer.state = state;
   const viewKey = { fields: null, units: null }; // the key each view last showed, kept when state.key is not its own
@@ -148,8 +149,8 @@
     if (value === null || value === undefined) return "n/a";
     const v = Number(value); // non-finite values arrive as the strings "Infinity" and "NaN"
     if (Number.isNaN(v)) return "n/a";
-    if (!Number.isFinite(v)) return v > 0 ? "∞ px" : "−∞ px";
-    return v.toFixed(2) + " px";
+    if (!Number.isFinite(v)) return v > 0 ? `∞ ${UNIT}` : `−∞ ${UNIT}`;
+    return `${v.toFixed(2)} ${UNIT}`;
   }
   function distanceColour(d) {
     if (d === null || d === undefined || Number.isNaN(Number(d))) return "#888";
@@ -162,7 +163,7 @@
       ctx.fillStyle = distanceColour((x / 159) * D_MAX);
       ctx.fillRect(x, 0, 1, 12);
     }
-    return el("div", { class: "scale" }, "distance to the other boundary: 0 px", bar, `≥ ${D_MAX} px`);
+    return el("div", { class: "scale" }, `distance to the other boundary: 0 ${UNIT}`, bar, `≥ ${D_MAX} ${UNIT}`);
   }
   function swatch(colour, cls) {
     const node = el("span", { class: "swatch" + (cls ? " " + cls : "") });

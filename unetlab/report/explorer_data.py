@@ -16,7 +16,7 @@ import torch
 
 from unetlab.conventions import level_of
 from unetlab.encode import encode_labels, encode_png
-from unetlab.evaluation.label_maps import read_label_maps
+from unetlab.evaluation.label_maps import read_label_maps, read_spacing
 from unetlab.evaluation.results import read_per_image
 from unetlab.metrics._distance import inner_boundary, surface_sq_distances
 from unetlab.metrics.classes import COLUMNS as PER_IMAGE_COLUMNS
@@ -30,18 +30,20 @@ def image_values(per_image: torch.Tensor, metric: str) -> np.ndarray:
     return per_image[:, :, PER_IMAGE_COLUMNS.index(metric)].mean(dim=1).numpy()
 
 
-def boundaries(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> tuple[list, list]:
+def boundaries(
+    pred: np.ndarray, truth: np.ndarray, num_classes: int, spacing: tuple[float, float] = (1.0, 1.0)
+) -> tuple[list, list]:
     """Boundary pixels of prediction and truth (every foreground class), each ``[y, x, d]`` with ``d`` its exact
-    distance (px) to the other mask's boundary of the same class, as hd95 and assd measure it; where the other
-    boundary is empty, the image diagonal (as the metrics count an empty mask)."""
-    diagonal = round(float(np.hypot(*pred.shape)), 3)
+    distance (in the unit of ``spacing``, the pixel size) to the other mask's boundary of the same class, as hd95
+    and assd measure it; where the other boundary is empty, the image diagonal (as the metrics count an empty mask)."""
+    diagonal = round(float(np.hypot(pred.shape[0] * spacing[0], pred.shape[1] * spacing[1])), 3)
     pred_out, truth_out = [], []
     for label in range(1, num_classes):
         p = inner_boundary(torch.from_numpy(pred == label)[None])
         t = inner_boundary(torch.from_numpy(truth == label)[None])
         if not (p.any() or t.any()):
             continue
-        segment, sq_distance = surface_sq_distances(p, t)
+        segment, sq_distance = surface_sq_distances(p, t, spacing)
         distance = sq_distance.double().sqrt()
         points = torch.cat([p[0].nonzero(), t[0].nonzero()])  # row-major per segment, as surface_sq_distances orders
         for (y, x), s, d in zip(points.tolist(), segment.tolist(), distance.tolist(), strict=True):
@@ -76,6 +78,7 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
     if not models:
         return None
     maps = {model: read_label_maps(found[model] / "label_maps.npz") for model in models}
+    spacing = {model: read_spacing(found[model] / "label_maps.npz") for model in models}
     values = {model: read_per_image(found[model] / "per_image.npz")["model"] for model in models}
     available = min(len(m) for m in maps.values())
     deepest = max(model.depth for model in models)
@@ -113,7 +116,7 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
         predictions = []
         for _, index in picked:
             pred, truth = maps[model][index]["model"], maps[model][index]["truth"]
-            pred_boundary, truth_boundary = boundaries(pred, truth, num_classes)
+            pred_boundary, truth_boundary = boundaries(pred, truth, num_classes, spacing[model])
             predictions.append({
                 "labels": encode_labels(pred),
                 "hd95": float(model_hd95[index]),
@@ -143,6 +146,7 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
     height, width = first[0]["truth"].shape
     return {
         "title": title,
+        "unit": results.unit,  # of hd95, assd and the boundary distances; optional in the schema (default px)
         "image_size": [int(height), int(width)],
         "classes": ["background", *(f"class {k}" for k in range(1, num_classes))],
         "images": images,

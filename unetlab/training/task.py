@@ -40,8 +40,10 @@ class SegmentationTask(L.LightningModule):
         optimizer: a partial optimizer, called with the parameters.
         scheduler: a partial LR scheduler, called with the optimizer (stepped once per epoch), or None.
         dice_weight: weight of the soft Dice term beside cross-entropy.
-        tolerance: pixel tolerance of ``nsd`` and ``bf1`` in the logged metrics.
+        tolerance: tolerance of ``nsd`` and ``bf1`` in the logged metrics, in the unit of ``spacing``.
         ignore_index: mask value left out of the loss and the metrics.
+        spacing: the pixel size ``(sy, sx)`` the logged distances are measured in (the data's ``spacing``; ``train``
+            passes it); ``(1, 1)``: pixels.
         channels_last: run the network in channels-last memory format (same maths, another memory layout; ~1.3x faster
             convolutions on CPU; scripts/bench_train.py).
     """
@@ -55,12 +57,16 @@ class SegmentationTask(L.LightningModule):
         tolerance: float = 2.0,
         ignore_index: int = IGNORE_INDEX,
         channels_last: bool = True,
+        spacing: tuple[float, float] = (1.0, 1.0),
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
-        self.val_metrics = BoundaryMetrics(net.num_classes, tolerance=tolerance, ignore_index=ignore_index)
-        self.test_metrics = BoundaryMetrics(net.num_classes, tolerance=tolerance, ignore_index=ignore_index)
+        spacing = tuple(float(s) for s in spacing)
+        self.val_metrics = BoundaryMetrics(net.num_classes, tolerance=tolerance, ignore_index=ignore_index,
+                                           spacing=spacing)  # fmt: skip
+        self.test_metrics = BoundaryMetrics(net.num_classes, tolerance=tolerance, ignore_index=ignore_index,
+                                            spacing=spacing)  # fmt: skip
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, C, H, W) -> logits (B, K, H, W)."""

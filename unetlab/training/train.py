@@ -141,7 +141,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if num_classes < datamodule.num_classes:
         raise ValueError(f"model.num_classes={num_classes} is smaller than data.num_classes={datamodule.num_classes}")
     net = instantiate(cfg.model, in_channels=cfg.model.in_channels or datamodule.in_channels, num_classes=num_classes)
-    task = instantiate(cfg.task, net=net)
+    task = instantiate(cfg.task, net=net, spacing=list(datamodule.spacing))  # distances in the data's unit
 
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c and "_target_" in c]
     loggers = build_loggers(cfg)
