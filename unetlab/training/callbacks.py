@@ -39,8 +39,9 @@ class EpochSummary(L.Callback):
         name = self.name or Path(trainer.default_root_dir).name
         metrics = trainer.callback_metrics
         parts = [f"train/loss {sum(self.losses) / len(self.losses):.3f}"] if self.losses else []
+        unit = getattr(getattr(trainer, "datamodule", None), "unit", "px")  # the data's unit of distances
         parts += [
-            f"{key} {float(metrics[key]):.3f}{' px' if key.endswith('hd95') else ''}"
+            f"{key} {float(metrics[key]):.3f}{f' {unit}' if key.endswith('hd95') else ''}"
             for key in ("val/dice", "val/hd95")
             if key in metrics
         ]
