@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from unetlab.atomic import replace_atomically
+from unetlab.atomic import write_npz
 from unetlab.encode import to_uint8_rgb
 
 
@@ -30,11 +30,6 @@ class LabelMapRecorder:
         self.limit = limit
         self.spacing = spacing  # the pixel size (sy, sx) of the maps, written beside them
         self.maps: dict[str, list[np.ndarray]] = {}
-
-    @property
-    def full(self) -> bool:
-        """Whether every source seen so far has ``limit`` images (further batches would be dropped)."""
-        return bool(self.maps) and all(len(maps) >= self.limit for maps in self.maps.values())
 
     def add_images(self, images: Tensor) -> None:
         """Append a batch of input images (B, C, H, W) as ``image`` (H, W, 3) uint8, each on its own range."""
@@ -57,12 +52,7 @@ class LabelMapRecorder:
         arrays = {f"{i}/{source}": maps[i] for source, maps in self.maps.items() for i in range(count)}
         arrays["index"] = np.arange(count)
         arrays["spacing"] = np.asarray(self.spacing, dtype=np.float64)
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as handle:
-                np.savez_compressed(handle, **arrays)
-
-        replace_atomically(path, write)
+        write_npz(path, arrays)
 
 
 def read_spacing(path: Path) -> tuple[float, float]:

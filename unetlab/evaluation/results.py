@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from unetlab.atomic import replace_atomically
+from unetlab.atomic import replace_atomically, write_npz
 from unetlab.conventions import skips_to_str
 from unetlab.evaluation.bootstrap import mean_interval, percentile_interval
 from unetlab.metrics.classes import COLUMNS as PER_IMAGE_COLUMNS
@@ -117,12 +117,7 @@ def write_per_image(path: Path, per_image: dict[str, Tensor]) -> None:
     """``per_image.npz``: source -> (M, C-1, 9) float32 per-image values (columns ``PER_IMAGE_COLUMNS``), atomically."""
     arrays = {source: values.float().numpy() for source, values in per_image.items()}
     arrays["columns"] = np.array(PER_IMAGE_COLUMNS)
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-
-    replace_atomically(path, write)
+    write_npz(path, arrays)
 
 
 def read_per_image(path: Path) -> dict[str, Tensor]:
