@@ -85,6 +85,13 @@ def mass_radius(weights: Tensor, centre_yx: tuple[float, float], fraction: float
     return float(distance[order][min(index, len(order) - 1)])
 
 
+def gradient_mass(feature: Tensor, x: Tensor, unit: tuple[int, int], retain_graph: bool) -> Tensor:
+    """(H, W) float64 on the CPU: |d (channel sum of ``feature`` (B, C, h, w) at ``unit``) / d ``x`` (B, C_in, H, W)|,
+    summed over the input channels and the batch (the ERF's numerator)."""
+    (grad,) = torch.autograd.grad(feature[:, :, unit[0], unit[1]].sum(), x, retain_graph=retain_graph)
+    return grad.abs().sum(dim=1).sum(dim=0).double().cpu()
+
+
 def effective_receptive_fields(
     net: UNet, images: Tensor, keys: Sequence[str] | None = None, batch_size: int = 16
 ) -> dict[str, ERF]:
@@ -109,9 +116,7 @@ def effective_receptive_fields(
             for i, key in enumerate(keys):
                 feature = features[key]
                 units[key] = (feature.shape[-2] // 2, feature.shape[-1] // 2)
-                unit_value = feature[:, :, units[key][0], units[key][1]].sum()
-                (grad,) = torch.autograd.grad(unit_value, x, retain_graph=i < len(keys) - 1)
-                sums[key] += grad.abs().sum(dim=1).sum(dim=0).double().cpu()
+                sums[key] += gradient_mass(feature, x, units[key], retain_graph=i < len(keys) - 1)
     fields = receptive_fields(net)
     out = {}
     for key in keys:

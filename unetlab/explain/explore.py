@@ -17,7 +17,7 @@ from torch import Tensor
 
 from unetlab.conventions import level_of
 from unetlab.encode import encode_labels, encode_png, to_uint8_rgb
-from unetlab.explain.erf import eval_mode
+from unetlab.explain.erf import eval_mode, gradient_mass
 from unetlab.explain.receptive_field import path_fields, receptive_fields
 from unetlab.explain.topk import TopUnits, top_patches
 from unetlab.models.unet import UNet
@@ -39,9 +39,8 @@ def erf_maps(net: UNet, images: Tensor, key: str, units: Sequence[tuple[int, int
     out = torch.zeros(len(units), *images.shape[-2:], dtype=torch.float64)
     with eval_mode(net):
         feature = net.features(x)[key]
-        for i, (u, v) in enumerate(units):
-            (grad,) = torch.autograd.grad(feature[:, :, u, v].sum(), x, retain_graph=i < len(units) - 1)
-            out[i] = grad.abs().sum(dim=1).mean(dim=0).double().cpu()
+        for i, unit in enumerate(units):
+            out[i] = gradient_mass(feature, x, unit, retain_graph=i < len(units) - 1) / len(images)
     return out
 
 
