@@ -14,6 +14,11 @@ runs over the whole batch, reported per pair.
 Physical units: one more case, the 256² pairs with the anisotropic pixel size ``SPACING`` (sy, sx),
 unetlab's eight metrics against MONAI's three, both given that ``spacing`` (tolerance in its unit).
 
+Per object and over tolerances: at every size, the per-object pass (``ObjectMetrics.update``: components, matching,
+hd95 and assd per matched pair) and the eight image metrics with nsd and bf1 at five more tolerances
+(``BoundaryMetrics(tolerances=...)``) against the eight image metrics alone (``BoundaryMetrics.update``), on the same
+label maps: the ratios are the cost of the per-object rows and of the tolerance sweep.
+
 Peak memory: a fresh child process loads the largest batch, resets its peak resident set size
 (``/proc/self/clear_refs``), computes the metrics once and reports ``VmHWM`` (peak RSS) minus the
 RSS before the call. RSS counts every allocator (torch, NumPy, scipy; ``tracemalloc`` would miss
@@ -46,6 +51,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from unetlab.metrics import BoundaryMetrics, ObjectMetrics  # noqa: E402
 from unetlab.metrics import functional as F  # noqa: E402
 
 SIZES = ((128, 64), (256, 32), (512, 8))  # (side, pairs)
@@ -231,6 +237,38 @@ def bench_spacing(sizes: tuple[tuple[int, int], ...], args: argparse.Namespace) 
     return row
 
 
+SWEPT_TOLERANCES = (0.5, 1.0, 2.0, 4.0, 8.0)  # eval.tolerances' default
+
+
+def bench_objects(sizes: tuple[tuple[int, int], ...], args: argparse.Namespace) -> list[dict]:
+    """Per size: ms per pair of the image metrics, of the per-object pass and of the image metrics with the tolerance
+    sweep (all three on label maps, as ``unetlab-eval`` runs them), and the two ratios to the image metrics."""
+    rows = []
+    for side, num_pairs in sizes:
+        pred, target = make_pairs(num_pairs, side, seed=args.seed + side)
+        pred, target = pred.long(), target.long()
+        metrics = {
+            "image_metrics": lambda: BoundaryMetrics(2, TOLERANCE),
+            "per_object": lambda: ObjectMetrics(2),
+            "image_metrics_with_tolerances": lambda: BoundaryMetrics(2, TOLERANCE, tolerances=SWEPT_TOLERANCES),
+        }
+        row = {"side": side, "pairs": num_pairs, "ms_per_pair": {}}
+        for name, make in metrics.items():
+            median, _ = time_ms(lambda make=make, pred=pred, target=target: make().update(pred, target), args.repeats)
+            row["ms_per_pair"][name] = median / num_pairs
+        base = row["ms_per_pair"]["image_metrics"]
+        row["per_object_ratio"] = row["ms_per_pair"]["per_object"] / base
+        row["tolerance_sweep_ratio"] = row["ms_per_pair"]["image_metrics_with_tolerances"] / base
+        print(
+            f"{side:4d}² image metrics {base:.3f} ms/pair; per object {row['ms_per_pair']['per_object']:.3f} "
+            f"({row['per_object_ratio']:.2f}x); with {len(SWEPT_TOLERANCES)} tolerances "
+            f"{row['ms_per_pair']['image_metrics_with_tolerances']:.3f} ({row['tolerance_sweep_ratio']:.2f}x)",
+            flush=True,
+        )
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per tool and size (median reported)")
@@ -291,6 +329,7 @@ def main() -> None:
         results.append(row)
 
     spacing_case = bench_spacing(sizes, args)
+    objects_case = bench_objects(((64, 256), *sizes) if not args.quick else ((64, 16), *sizes), args)
 
     side, num_pairs = sizes[-1]
     pred, target = make_pairs(num_pairs, side, seed=args.seed + side)
@@ -324,6 +363,7 @@ def main() -> None:
         },
         "sizes": results,
         "spacing_case": spacing_case,
+        "objects_case": objects_case,
         "peak_memory": {
             "batch": f"{num_pairs} pairs of {side}x{side}",
             "method": "child process: VmHWM after one call (peak reset before it) minus VmRSS before it",

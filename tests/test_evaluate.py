@@ -14,7 +14,7 @@ from unetlab.data.shapes import ShapesDataModule
 from unetlab.evaluation.evaluate import EvalOptions, run_eval
 from unetlab.evaluation.floors import class_fractions, resolution_floor
 from unetlab.evaluation.probes import train_probes
-from unetlab.evaluation.results import COLUMNS, read_per_image, read_results, write_results
+from unetlab.evaluation.results import COLUMNS, is_object_source, read_per_image, read_results, write_results
 from unetlab.metrics import BoundaryMetrics
 from unetlab.metrics.functional import DISTANCE_METRICS, METRIC_NAMES
 from unetlab.training.checkpoint import load_config, load_run, load_state_dict
@@ -51,27 +51,39 @@ def test_results_table_has_every_source_metric_and_class(trained):
     for mode in ("mean", "zero"):
         expected |= {f"ablate/{mode}/0", f"ablate/{mode}/1", f"ablate/{mode}/0,1"}
         expected |= {f"shapley/{mode}/0", f"shapley/{mode}/1"}
-    assert sources == expected
+    bins = ("0-4", "4-8", "8-16", "16-32", "32+")
+    objects = {f"objects/{b}" for b in bins} | {f"floor/{i}/objects/{b}" for i in range(3) for b in bins}
+    assert sources == expected | objects
     distances = [f"{m}_nonempty" for m in DISTANCE_METRICS]
+    swept = [f"{m}@{t:g}" for t in (0.5, 1, 2, 4, 8) for m in ("nsd", "bf1")]
     for source in sources:
-        metrics = [*METRICS, *(distances if not source.startswith("shapley/") else [])]
+        if source in objects:
+            metrics = ["detected", "hd95", "assd"]
+        else:
+            metrics = [*METRICS, *(distances if not source.startswith("shapley/") else [])]
+            metrics += swept if source == "model" else []
         assert {(r["metric"], r["class"]) for r in table if r["source"] == source} == set(
             itertools.product(metrics, ["1", "mean"])
-        )
+        ), source
     for row in table:  # every number has its interval (none where no image has both masks), distances their unit
-        if math.isnan(row["value"]):
-            assert row["metric"].endswith("_nonempty") and math.isnan(row["ci_low"]) and math.isnan(row["ci_high"])
+        if math.isnan(row["value"]):  # no image with both masks; no object (detected object) of that size
+            assert row["metric"].endswith("_nonempty") or row["source"] in objects, row
+            assert math.isnan(row["ci_low"]) and math.isnan(row["ci_high"])
         else:
             assert row["ci_low"] <= row["value"] + 1e-9 and row["value"] <= row["ci_high"] + 1e-9, row
         assert row["unit"] == ("px" if row["metric"].removesuffix("_nonempty") in DISTANCE_METRICS else "")
+    # The shapes' objects are 4-16 px across at 32 px: the floor of level 0 finds them all
+    floor0 = [r for r in table if r["source"].startswith("floor/0/objects/") and r["metric"] == "detected"]
+    assert sum(r["n"] for r in floor0 if r["class"] == "mean") > 16
+    assert {r["value"] for r in floor0 if r["n"]} == {1.0}
     per_image = read_per_image(run_dir / "per_image.npz")
-    assert set(per_image) == sources
+    assert set(per_image) == expected
     model_dice = next(r for r in table if (r["source"], r["metric"], r["class"]) == ("model", "dice", "1"))
     assert per_image["model"][:, 0, METRICS.index("dice")].mean().item() == pytest.approx(model_dice["value"])
     first = table[0]
     assert (first["dataset"], first["depth"], first["skips"], first["image_size"]) == ("shapes", 2, "0,1", "32")
     assert first["params"] == sum(p.numel() for p in UNet(1, 2, 2, 4).parameters())
-    assert all(r["n"] == 16 for r in table if not r["metric"].endswith("_nonempty"))
+    assert all(r["n"] == 16 for r in table if not r["metric"].endswith("_nonempty") and r["source"] not in objects)
     assert {r["value"] for r in table if r["source"] == "floor/0" and r["metric"] == "dice"} == {1.0}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert "test/dice" in metrics and metrics["eval/model/dice"] == pytest.approx(
@@ -102,7 +114,7 @@ def test_eval_keys_of_a_training_config_evaluate_after_training(trained, capsys)
     cfg, run_dir = trained
     (run_dir / "results.csv").unlink(missing_ok=True)
     # As unetlab-ablate sets it: some eval keys only, the rest at their defaults.
-    cfg = OmegaConf.merge(cfg, {"eval": {"probes": False, "floors": False, "ablate_modes": []}})
+    cfg = OmegaConf.merge(cfg, {"eval": {"probes": False, "floors": False, "ablate_modes": [], "objects": False}})
     evaluate_if_asked(cfg, run_dir)
     assert {r["source"] for r in read_results(run_dir / "results.csv")} == {"model"}
     # The trainer ran without progress bars (TINY), so the evaluation prints no summary either.
@@ -207,6 +219,7 @@ def test_eval_cli_on_a_trained_run(tmp_path):
     out = run_cli("unetlab-eval", f"ckpt={ckpt}", "eval.probe_steps=5", "data.test_size=8", cwd=work)
     assert "wrote" in out.stdout and (run / "results.csv").is_file()
     rows = [r for r in read_results(run / "results.csv") if not r["metric"].endswith("_nonempty")]
+    rows = [r for r in rows if not is_object_source(r["source"])]  # their n counts objects
     assert {r["n"] for r in rows} == {8}  # the data override reached the run config
     assert sorted(p.name for p in work.iterdir()) == ["run"]  # nothing littered in the working directory
     bad = run_cli("unetlab-eval", f"ckpt={ckpt}", "model.depth=3", cwd=work, check=False)
@@ -291,6 +304,13 @@ def test_the_data_unit_goes_through_train_eval_and_report(tmp_path):
         if pred.any() and truth.any():
             expected = functional.hd95(pred[None], truth[None], spacing=(0.5, 0.25))
             assert float(values[i, 0, METRICS.index("hd95")]) == pytest.approx(float(expected[0]), rel=1e-5)
+    # object sizes and tolerances in the unit: the px bin edges times sqrt(0.5 * 0.25)
+    sources = {r["source"] for r in rows}
+    assert {"objects/0-1.41", "objects/11.3+", "floor/0/objects/2.83-5.66"} <= sources
+    assert {r["metric"] for r in rows if r["source"] == "model"} >= {"nsd@0.5", "bf1@8"}
     make_report([tmp_path / "runs"], tmp_path / "report")
     text = (tmp_path / "report" / "report.md").read_text()
     assert "hd95 (um)" in text and "hd95 (px)" not in text
+    assert "| 2.83-5.66 um |" in text and "τ = 0.5 um" in text  # the objects' and the tolerances' tables
+    assert (tmp_path / "report" / "report_detection_by_size.png").is_file()
+    assert (tmp_path / "report" / "report_nsd_vs_tolerance.png").is_file()

@@ -27,8 +27,10 @@ from tests.fixtures_report import (
 )
 from tests.helpers import run_cli
 from unetlab.cli.report import dirs_to_override
-from unetlab.evaluation.bootstrap import percentile_interval, two_level_indices, two_level_means
+from unetlab.evaluation.bootstrap import percentile_interval, resample_indices, two_level_indices, two_level_means
+from unetlab.evaluation.results import object_rows, read_results, write_results
 from unetlab.metrics.classes import COLUMNS
+from unetlab.metrics.objects import bin_edges, bin_names
 from unetlab.report import ReportError, make_report
 from unetlab.report.collect import collect
 from unetlab.report.findings import (
@@ -36,9 +38,11 @@ from unetlab.report.findings import (
     drop_one,
     empty_predictions,
     findings,
+    floor_object_sizes,
     largest_shapley,
     no_skip_steps,
     no_skip_trend,
+    objects_without_skips,
     probe_gaps,
     single_skip_ablation,
     single_vs_none,
@@ -480,6 +484,49 @@ def test_findings_need_their_data(tmp_path):
     sentence = all_vs_none(results)
     assert states(sentence, 1, 0.5, 1.0) and gives(sentence, results.difference(
         (model_of(results, 1, (0,)), "model"), (model_of(results, 1, ()), "model")))  # fmt: skip
+
+
+def add_object_rows(grid: Path, detects) -> None:
+    """Per-object rows in every run of ``grid``: two objects per image in each size bin, the model and each floor
+    detecting all of a bin's objects or none, ``detects(depth, skips, source, bin) -> bool``; hd95 1 per detected."""
+    names = bin_names(bin_edges())
+    indices = resample_indices(IMAGES, 200, seed=0)
+    for path in grid.glob("*/results.csv"):
+        rows = read_results(path)
+        run = {key: rows[0][key] for key in ("run", "dataset", "image_size", "depth", "skips", "params", "seed")}
+        depth, skips = rows[0]["depth"], rows[0]["skips"]
+        for source in ("model", *(f"floor/{level}" for level in range(depth + 1))):
+            sums = torch.zeros(IMAGES, 1, len(names), 6, dtype=torch.float64)
+            sums[..., 0] = 2
+            for b, name in enumerate(names):
+                found = 2.0 if detects(depth, skips, source, name) else 0.0
+                sums[:, 0, b, 1:] = torch.tensor([found, found, found, found, found])
+            rows += object_rows(source, sums, names, indices)
+        write_results(path, run, rows)
+
+
+def test_object_findings_name_the_sizes_lost_to_resolution_and_to_the_missing_skips(tmp_path):
+    def detects(depth, skips, source, name):
+        small = name in ("0-4", "4-8")
+        if source == "model":
+            return not (small and depth == 3 and skips == "none")
+        level = int(source.split("/")[1])
+        return not ((level == 2 and name == "0-4") or (level == 3 and small))
+
+    write_grid(tmp_path / "grid", drop_one=None, singles=None)
+    add_object_rows(tmp_path / "grid", detects)
+    results = collect([tmp_path / "grid"])
+    floors = floor_object_sizes(results)
+    assert "level 2 loses 0-4 px (0% [0%, 0%] detected); level 3 loses 0-4 px (0% [0%, 0%] detected), 4-8 px" in floors
+    assert "level 1" not in floors and "8-16" not in floors
+    skips = objects_without_skips(results)
+    assert skips.startswith("At depth 3 ")
+    assert "0-4 px: 0% [0%, 0%] without skips against 100% [100%, 100%] with all; 4-8 px:" in skips
+    assert "8-16" not in skips
+    make_report([tmp_path / "grid"], tmp_path / "out")
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert floors in text and skips in text and "| 3 | none | 0.00 [0.00, 0.00] | 0.00 [0.00, 0.00] | 1.00" in text
+    assert (tmp_path / "out" / "report_detection_by_size.png").is_file()
 
 
 def test_html_is_self_contained(report):

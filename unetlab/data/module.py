@@ -8,13 +8,13 @@ training, by an ``(index, item_seed)`` key from ``EpochShuffle`` (read it with `
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from unetlab.data.sampling import EpochShuffle
+from unetlab.metrics.functional import check_spacing as pixel_size
 
 SPLITS = ("train", "val", "test")
 IGNORE_INDEX = 255
@@ -30,11 +30,17 @@ def check_spacing(spacing: Sequence[float] | float | None, unit: str | None) -> 
             raise ValueError(f"data.unit={unit!r} needs data.spacing: the pixel size (sy, sx) in {unit}")
         return (1.0, 1.0), "px"
     values = [spacing] * 2 if isinstance(spacing, (int, float)) else list(spacing)
-    if len(values) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f"data.spacing={spacing!r} must be a positive number or a pair [sy, sx] of them (row, column)")
+    try:
+        if not all(isinstance(v, (int, float)) for v in values):
+            raise ValueError
+        pair = pixel_size(values)  # the metrics' own check: two positive finite numbers
+    except ValueError:
+        raise ValueError(
+            f"data.spacing={spacing!r} must be a positive number or a pair [sy, sx] of them (row, column)"
+        ) from None
     if not unit or not str(unit).isidentifier():
         raise ValueError(f"data.unit={unit!r}: name the unit of data.spacing in one word, e.g. data.unit=um")
-    return (float(values[0]), float(values[1])), str(unit)
+    return pair, str(unit)
 
 
 class SegmentationDataModule(L.LightningDataModule):

@@ -23,9 +23,19 @@ from unetlab.evaluation.bootstrap import resample_indices
 from unetlab.evaluation.floors import cached_floor
 from unetlab.evaluation.label_maps import LabelMapRecorder
 from unetlab.evaluation.probes import train_probes
-from unetlab.evaluation.results import COLUMNS, run_columns, source_rows, write_per_image, write_results
+from unetlab.evaluation.results import (
+    COLUMNS,
+    object_rows,
+    run_columns,
+    source_rows,
+    tolerance_rows,
+    write_per_image,
+    write_results,
+)
 from unetlab.evaluation.skip_ablation import ablation_source, decode_variants, shapley_values, subsets
-from unetlab.metrics import BoundaryMetrics
+from unetlab.metrics import BoundaryMetrics, ObjectMetrics
+from unetlab.metrics.functional import check_tolerances
+from unetlab.metrics.objects import bin_edges
 from unetlab.models.skip_ablation import parse_ablation_mode
 from unetlab.training.checkpoint import LoadedRun, load_run
 from unetlab.training.loggers import wandb_job
@@ -46,6 +56,11 @@ class EvalOptions:
     probe_images: int = 64  # training images whose frozen features the probes train on (one forward pass each)
     picture_images: int = 32  # first test images whose label maps go to label_maps.npz (the report's pictures)
     tolerance: float = 2.0  # for nsd and bf1, in the data's unit (data.unit; px without a data.spacing)
+    # nsd and bf1 of the model also at these tolerances, in the same pass (rows nsd@<t>, bf1@<t>; data's unit)
+    tolerances: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0])
+    objects: bool = True  # per-object rows objects/<bin> (model) and floor/<level>/objects/<bin> (floors)
+    # edges of the object-size bins, px of equivalent diameter (the cell sizes of levels 2..5), scaled by the spacing
+    object_bins: list[float] = field(default_factory=lambda: [4.0, 8.0, 16.0, 32.0])
     batch_size: int = 16
     seed: int = 0  # seeds the probes' images and the bootstrap resamples
     resamples: int = 1000  # bootstrap resamples of the test images behind every interval (>= 1000 for a 95 % interval)
@@ -58,13 +73,19 @@ class EvalOptions:
                 parse_ablation_mode(mode)
             except ValueError as err:
                 raise ValueError(f"eval.ablate_modes: {err}") from None
+        for key, check in (("tolerances", check_tolerances), ("object_bins", bin_edges)):
+            try:
+                check(getattr(self, key))
+            except ValueError as err:
+                raise ValueError(f"eval.{key}: {err}") from None
 
 
 def evaluate(
     run: LoadedRun, options: EvalOptions, labels: LabelMapRecorder | None = None
 ) -> tuple[list[dict], dict[str, Tensor]]:
-    """All rows of ``run``'s results table (``source_rows``: value, std, n, empty rate, interval, unit), and the
-    per-image values behind them: source -> (M, C-1, 9) (``BoundaryMetrics.per_image_values``).
+    """All rows of ``run``'s results table (``source_rows``: value, std, n, empty rate, interval, unit; then the
+    model's ``nsd@τ``, ``bf1@τ`` rows and the per-object rows), and the per-image values behind the first:
+    source -> (M, C-1, 9) (``BoundaryMetrics.per_image_values``).
 
     ``labels``: if given, receives the label maps of the model, the probes, the floors and the ground truth of the
     first test images (``label_maps.py``)."""
@@ -74,10 +95,13 @@ def evaluate(
     num_classes, ignore = net.num_classes, datamodule.ignore_index
     kept = net.skip_levels
 
-    def new_metric() -> BoundaryMetrics:
-        return BoundaryMetrics(
-            num_classes, tolerance=options.tolerance, ignore_index=ignore, spacing=datamodule.spacing
-        ).to(options.device)
+    def new_metric(tolerances: tuple[float, ...] = ()) -> BoundaryMetrics:
+        return BoundaryMetrics(num_classes, options.tolerance, ignore, datamodule.spacing, tolerances=tolerances).to(
+            options.device
+        )
+
+    def new_object_metric() -> ObjectMetrics:
+        return ObjectMetrics(num_classes, ignore, datamodule.spacing, bins=tuple(options.object_bins))
 
     probes = None
     if options.probes:
@@ -100,12 +124,17 @@ def evaluate(
         for ablated in subsets(kept)
         if ablated
     }
-    metrics: dict[str, BoundaryMetrics] = {"model": new_metric()}
+    metrics: dict[str, BoundaryMetrics] = {"model": new_metric(tuple(options.tolerances))}
     metrics.update({source: new_metric() for source in ablations})
     if probes is not None:
         metrics.update({f"probe/{key}": new_metric() for key in probes})
     if options.floors:
         metrics.update({f"floor/{level}": new_metric() for level in range(net.depth + 1)})
+    objects: dict[str, ObjectMetrics] = {}  # per-object metrics of the model and the floors, by the source's name
+    if options.objects:
+        objects["model"] = new_object_metric()
+        if options.floors:
+            objects.update({f"floor/{level}": new_object_metric() for level in range(net.depth + 1)})
 
     loader = DataLoader(datamodule.datasets["test"], batch_size=options.batch_size, shuffle=False)
     test_masks: list[Tensor] = []
@@ -116,6 +145,8 @@ def evaluate(
             decoded = net.decode(encoded)
             prediction = decoded["logits"].argmax(dim=1)
             metrics["model"].update(prediction, masks)
+            if "model" in objects:
+                objects["model"].update(prediction.cpu(), masks.cpu())
             if labels is not None:
                 labels.add_images(images)
                 labels.add("truth", masks)
@@ -138,6 +169,8 @@ def evaluate(
             for masks in groups:
                 floor = cached_floor(masks, level, num_classes, ignore)
                 metrics[f"floor/{level}"].update(floor.to(options.device), masks.to(options.device))
+                if f"floor/{level}" in objects:
+                    objects[f"floor/{level}"].update(floor, masks)
                 if labels is not None:
                     labels.add(f"floor/{level}", floor)
 
@@ -148,6 +181,10 @@ def evaluate(
     rows = []
     for source, values in per_image.items():
         rows += source_rows(source, values, indices, unit=datamodule.unit, empty_rate=not source.startswith("shapley/"))
+    model = metrics["model"]
+    rows += tolerance_rows("model", model.tolerance_values(), model.tolerance_columns, indices)
+    for source, metric in objects.items():
+        rows += object_rows(source, metric.per_image_values(), metric.bin_names, indices, unit=datamodule.unit)
     return rows, per_image
 
 

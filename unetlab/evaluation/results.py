@@ -12,7 +12,8 @@ misplaced (both grow).
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from unetlab.atomic import replace_atomically, write_npz
 from unetlab.conventions import skips_to_str
 from unetlab.evaluation.bootstrap import mean_interval, percentile_interval
 from unetlab.metrics.classes import COLUMNS as PER_IMAGE_COLUMNS
+from unetlab.metrics.classes import OBJECT_COLUMNS
 from unetlab.metrics.functional import DISTANCE_METRICS, METRIC_NAMES
 from unetlab.models.unet import UNet
 
@@ -33,6 +35,20 @@ COLUMNS = [
 ]  # fmt: skip
 NONEMPTY = "_nonempty"  # suffix of the distance rows over images where both masks are non-empty
 EMPTY = PER_IMAGE_COLUMNS.index("empty_rate")
+
+
+def mean_row(
+    source: str, metric: str, class_: str, series: Tensor, indices: Tensor, empty_rate: float, unit: str
+) -> dict:
+    """One row whose value is the mean of ``series`` (M,) over the test images: population std, n, and the
+    bootstrap interval over the resamples ``indices`` (R, M)."""
+    low, high = mean_interval(series, indices)
+    return {
+        "source": source, "metric": metric, "class": class_,
+        "value": series.mean().item() if len(series) else float("nan"),
+        "std": series.std(correction=0).item() if len(series) else float("nan"),
+        "n": len(series), "empty_rate": empty_rate, "ci_low": low, "ci_high": high, "unit": unit,
+    }  # fmt: skip
 
 
 def source_rows(
@@ -54,15 +70,8 @@ def source_rows(
         per_class_mean = values.mean(dim=1)  # (M, 9)
         rate = per_class_mean[:, EMPTY].mean().item() if empty_rate and len(values) else float("nan")
         for column, metric in enumerate(METRIC_NAMES):
-            series = per_class_mean[:, column]
-            low, high = mean_interval(series, indices)
-            rows.append({
-                "source": source, "metric": metric, "class": class_,
-                "value": series.mean().item() if len(series) else float("nan"),
-                "std": series.std(correction=0).item() if len(series) else float("nan"),
-                "n": len(series), "empty_rate": rate, "ci_low": low, "ci_high": high,
-                "unit": unit if metric in DISTANCE_METRICS else "",
-            })  # fmt: skip
+            unit_of = unit if metric in DISTANCE_METRICS else ""
+            rows.append(mean_row(source, metric, class_, per_class_mean[:, column], indices, rate, unit_of))
         if not empty_rate:
             continue
         found = 1 - values[..., EMPTY]  # (M, classes): 1 where both masks are non-empty
@@ -78,6 +87,69 @@ def source_rows(
                 "std": kept.std(correction=0).item() if kept.numel() else float("nan"),
                 "n": int(found.any(dim=1).sum()), "empty_rate": rate, "ci_low": low, "ci_high": high, "unit": unit,
             })  # fmt: skip
+    return rows
+
+
+def tolerance_rows(source: str, per_image: Tensor, columns: Sequence[str], indices: Tensor) -> list[dict]:
+    """Rows of ``nsd@τ`` and ``bf1@τ`` (``columns``) from their per-image values (M, C-1, 2T)
+    (``BoundaryMetrics.tolerance_values``): per class and ``mean``, as ``source_rows`` does for the eight metrics
+    (no empty rate: it is the one of the source's other rows)."""
+    per_image = per_image.double()
+    groups = {str(c + 1): per_image[:, c] for c in range(per_image.shape[1])} | {"mean": per_image.mean(dim=1)}
+    rows = []
+    for class_, values in groups.items():  # values (M, 2T)
+        for column, metric in enumerate(columns):
+            rows.append(mean_row(source, metric, class_, values[:, column], indices, float("nan"), ""))
+    return rows
+
+
+OBJECTS = "objects"  # the per-object sources: objects/<bin> (the model), floor/<level>/objects/<bin>
+OBJECT_METRICS = ("detected", "hd95", "assd")
+
+
+def object_source(source: str, bin_name: str) -> str:
+    """The per-object source of ``source`` (``model`` or ``floor/<level>``) for one size bin: ``objects/4-8``,
+    ``floor/2/objects/4-8``."""
+    return f"{OBJECTS}/{bin_name}" if source == "model" else f"{source}/{OBJECTS}/{bin_name}"
+
+
+def is_object_source(source: str) -> bool:
+    """True for the sources of ``object_source``: their values are per object, not per image."""
+    return source.startswith(f"{OBJECTS}/") or f"/{OBJECTS}/" in source
+
+
+def object_rows(source: str, sums: Tensor, bin_names: Sequence[str], indices: Tensor, unit: str = "px") -> list[dict]:
+    """The per-object rows of ``source`` from its per-image sums (M, C-1, B, 6) (``ObjectMetrics.per_image_values``,
+    columns ``OBJECT_COLUMNS``) and the run's bootstrap resamples ``indices`` (R, M).
+
+    Per bin, per class and ``mean`` (the objects of every foreground class pooled): ``detected`` (detected / objects,
+    ``n`` the objects), ``hd95`` and ``assd`` (the mean over the detected objects, ``n`` those). ``std`` is over the
+    objects; the interval is the bootstrap over test images of the ratio of sums (objects weigh the same, whatever
+    image they are in). NaN where a bin has no objects (no detected ones, for the distances).
+    """
+    column = {name: i for i, name in enumerate(OBJECT_COLUMNS)}
+    sums = sums.double()
+    groups = {str(c + 1): sums[:, c] for c in range(sums.shape[1])} | {"mean": sums.sum(dim=1)}  # (M, B, 6) each
+    rows = []
+    for b, bin_name in enumerate(bin_names):
+        name = object_source(source, bin_name)
+        for class_, values in groups.items():
+            per_image = values[:, b]  # (M, 6)
+            total = per_image.sum(dim=0)
+            for metric, count, square in (("detected", "objects", "detected"), ("hd95", "detected", "hd95_sq"),
+                                          ("assd", "detected", "assd_sq")):  # fmt: skip
+                numerator, denominator = per_image[:, column[metric]], per_image[:, column[count]]
+                n = int(total[column[count]])
+                mean = float(total[column[metric]] / n) if n else float("nan")
+                # std over objects from the sums of squares (detected is 0/1: its square is itself)
+                variance = float(total[column[square]] / n) - mean**2 if n else float("nan")
+                low, high = percentile_interval(numerator[indices].sum(dim=1) / denominator[indices].sum(dim=1))
+                rows.append({
+                    "source": name, "metric": metric, "class": class_, "value": mean,
+                    "std": math.sqrt(max(variance, 0.0)) if n else float("nan"),
+                    "n": n, "empty_rate": float("nan"), "ci_low": low, "ci_high": high,
+                    "unit": unit if metric in DISTANCE_METRICS else "",
+                })  # fmt: skip
     return rows
 
 

@@ -1,4 +1,6 @@
-"""torchmetrics wrapper: boundary metrics over multi-class label maps, synced under DDP."""
+"""torchmetrics wrappers: boundary metrics and per-object metrics over multi-class label maps, synced under DDP."""
+
+import math
 
 import torch
 from torch import Tensor
@@ -8,11 +10,15 @@ from torchmetrics.utilities import dim_zero_cat
 from unetlab.metrics.functional import (
     DISTANCE_METRICS,
     METRIC_NAMES,
+    TOLERANCE_METRICS,
     UNIT_SPACING,
     boundary_metrics,
     check_spacing,
+    check_tolerances,
     image_diagonal,
+    tolerance_name,
 )
+from unetlab.metrics.objects import OBJECT_BINS, bin_edges, bin_index, bin_names, object_metrics
 
 # Columns of the per-image summary: the eight metrics, then the "exactly one empty" flag.
 COLUMNS = (*METRIC_NAMES, "empty_rate")
@@ -43,6 +49,8 @@ class BoundaryMetrics(Metric):
         ignore_index: target label left out of every mask.
         spacing: pixel size ``(sy, sx)``, positive; distances (and the diagonal fill) are physical,
             ``sqrt((dy·sy)² + (dx·sx)²)``, in its unit.
+        tolerances: more tolerances (same unit) at which ``nsd`` and ``bf1`` are computed in the same pass, kept
+            in a second state (``tolerance_values``, columns ``tolerance_columns``: ``nsd@τ``, ``bf1@τ`` per τ).
         kwargs: passed to ``torchmetrics.Metric``.
     """
 
@@ -56,6 +64,7 @@ class BoundaryMetrics(Metric):
         tolerance: float = 2.0,
         ignore_index: int = 255,
         spacing: tuple[float, float] = UNIT_SPACING,
+        tolerances: tuple[float, ...] = (),
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -64,8 +73,13 @@ class BoundaryMetrics(Metric):
         self.spacing = check_spacing(spacing)
         self.num_classes = num_classes
         self.tolerance = tolerance
+        self.tolerances = check_tolerances(tolerances)
+        self.tolerance_columns = tuple(
+            tolerance_name(name, tau) for tau in self.tolerances for name in TOLERANCE_METRICS
+        )  # fmt: skip
         self.ignore_index = ignore_index
         self.add_state("per_image", default=[], dist_reduce_fx="cat")
+        self.add_state("per_tolerance", default=[], dist_reduce_fx="cat")
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         """Scores one batch.
@@ -76,7 +90,7 @@ class BoundaryMetrics(Metric):
         """
         if preds.ndim == target.ndim + 1:
             preds = preds.argmax(dim=1)
-        self._check(preds, target)
+        check_label_maps(preds, target, self.num_classes, self.ignore_index)
         num_images, height, width = target.shape
         valid = target != self.ignore_index
         classes = torch.arange(1, self.num_classes, device=target.device).view(1, -1, 1, 1)
@@ -84,15 +98,22 @@ class BoundaryMetrics(Metric):
         target_masks = (target[:, None] == classes) & valid[:, None]
         summary = torch.zeros(num_images, self.num_classes - 1, len(COLUMNS), device=target.device)
         summary[..., : len(METRIC_NAMES)] = self._perfect(target.device)
+        # nsd and bf1 at every tolerance: 1 where the class is absent from both masks
+        swept = torch.ones(num_images, self.num_classes - 1, len(self.tolerance_columns), device=target.device)
         # Only (image, class) pairs with some foreground need work; the rest stay perfect.
         present = (pred_masks | target_masks).flatten(2).any(dim=2)
         if present.any():
-            values = boundary_metrics(pred_masks[present], target_masks[present], self.tolerance, self.spacing)
+            values = boundary_metrics(
+                pred_masks[present], target_masks[present], self.tolerance, self.spacing, self.tolerances
+            )
             scores = torch.stack([values[name] for name in METRIC_NAMES], dim=1)
             one_empty = torch.isinf(values["hd"])
             scores = torch.where(torch.isinf(scores), image_diagonal(height, width, self.spacing), scores)
             summary[present] = torch.cat([scores, one_empty[:, None].float()], dim=1)
+            if self.tolerance_columns:
+                swept[present] = torch.stack([values[name] for name in self.tolerance_columns], dim=1)
         self.per_image.append(summary)
+        self.per_tolerance.append(swept)
 
     def compute(self) -> dict[str, Tensor]:
         """Scalar tensors: ``"{metric}/{c}"`` (mean over images) for each foreground class ``c``,
@@ -139,6 +160,14 @@ class BoundaryMetrics(Metric):
         with self.sync_context():
             return self._values().double().cpu()
 
+    def tolerance_values(self) -> Tensor:
+        """Every image's ``nsd`` and ``bf1`` at each of ``tolerances``, synced across processes: (M, C-1, 2T) float64
+        on the CPU, columns ``tolerance_columns`` (1 where the class is absent from both masks, 0 where from one)."""
+        with self.sync_context():
+            if isinstance(self.per_tolerance, list) and not self.per_tolerance:
+                return torch.zeros(0, self.num_classes - 1, len(self.tolerance_columns), dtype=torch.float64)
+            return dim_zero_cat(self.per_tolerance).double().cpu()
+
     def _values(self) -> Tensor:
         """All per-image summaries, (M, C-1, 9); empty before the first update."""
         if isinstance(self.per_image, list) and not self.per_image:
@@ -150,24 +179,111 @@ class BoundaryMetrics(Metric):
         """Metric values of a class absent from both masks: 0 for distances, 1 otherwise."""
         return torch.tensor([0.0 if name in DISTANCE_METRICS else 1.0 for name in METRIC_NAMES], device=device)
 
-    def _check(self, preds: Tensor, target: Tensor) -> None:
-        if preds.shape != target.shape or target.ndim != 3:
-            raise ValueError(
-                f"expected preds (N, H, W) or logits (N, C, H, W) and target (N, H, W), got "
-                f"preds {tuple(preds.shape)} and target {tuple(target.shape)}"
-            )
-        for name, labels in (("preds", preds), ("target", target)):
-            if labels.is_floating_point() or labels.dtype == torch.bool:
-                raise TypeError(f"{name} must be an integer label map, got dtype {labels.dtype}")
-        if preds.numel() == 0:
-            return
-        if int(preds.min()) < 0 or int(preds.max()) >= self.num_classes:
-            raise ValueError(
-                f"preds holds labels {int(preds.min())}..{int(preds.max())}, outside 0..{self.num_classes - 1}"
-            )
-        labels = target[target != self.ignore_index]
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
-            raise ValueError(
-                f"target holds labels {int(labels.min())}..{int(labels.max())}, outside "
-                f"0..{self.num_classes - 1} (ignore_index {self.ignore_index} aside)"
-            )
+
+def check_label_maps(preds: Tensor, target: Tensor, num_classes: int, ignore_index: int) -> None:
+    """ValueError/TypeError unless preds and target are integer label maps (N, H, W) of labels 0..C-1 (target: or
+    ``ignore_index``)."""
+    if preds.shape != target.shape or target.ndim != 3:
+        raise ValueError(
+            f"expected preds (N, H, W) or logits (N, C, H, W) and target (N, H, W), got "
+            f"preds {tuple(preds.shape)} and target {tuple(target.shape)}"
+        )
+    for name, labels in (("preds", preds), ("target", target)):
+        if labels.is_floating_point() or labels.dtype == torch.bool:
+            raise TypeError(f"{name} must be an integer label map, got dtype {labels.dtype}")
+    if preds.numel() == 0:
+        return
+    if int(preds.min()) < 0 or int(preds.max()) >= num_classes:
+        raise ValueError(f"preds holds labels {int(preds.min())}..{int(preds.max())}, outside 0..{num_classes - 1}")
+    labels = target[target != ignore_index]
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(
+            f"target holds labels {int(labels.min())}..{int(labels.max())}, outside "
+            f"0..{num_classes - 1} (ignore_index {ignore_index} aside)"
+        )
+
+
+# Per image, class and size bin of ObjectMetrics: sums over that image's ground-truth objects.
+OBJECT_COLUMNS = ("objects", "detected", "hd95", "assd", "hd95_sq", "assd_sq")
+
+
+class ObjectMetrics(Metric):
+    """Per-object metrics by object size over label maps: for every foreground class ``c`` the ground-truth objects
+    (4-connected components of ``target == c``) are matched to the components of ``pred == c``
+    (``unetlab.metrics.objects.object_metrics``: detected at IoU >= 0.5, ``hd95`` and ``assd`` of the matched pair),
+    and binned by equivalent diameter (``bins`` in px, times ``sqrt(sy * sx)``; names ``bin_names``, e.g. ``0-4`` ...
+    ``32+``). Pixels where ``target == ignore_index`` are cleared in both masks first.
+
+    State: one float64 ``(N, C-1, B, 6)`` per batch, per image, class and bin the sums ``OBJECT_COLUMNS`` (objects,
+    detected, hd95 and assd over the detected ones, and their squares), a list state reduced with ``"cat"``; image
+    order is kept, as in ``BoundaryMetrics``, so the two can share bootstrap resamples.
+
+    Args:
+        num_classes: ``C``, including the background class 0.
+        ignore_index: target label left out of every mask.
+        spacing: pixel size ``(sy, sx)``; diameters and distances in its unit.
+        bins: bin edges in px of equivalent diameter (increasing): ``B = len(bins) + 1`` bins.
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        spacing: tuple[float, float] = UNIT_SPACING,
+        bins: tuple[float, ...] = OBJECT_BINS,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if num_classes < 2:
+            raise ValueError(f"num_classes={num_classes}, but object metrics need a background and a class (>= 2)")
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.spacing = check_spacing(spacing)
+        self.edges = bin_edges(bins, self.spacing)
+        self.bin_names = bin_names(self.edges)
+        self.add_state("per_image", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Scores one batch: preds and target int label maps (N, H, W) (or logits (N, C, H, W) as preds)."""
+        if preds.ndim == target.ndim + 1:
+            preds = preds.argmax(dim=1)
+        check_label_maps(preds, target, self.num_classes, self.ignore_index)
+        valid = target != self.ignore_index
+        sums = torch.zeros(
+            len(target), self.num_classes - 1, len(self.bin_names), len(OBJECT_COLUMNS), dtype=torch.float64
+        )
+        for c in range(1, self.num_classes):
+            found = object_metrics((preds == c) & valid, (target == c) & valid, self.spacing)
+            detected = found["detected"].double()
+            hd95, assd = found["hd95"].nan_to_num(0.0), found["assd"].nan_to_num(0.0)
+            columns = torch.stack([torch.ones_like(detected), detected, hd95, assd, hd95**2, assd**2], dim=1)
+            flat = found["image"] * len(self.bin_names) + bin_index(found["diameter"], self.edges)
+            per_cell = torch.zeros(len(target) * len(self.bin_names), len(OBJECT_COLUMNS), dtype=torch.float64)
+            per_cell.index_add_(0, flat, columns)
+            sums[:, c - 1] = per_cell.view(len(target), len(self.bin_names), -1)
+        self.per_image.append(sums.to(self.device))
+
+    def compute(self) -> dict[str, Tensor]:
+        """Scalars over all foreground classes' objects: ``detected/<bin>`` (the fraction detected), ``hd95/<bin>``
+        and ``assd/<bin>`` (means over the detected objects); NaN for a bin without objects."""
+        totals = self._values().sum(dim=(0, 1))  # (B, 6)
+        results = {}
+        for b, name in enumerate(self.bin_names):
+            objects, detected, hd95, assd = totals[b, :4]
+            results[f"detected/{name}"] = detected / objects if objects else torch.tensor(math.nan)
+            results[f"hd95/{name}"] = hd95 / detected if detected else torch.tensor(math.nan)
+            results[f"assd/{name}"] = assd / detected if detected else torch.tensor(math.nan)
+        return results
+
+    def per_image_values(self) -> Tensor:
+        """Every image's sums, synced across processes: (M, C-1, B, 6) float64 on the CPU (``OBJECT_COLUMNS``)."""
+        with self.sync_context():
+            return self._values().double().cpu()
+
+    def _values(self) -> Tensor:
+        if isinstance(self.per_image, list) and not self.per_image:
+            return torch.zeros(0, self.num_classes - 1, len(self.bin_names), len(OBJECT_COLUMNS), dtype=torch.float64)
+        return dim_zero_cat(self.per_image)

@@ -25,7 +25,7 @@ only: NaN where both are empty (here 0 or 1); where one is, it agrees (``inf``, 
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -34,16 +34,22 @@ from unetlab.metrics._distance import erode_rectangle, inner_boundary, surface_s
 
 METRIC_NAMES = ("dice", "iou", "hd", "hd95", "assd", "nsd", "bf1", "biou")
 DISTANCE_METRICS = ("hd", "hd95", "assd")  # in px (or spacing's unit), lower is better; the rest are fractions
+TOLERANCE_METRICS = ("nsd", "bf1")  # the metrics with a tolerance (boundary_metrics(..., tolerances=) sweeps it)
 UNIT_SPACING = (1.0, 1.0)
 
 __all__ = [
-    "DISTANCE_METRICS", "METRIC_NAMES", "UNIT_SPACING", "assd", "band_width", "band_widths", "bf1", "biou",
-    "boundary_metrics", "check_spacing", "dice", "hd", "hd95", "image_diagonal", "iou", "nsd",
+    "DISTANCE_METRICS", "METRIC_NAMES", "TOLERANCE_METRICS", "UNIT_SPACING", "assd", "band_width", "band_widths",
+    "bf1", "biou", "boundary_metrics", "check_spacing", "check_tolerances", "dice", "hd", "hd95", "image_diagonal",
+    "iou", "nsd", "tolerance_name",
 ]  # fmt: skip
 
 
 def boundary_metrics(
-    pred: Tensor, target: Tensor, tolerance: float = 2.0, spacing: tuple[float, float] = UNIT_SPACING
+    pred: Tensor,
+    target: Tensor,
+    tolerance: float = 2.0,
+    spacing: tuple[float, float] = UNIT_SPACING,
+    tolerances: Sequence[float] = (),
 ) -> dict[str, Tensor]:
     """All eight metrics in one pass: boundaries and distances are computed once.
 
@@ -51,12 +57,31 @@ def boundary_metrics(
         pred, target: bool (N, H, W) or (H, W).
         tolerance: tolerance ``τ`` of ``nsd`` and ``bf1``, in the unit of ``spacing`` (pixels by default).
         spacing: pixel size ``(sy, sx)``, positive; distances are physical, ``sqrt((dy·sy)² + (dx·sx)²)``.
+        tolerances: more tolerances (same unit) at which ``nsd`` and ``bf1`` are also computed, from the same
+            distances: keys ``tolerance_name("nsd", τ)`` (``"nsd@0.5"``) and ``tolerance_name("bf1", τ)``.
 
     Returns:
-        ``{name: float32 (N,) or ()}`` for ``dice, iou, hd, hd95, assd, nsd, bf1, biou``; see the
-        single-metric functions for each definition.
+        ``{name: float32 (N,) or ()}`` for ``dice, iou, hd, hd95, assd, nsd, bf1, biou`` (see the
+        single-metric functions for each definition), then ``nsd@τ``, ``bf1@τ`` for each of ``tolerances``.
     """
-    return _run(pred, target, METRIC_NAMES, tolerance, spacing)
+    extra = tuple(tolerance_name(name, tau) for tau in check_tolerances(tolerances) for name in TOLERANCE_METRICS)
+    return _run(pred, target, METRIC_NAMES + extra, tolerance, spacing, tuple(tolerances))
+
+
+def tolerance_name(metric: str, tolerance: float) -> str:
+    """The name of ``nsd`` or ``bf1`` at one of several tolerances: ``("nsd", 0.5) -> "nsd@0.5"``."""
+    return f"{metric}@{float(tolerance):g}"
+
+
+def check_tolerances(tolerances: Sequence[float]) -> tuple[float, ...]:
+    """``tolerances`` as floats; ValueError unless each is finite and >= 0 and no two share a name."""
+    values = tuple(float(tau) for tau in tolerances)
+    if not all(0.0 <= tau < math.inf for tau in values):
+        raise ValueError(f"tolerances={list(tolerances)!r}: expected finite numbers >= 0 (in the data's unit)")
+    names = [tolerance_name("nsd", tau) for tau in values]
+    if len(set(names)) != len(names):
+        raise ValueError(f"tolerances={list(tolerances)!r}: a tolerance is given twice")
+    return values
 
 
 def dice(pred: Tensor, target: Tensor) -> Tensor:
@@ -182,8 +207,10 @@ def _run(
     names: tuple[str, ...],
     tolerance: float = 2.0,
     spacing: tuple[float, float] = UNIT_SPACING,
+    tolerances: tuple[float, ...] = (),
 ) -> dict[str, Tensor]:
-    """Checks and crops the inputs, computes ``names``, applies the empty-mask rules."""
+    """Checks and crops the inputs, computes ``names`` (with ``nsd@τ``, ``bf1@τ`` for each of ``tolerances``),
+    applies the empty-mask rules."""
     single = _check(pred, target)
     spacing = check_spacing(spacing)
     if single:
@@ -199,7 +226,7 @@ def _run(
     if "biou" in names:
         values["biou"] = _boundary_iou(pred, target, band_widths(height, width, spacing))
     if {*DISTANCE_METRICS, "nsd", "bf1"} & set(names):
-        values.update(_surface_metrics(inner_boundary(pred), inner_boundary(target), tolerance, spacing))
+        values.update(_surface_metrics(inner_boundary(pred), inner_boundary(target), tolerance, spacing, tolerances))
     both_empty = (pred_size == 0) & (target_size == 0)
     one_empty = (pred_size == 0) ^ (target_size == 0)
     results = {}
@@ -264,9 +291,14 @@ def _boundary_iou(pred: Tensor, target: Tensor, widths: tuple[int, int]) -> Tens
 
 
 def _surface_metrics(
-    pred_boundary: Tensor, target_boundary: Tensor, tolerance: float, spacing: tuple[float, float] = UNIT_SPACING
+    pred_boundary: Tensor,
+    target_boundary: Tensor,
+    tolerance: float,
+    spacing: tuple[float, float] = UNIT_SPACING,
+    tolerances: tuple[float, ...] = (),
 ) -> dict[str, Tensor]:
-    """hd, hd95, assd, nsd and bf1 from both directed distance sets; (N,) each, in ``spacing``'s unit.
+    """hd, hd95, assd, nsd and bf1 (and ``nsd@τ``, ``bf1@τ`` for each of ``tolerances``) from both directed
+    distance sets; (N,) each, in ``spacing``'s unit.
 
     Segment ``n`` holds ``d(p→t)`` of image ``n``, segment ``N + n`` holds ``d(t→p)``
     (see ``surface_sq_distances``). Values for empty boundaries are set later.
@@ -283,21 +315,27 @@ def _surface_metrics(
     count = torch.bincount(segment, minlength=num_segments).double()
     maximum = per_segment(distance, "amax")
     total = per_segment(distance.double(), "sum")
-    within = per_segment((distance <= tolerance).double(), "sum")
     quantile = _segment_quantile(segment, sq_distance, distance, count.long(), 0.95)
 
     def both(values: Tensor, combine: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
         return combine(values[:num_images], values[num_images:])
 
-    precision, recall = within[:num_images] / count[:num_images], within[num_images:] / count[num_images:]
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    return {
+    def at(tau: float) -> tuple[Tensor, Tensor]:
+        """nsd and bf1 at tolerance tau."""
+        within = per_segment((distance <= tau).double(), "sum")
+        precision, recall = within[:num_images] / count[:num_images], within[num_images:] / count[num_images:]
+        f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+        return both(within, torch.add) / both(count, torch.add), f1
+
+    values = {
         "hd": both(maximum, torch.maximum),
         "hd95": both(quantile, torch.maximum),
         "assd": both(total, torch.add) / both(count, torch.add),
-        "nsd": both(within, torch.add) / both(count, torch.add),
-        "bf1": f1,
     }
+    values["nsd"], values["bf1"] = at(tolerance)
+    for tau in tolerances:
+        values[tolerance_name("nsd", tau)], values[tolerance_name("bf1", tau)] = at(tau)
+    return values
 
 
 def _segment_quantile(segment: Tensor, sq_distance: Tensor, distance: Tensor, count: Tensor, q: float) -> Tensor:

@@ -21,9 +21,11 @@ from unetlab.report.views import (
     ablation_tables,
     metric_table,
     mode_sentences,
+    objects_table,
     params_table,
     probe_table,
     shapley_tables,
+    tolerance_table,
 )
 
 AGGREGATE_COLUMNS = [
@@ -173,6 +175,24 @@ def build_section(results: Results, out_dir: Path, prefix: str, page: dict | Non
             "skip brings it.",
             prediction_figures.probe_maps_figure(page, png("probe_maps")) if page else None,
             [],
+        ),
+        (
+            "Detection by object size",
+            "Every ground-truth object (a 4-connected component of a class) counts as detected when a predicted "
+            "component overlaps it with IoU ≥ 0.5; objects are binned by equivalent diameter 2·sqrt(area/π). The "
+            "floors apply the same test to the best map each level's resolution allows: the sizes a level loses "
+            "there are lost to resolution alone; what a trained model loses beyond them it loses on its own. "
+            "results.csv also has hd95 and assd over the detected objects of each bin.",
+            plots.detection_vs_size(results, png("detection_by_size")),
+            [objects_table(results)],
+        ),
+        (
+            "Surface Dice over tolerances",
+            "nsd is the fraction of both boundaries within τ of the other: at small τ it asks for the exact pixel, at "
+            "large τ only for the right place. A model whose curve rises late places boundaries roughly but not "
+            "exactly.",
+            plots.nsd_vs_tolerance(results, png("nsd_vs_tolerance")),
+            [tolerance_table(results)],
         ),
         (
             "Shapley value of each skip",

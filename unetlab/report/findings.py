@@ -16,7 +16,14 @@ from itertools import pairwise
 from unetlab.conventions import level_of
 from unetlab.report.collect import EMPTY_RATE, Model, Results
 from unetlab.report.intervals import Diff
-from unetlab.report.views import ablation_modes, average, shapley
+from unetlab.report.views import (
+    OBJECTS_PREFIX,
+    ablation_modes,
+    average,
+    floor_detection_by_size,
+    object_bins,
+    shapley,
+)
 
 TIE = 1e-9
 
@@ -412,12 +419,67 @@ def empty_predictions(results: Results) -> str | None:
     )
 
 
+def rate_with_interval(stat) -> str:
+    bounds = "" if math.isnan(stat.low) else f" [{percent(stat.low)}, {percent(stat.high)}]"
+    return f"{percent(stat.mean)}{bounds}"
+
+
+def floor_object_sizes(results: Results) -> str | None:
+    """Which object sizes each level's resolution alone loses: the bins where the floor detects fewer than half of
+    the objects, its whole 95 % interval below 50 %."""
+    bins = object_bins(results)
+    lost = []
+    for level, stats in floor_detection_by_size(results).items():
+        below = [(name, stat) for name, stat in zip(bins, stats, strict=True)
+                 if stat is not None and not math.isnan(stat.high) and stat.high < 0.5]  # fmt: skip
+        if below:
+            sizes = ", ".join(f"{name} {UNIT.get()} ({rate_with_interval(stat)} detected)" for name, stat in below)
+            lost.append(f"level {level} loses {sizes}")
+    if not lost:
+        return None
+    return (
+        "By resolution alone (the floor: the best map a level allows), "
+        + "; ".join(lost)
+        + ". An object counts as detected when matched with IoU ≥ 0.5; the floor is fit to a segmentation loss, not "
+        "to detection, so this is what each level's resolution allows in practice rather than a proof."
+    )
+
+
+def objects_without_skips(results: Results) -> str | None:
+    """At the deepest depth with both an all-skip and a no-skip model: the object sizes whose detection rate the skips
+    change, each difference with its interval (unpaired: per-object rows have no per-image values, so significant
+    only where the two models' intervals do not overlap)."""
+    every, none = models_with(results, "all"), models_with(results, "none")
+    depths = sorted(set(every) & set(none), reverse=True)
+    bins = object_bins(results)
+    for depth in depths:
+        parts = []
+        for name in bins:
+            source = OBJECTS_PREFIX + name
+            diff = results.difference((none[depth], source), (every[depth], source), "detected")
+            if significant(diff):
+                with_all = results.get(every[depth], source, "detected")
+                without = results.get(none[depth], source, "detected")
+                parts.append(
+                    f"{name} {UNIT.get()}: {rate_with_interval(without)} without skips against "
+                    f"{rate_with_interval(with_all)} with all"
+                )
+        if parts:
+            return (
+                f"At depth {depth} the skips change which objects are found (detected at IoU ≥ 0.5; the sizes whose "
+                f"intervals do not overlap): " + "; ".join(parts) + "."
+            )
+    return None
+
+
 FINDINGS: list[Callable[[Results], str | list[str] | None]] = [
     no_skip_trend,
     all_vs_none,
     single_vs_none,
     probe_gaps,
     vanishing_floor,
+    floor_object_sizes,
+    objects_without_skips,
     shapley_by_mode,
     drop_one,
     ablation_by_mode,

@@ -18,10 +18,15 @@ from unetlab.report.views import (
     BOUNDARY_METRICS,
     ablation_modes,
     by_depth,
+    by_tolerance,
+    detection_by_size,
+    floor_detection_by_size,
     metric_label,
+    object_bins,
     params_by_depth,
     probe_panels,
     shapley,
+    tolerances,
 )
 
 DPI = 110
@@ -289,5 +294,100 @@ def shapley_bars(results: Results, path: Path, metrics: tuple[str, ...] = ("hd95
         fontsize=13,
     )
     fig.tight_layout(rect=(0, 0.7 / fig.get_figheight(), 1, 1 - 0.25 / fig.get_figheight()))
+    fig.savefig(path)
+    return path
+
+
+DEPTH_COLORS = ["#9ecae1", "#6baed6", "#3182bd", "#08519c", "#08306b", "#000000"]  # depth 1..6, light to dark
+MAX_MODEL_LINES = 10  # beyond this only the all- and no-skip models are drawn (the tables have every model)
+
+
+def model_lines(series: dict) -> tuple[dict, str]:
+    """``series`` (model -> values) cut to the all- and no-skip models when there are too many lines, and a note
+    saying so."""
+    if len(series) <= MAX_MODEL_LINES:
+        return series, ""
+    kept = {m: v for m, v in series.items() if m.skip_label in ("all", "none")}
+    return (kept, "; all- and no-skip models only, every model is in the table") if kept else (series, "")
+
+
+def model_style(model, others: list) -> dict:
+    """A model's line: colour by depth (darker deeper), solid with all skips, dashed with none, thin and dotted with
+    another skip set (its own marker)."""
+    color = DEPTH_COLORS[min(model.depth, len(DEPTH_COLORS)) - 1]
+    if model.skip_label == "all":
+        return {"color": color, "linestyle": "-", "marker": "o", "linewidth": 2.0}
+    if model.skip_label == "none":
+        return {"color": color, "linestyle": "--", "marker": "s", "linewidth": 2.0}
+    index = others.index(model)
+    return {"color": OTHER_COLORS[index % len(OTHER_COLORS)], "linestyle": ":", "linewidth": 1.2,
+            "marker": OTHER_MARKERS[index % len(OTHER_MARKERS)]}  # fmt: skip
+
+
+def draw_models(ax, x: list[float], series: dict) -> None:
+    """A line per model over ``x`` with its 95 % interval bars; points without a number are left out."""
+    others = [m for m in series if m.skip_label not in ("all", "none")]
+    for model, stats in series.items():
+        points = [(xi, s) for xi, s in zip(x, stats, strict=True) if s is not None and not math.isnan(s.mean)]
+        if points:
+            ax.errorbar([xi for xi, _ in points], [s.mean for _, s in points],
+                        yerr=interval_bars([s for _, s in points]), capsize=2, markersize=5,
+                        label=f"depth {model.depth}, {skip_legend_label(model.skip_label)}",
+                        **model_style(model, others))  # fmt: skip
+
+
+def detection_vs_size(results: Results, path: Path) -> Path | None:
+    """Fraction of ground-truth objects detected (IoU >= 0.5) by size bin: a line per model, and beside it the
+    resolution floor of every level."""
+    bins = object_bins(results)
+    series, note = model_lines(detection_by_size(results))
+    if not bins or not series:
+        return None
+    floors = floor_detection_by_size(results)
+    fig = Figure(figsize=(13, 5.4), dpi=DPI)
+    left, right = fig.subplots(1, 2, sharey=True)
+    x = list(range(len(bins)))
+    draw_models(left, x, series)
+    left.set_title("trained models")
+    legend_right(left)
+    for level, stats in floors.items():
+        points = [(xi, s) for xi, s in zip(x, stats, strict=True) if s is not None]
+        if points:
+            right.errorbar([xi for xi, _ in points], [s.mean for _, s in points],
+                           yerr=interval_bars([s for _, s in points]), capsize=2, marker="o",
+                           color=LEVEL_COLORS[level % len(LEVEL_COLORS)], label=f"floor, level {level}")  # fmt: skip
+    right.set_title("resolution floor of each level (the best a level's map allows)")
+    right.legend(fontsize=9, loc="lower right")
+    for ax in (left, right):
+        ax.set_xticks(x, bins)
+        ax.set_xlabel(f"object size: equivalent diameter ({results.unit})")
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(True, alpha=0.3)
+    left.set_ylabel("fraction of objects detected (IoU ≥ 0.5)")
+    fig.suptitle(f"Detection by object size (test set; bars: 95 % intervals{note})", fontsize=13)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def nsd_vs_tolerance(results: Results, path: Path) -> Path | None:
+    """Surface Dice against its tolerance τ, a line per model (x on a log scale)."""
+    taus = tolerances(results)
+    series, note = model_lines(by_tolerance(results))
+    if not taus or not series:
+        return None
+    fig = Figure(figsize=(11, 5.2), dpi=DPI)
+    ax = fig.subplots()
+    draw_models(ax, taus, series)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(taus, [f"{tau:g}" for tau in taus])
+    ax.minorticks_off()
+    ax.set_xlabel(f"tolerance τ ({results.unit}, log scale)")
+    ax.set_ylabel("nsd (fraction of boundary within τ)")
+    ax.set_ylim(top=1.02)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(f"Surface Dice against its tolerance (higher is better; bars: 95 % intervals{note})")
+    legend_right(ax)
+    fig.tight_layout()
     fig.savefig(path)
     return path

@@ -293,3 +293,92 @@ def ablation_tables(results: Results, metric: str = "hd95") -> list[Table]:
             )
             tables.append(Table(title, columns, rows))
     return tables
+
+
+# ---- per object, by size; nsd over tolerances ------------------------------------------------------------------
+
+OBJECTS_PREFIX = "objects/"  # the model's per-object sources, objects/<bin>; a floor's are floor/<level>/objects/<bin>
+
+
+def bin_lower_edge(name: str) -> float:
+    """``"4-8"`` -> 4.0, ``"32+"`` -> 32.0: the order of the size bins."""
+    return float(name.rstrip("+").split("-")[0])
+
+
+def object_bins(results: Results) -> list[str]:
+    """The size bins of the per-object rows (``objects/<bin>``), smallest first; empty without such rows."""
+    bins = {source.removeprefix(OBJECTS_PREFIX) for (_, source, _, _) in results.stats
+            if source.startswith(OBJECTS_PREFIX)}  # fmt: skip
+    return sorted(bins, key=bin_lower_edge)
+
+
+def detection_by_size(results: Results, metric: str = "detected") -> dict[Model, list[Stat | None]]:
+    """Model -> its per-object ``metric`` in each bin of ``object_bins`` (None where the bin has no object)."""
+    bins = object_bins(results)
+    series = {}
+    for model in model_rows(results):
+        stats = [results.get(model, OBJECTS_PREFIX + name, metric) for name in bins]
+        stats = [None if stat is None or math.isnan(stat.mean) else stat for stat in stats]
+        if any(stats):
+            series[model] = stats
+    return series
+
+
+def floor_detection_by_size(results: Results, metric: str = "detected") -> dict[int, list[Stat | None]]:
+    """Level -> the floor's per-object ``metric`` in each bin, averaged over the models that have that floor (the
+    floor depends only on the test data)."""
+    bins = object_bins(results)
+    levels = sorted({int(source.split("/")[1]) for (_, source, _, _) in results.stats
+                     if source.startswith("floor/") and f"/{OBJECTS_PREFIX}" in source})  # fmt: skip
+    return {
+        level: [average([results.get(m, f"floor/{level}/{OBJECTS_PREFIX}{name}", metric) for m in results.models])
+                for name in bins]
+        for level in levels
+    }  # fmt: skip
+
+
+def objects_table(results: Results) -> Table | None:
+    """A row per model and per floor level: the fraction of ground-truth objects detected in each size bin (IoU >=
+    0.5); the floors show what each level's resolution alone allows."""
+    bins = object_bins(results)
+    if not bins:
+        return None
+    rows = []
+    for model, stats in detection_by_size(results).items():
+        rows.append([str(model.depth), model.skip_label, *(fmt(stat) for stat in stats)])
+    for level, stats in floor_detection_by_size(results).items():
+        rows.append(["–", f"floor of level {level}", *(fmt(stat) for stat in stats)])
+    columns = ["depth", "skip set", *(f"{name} {results.unit}" for name in bins)]
+    title = "Fraction of ground-truth objects detected (IoU ≥ 0.5), by equivalent diameter"
+    return Table(title, columns, rows)
+
+
+def tolerances(results: Results, metric: str = "nsd") -> list[float]:
+    """The tolerances of the model's ``<metric>@<τ>`` rows, smallest first."""
+    found = {float(name.split("@")[1]) for (_, source, name, _) in results.stats
+             if source == "model" and name.startswith(f"{metric}@")}  # fmt: skip
+    return sorted(found)
+
+
+def by_tolerance(results: Results, metric: str = "nsd") -> dict[Model, list[Stat | None]]:
+    """Model -> its ``metric`` (nsd or bf1) at each of ``tolerances``."""
+    taus = tolerances(results, metric)
+    series = {}
+    for model in model_rows(results):
+        stats = [results.get(model, "model", f"{metric}@{tau:g}") for tau in taus]
+        if any(stats):
+            series[model] = stats
+    return series
+
+
+def tolerance_table(results: Results, metrics: tuple[str, ...] = ("nsd", "bf1")) -> Table | None:
+    """A row per model and metric: the value at every tolerance."""
+    taus = tolerances(results, metrics[0])
+    if not taus:
+        return None
+    rows = []
+    for metric in metrics:
+        for model, stats in by_tolerance(results, metric).items():
+            rows.append([str(model.depth), model.skip_label, metric, *(fmt(stat) for stat in stats)])
+    columns = ["depth", "skip set", "metric", *(f"τ = {tau:g} {results.unit}" for tau in taus)]
+    return Table("Surface Dice (nsd) and boundary F1 at each tolerance τ", columns, rows)

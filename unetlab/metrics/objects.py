@@ -1,0 +1,139 @@
+"""Per-object boundary metrics: every ground-truth object matched to a predicted one (``docs/metrics.md``).
+
+An *object* is a connected component of a binary mask, 4-connected (``scipy.ndimage.label`` with the cross). A
+ground-truth object is *detected* when some predicted component overlaps it with IoU >= 0.5 (at that threshold at
+most one predicted component can match it, bar an exact tie, which goes to the first); its ``hd95`` and ``assd`` are
+then those of the pair of components taken on their own (``unetlab.metrics.functional``: the same boundaries and
+exact distances, with the same ``spacing``). A missed object has no distances (NaN). An object split in two halves,
+or two objects merged into one predicted blob, match nothing at IoU >= 0.5: both count as missed.
+
+Its size is the *equivalent diameter* ``2 sqrt(area / pi)``, area in physical units (pixels times ``sy * sx``), so a
+disc of radius r has diameter 2r up to the pixel grid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import Tensor
+
+from unetlab.metrics.functional import UNIT_SPACING, _run, check_spacing
+
+MATCH_IOU = 0.5  # a ground-truth object counts as detected by a predicted component with IoU >= this
+OBJECT_BINS = (4.0, 8.0, 16.0, 32.0)  # px of equivalent diameter: the cell sizes of levels 2..5
+CROSS = ndimage.generate_binary_structure(2, 1)  # 4-connectivity
+STACKED_CROSS = np.stack([np.zeros_like(CROSS), CROSS, np.zeros_like(CROSS)])  # the cross in each image of a batch
+
+
+def object_metrics(pred: Tensor, target: Tensor, spacing: tuple[float, float] = UNIT_SPACING) -> dict[str, Tensor]:
+    """Every ground-truth object of a batch of binary masks, matched to the predicted components of its image.
+
+    Args:
+        pred, target: bool (N, H, W) or (H, W).
+        spacing: pixel size ``(sy, sx)``; diameters and distances in its unit.
+
+    Returns:
+        per object (K,), in image order and, within an image, in ``scipy.ndimage.label``'s order (raster order of
+        each object's first pixel): ``image`` int64 (0 for (H, W) input), ``diameter`` float64, ``iou`` float64 (of
+        the best-overlapping predicted component, 0 if none), ``detected`` bool, ``hd95`` and ``assd`` float64
+        (NaN where not detected). On the CPU.
+    """
+    spacing = check_spacing(spacing)
+    if pred.shape != target.shape or pred.ndim not in (2, 3):
+        raise ValueError(
+            f"expected pred and target bool (N, H, W) or (H, W), got {tuple(pred.shape)}, {tuple(target.shape)}"
+        )
+    if pred.dtype != torch.bool or target.dtype != torch.bool:
+        raise TypeError(f"pred and target must be bool masks, got {pred.dtype} and {target.dtype}")
+    preds = pred.reshape(-1, *pred.shape[-2:]).cpu().numpy()
+    targets = target.reshape(-1, *target.shape[-2:]).cpu().numpy()
+    # One labelling per batch: components never cross images (no connectivity along the batch axis), so labels
+    # are unique over the batch and numbered image by image.
+    truth, objects = ndimage.label(targets, structure=STACKED_CROSS)
+    blobs, count = ndimage.label(preds, structure=STACKED_CROSS)
+    truth_area = np.bincount(truth.ravel(), minlength=objects + 1)
+    blob_area = np.bincount(blobs.ravel(), minlength=count + 1)
+    # Overlaps of every (object, blob) pair that shares a pixel; a blob matches at IoU >= 0.5 only if it overlaps.
+    both = (truth > 0) & (blobs > 0)
+    pairs, overlap = np.unique(truth[both].astype(np.int64) * (count + 1) + blobs[both], return_counts=True)
+    pair_truth, pair_blob = pairs // (count + 1), pairs % (count + 1)
+    pair_iou = overlap / (truth_area[pair_truth] + blob_area[pair_blob] - overlap)
+    # The best blob of each object: the highest IoU, an exact tie to the lower blob label.
+    order = np.lexsort((pair_blob, -pair_iou, pair_truth))
+    firsts = order[np.unique(pair_truth[order], return_index=True)[1]]
+    best_iou, best_blob = np.zeros(objects + 1), np.zeros(objects + 1, dtype=np.int64)
+    best_iou[pair_truth[firsts]], best_blob[pair_truth[firsts]] = pair_iou[firsts], pair_blob[firsts]
+    best_iou, best_blob = best_iou[1:], best_blob[1:]
+    truth_boxes = ndimage.find_objects(truth)
+    blob_boxes = ndimage.find_objects(blobs)
+    image = np.array([box[0].start for box in truth_boxes], dtype=np.int64)
+    diameter = 2 * np.sqrt(truth_area[1:] * (spacing[0] * spacing[1]) / math.pi)
+    detected = best_iou >= MATCH_IOU
+    hd95 = torch.full((objects,), math.nan, dtype=torch.float64)
+    assd = hd95.clone()
+    matched = np.flatnonzero(detected)
+    if len(matched):
+        crops_pred, crops_target = _pair_crops(truth, blobs, truth_boxes, blob_boxes, matched, best_blob)
+        values = _run(crops_pred, crops_target, ("hd95", "assd"), spacing=spacing)
+        hd95[matched], assd[matched] = values["hd95"].double(), values["assd"].double()
+    return {
+        "image": torch.from_numpy(image),
+        "diameter": torch.from_numpy(diameter.astype(np.float64)),
+        "iou": torch.from_numpy(best_iou),
+        "detected": torch.from_numpy(detected),
+        "hd95": hd95,
+        "assd": assd,
+    }
+
+
+def bin_edges(bins: Sequence[float] = OBJECT_BINS, spacing: tuple[float, float] = UNIT_SPACING) -> tuple[float, ...]:
+    """Bin edges of equivalent diameter in ``spacing``'s unit: ``bins`` (in px, increasing, > 0) times the side of a
+    pixel-area square, ``sqrt(sy * sx)``."""
+    sy, sx = check_spacing(spacing)
+    values = [float(edge) for edge in bins]
+    if not values or any(not 0 < v < math.inf for v in values) or any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError(
+            f"object bins {list(bins)!r}: expected increasing positive numbers of px (e.g. [4, 8, 16, 32])"
+        )
+    return tuple(edge * math.sqrt(sy * sx) for edge in values)
+
+
+def bin_names(edges: Sequence[float]) -> tuple[str, ...]:
+    """``(4, 8, 16, 32)`` -> ``("0-4", "4-8", "8-16", "16-32", "32+")``: one name per bin, edges as ``%.3g``."""
+    labels = [f"{edge:.3g}" for edge in edges]
+    return (f"0-{labels[0]}", *(f"{a}-{b}" for a, b in zip(labels, labels[1:])), f"{labels[-1]}+")
+
+
+def bin_index(diameter: Tensor, edges: Sequence[float]) -> Tensor:
+    """The bin of each diameter (K,): 0 below the first edge, ``len(edges)`` at or above the last."""
+    return torch.bucketize(diameter, torch.tensor(edges, dtype=diameter.dtype), right=True)
+
+
+def _pair_crops(
+    truth: np.ndarray,
+    blobs: np.ndarray,
+    truth_boxes: list,
+    blob_boxes: list,
+    matched: np.ndarray,
+    best_blob: np.ndarray,
+) -> tuple[Tensor, Tensor]:
+    """The matched (blob, object) pairs, each cropped to the box around both and zero-padded to the largest box, as
+    bool (K, h, w) tensors (pred, target). A crop keeps every boundary: outside the pair is background anyway, and
+    distances do not depend on where the pair sits."""
+    boxes = []
+    for k in matched:
+        a, b = truth_boxes[k], blob_boxes[best_blob[k] - 1]
+        boxes.append(tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a[1:], b[1:])))
+    height = max(rows.stop - rows.start for rows, _ in boxes)
+    width = max(cols.stop - cols.start for _, cols in boxes)
+    crops = np.zeros((2, len(matched), height, width), dtype=bool)
+    for i, (k, (rows, cols)) in enumerate(zip(matched, boxes)):
+        n = truth_boxes[k][0].start
+        h, w = rows.stop - rows.start, cols.stop - cols.start
+        crops[0, i, :h, :w] = blobs[n, rows, cols] == best_blob[k]
+        crops[1, i, :h, :w] = truth[n, rows, cols] == k + 1
+    return torch.from_numpy(crops[0]), torch.from_numpy(crops[1])
