@@ -276,3 +276,16 @@ def test_killed_main_job_resumes_what_is_missing(tmp_path):
     with open(tmp_path / "ablate" / "quick" / "report.csv") as handle:
         reported = {(row["depth"], row["skips"]) for row in csv.DictReader(handle)}
     assert reported == {("1", "0"), ("1", "none"), ("2", "0,1"), ("2", "none")}
+
+
+def test_a_varied_data_key_multiplies_the_grid_and_names_the_run_dirs():
+    from unetlab.grid.run import check_vary, sweep_subdir
+
+    sweeps = plan_sweeps([4], ["all", "none"], [], [0, 1], vary={"data.complexity": [0, 0.5, 1]})
+    assert sum(count_jobs(sweep) for sweep in sweeps) == 2 * 2 * 3
+    assert all("data.complexity=0,0.5,1" in sweep for sweep in sweeps)
+    assert run_dir_name(4, "all", 0, {"data.complexity": 0.5}) == "d4-s0,1,2,3-seed0-complexity0.5"
+    assert sweep_subdir(["data.complexity"]).endswith("-seed${seed}-complexity${data.complexity}")
+    for bad in ({"model.depth": [1, 2]}, {"data.complexity": []}, {"data.kinds": [["star"]]}):
+        with pytest.raises(ValueError, match="ablate.vary"):
+            check_vary(bad)

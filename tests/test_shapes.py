@@ -109,3 +109,78 @@ def test_a_split_is_generated_once_per_process_and_per_config():
     assert first.datasets["test"] is second.datasets["test"]
     assert other.datasets["test"] is not first.datasets["test"]
     assert not torch.equal(other.datasets["test"].images, first.datasets["test"].images)
+
+
+SHIFTS = ("noise:0.1", "contrast:0.5", "blur:1.5", "texture:0.2")
+
+
+@pytest.mark.parametrize("shift", SHIFTS)
+def test_a_shift_changes_the_image_only(shift):
+    """Same sample index, same scene: the mask is the same and a zero-strength shift is no shift at all."""
+    image, mask = make_sample(0, "test", 5, image_size=48)
+    shifted, shifted_mask = make_sample(0, "test", 5, image_size=48, shift=shift)
+    np.testing.assert_array_equal(mask, shifted_mask)
+    assert not np.array_equal(image, shifted)
+    zero, _ = make_sample(0, "test", 5, image_size=48, shift=shift.split(":")[0] + ":0")
+    np.testing.assert_array_equal(image, zero)
+    again, _ = make_sample(0, "test", 5, image_size=48, shift=shift)
+    np.testing.assert_array_equal(shifted, again)  # seeded: the same shifted image every time
+
+
+def test_each_shift_does_what_its_name_says():
+    from scipy import ndimage
+
+    image, mask = (a.astype(np.float64) for a in make_sample(1, "test", 2, image_size=64))
+    noisy, _ = make_sample(1, "test", 2, image_size=64, shift="noise:0.2")
+    assert np.std(noisy - image) == pytest.approx(0.2, rel=0.05)
+    flat, _ = make_sample(1, "test", 2, image_size=64, shift="contrast:0.75")
+    assert np.std(flat) == pytest.approx(0.25 * np.std(image), rel=1e-4)
+    assert np.mean(flat) == pytest.approx(np.mean(image), abs=1e-5)
+    blurred, _ = make_sample(1, "test", 2, image_size=64, shift="blur:2")
+    np.testing.assert_allclose(blurred, ndimage.gaussian_filter(image, 2.0, mode="reflect"), atol=1e-5)
+    textured, _ = make_sample(1, "test", 2, image_size=64, shift="texture:0.3")
+    change = np.abs(textured - image)
+    assert change[mask > 0].max() < 1e-5 and change[mask == 0].mean() > 0.1  # the background only
+
+
+def test_the_test_shift_reaches_the_test_split_only():
+    plain = ShapesDataModule(image_size=32, train_size=4, val_size=4, test_size=4)
+    shifted = ShapesDataModule(image_size=32, train_size=4, val_size=4, test_size=4, test_shift="blur:1")
+    for module in (plain, shifted):
+        module.setup()
+    for split in ("train", "val"):
+        assert torch.equal(plain.datasets[split].images, shifted.datasets[split].images)
+    assert torch.equal(plain.datasets["test"].masks, shifted.datasets["test"].masks)
+    assert not torch.equal(plain.datasets["test"].images, shifted.datasets["test"].images)
+    assert torch.equal(plain.shifted_split("test", "blur:1").images, shifted.datasets["test"].images)
+    for bad in ("blur", "fog:1", "noise:-1", "contrast:1"):
+        with pytest.raises(ValueError, match="data.test_shift: shift"):
+            ShapesDataModule(test_shift=bad)
+
+
+def test_texture_complexity_textures_every_surface_and_keeps_the_scene():
+    image, mask = make_sample(2, "train", 4, image_size=64)
+    plain, _ = make_sample(2, "train", 4, image_size=64, complexity=0.0)
+    np.testing.assert_array_equal(image, plain)  # complexity 0 is the plain data set
+    spread = []
+    for complexity in (0.25, 0.5, 1.0):
+        textured, textured_mask = make_sample(2, "train", 4, image_size=64, complexity=complexity)
+        np.testing.assert_array_equal(mask, textured_mask)
+        change = textured - image
+        assert np.std(change[mask > 0]) > 0.02 and np.std(change[mask == 0]) > 0.02  # objects and background
+        spread.append(np.std(change))
+    assert spread[0] < spread[1] < spread[2]  # stronger with complexity: about 0.2 * complexity
+    assert spread[2] == pytest.approx(0.2, abs=0.08)
+    with pytest.raises(ValueError, match=r"data.complexity=1.5 must lie in \[0, 1\]"):
+        ShapesDataModule(complexity=1.5)
+
+
+def test_complexity_names_the_data_set():
+    from omegaconf import OmegaConf
+
+    from unetlab.evaluation.results import dataset_name
+
+    cfg = OmegaConf.create({"data": {"_target_": "unetlab.data.shapes.ShapesDataModule", "complexity": 0.5}})
+    assert dataset_name(cfg) == "shapes-complexity0.5"
+    cfg.data.complexity = 0.0
+    assert dataset_name(cfg) == "shapes"

@@ -6,6 +6,13 @@ polygons, stars with radius ``r(t) = r0 * (1 + a * sin(k*t + phi))`` and thin ba
 earlier ones. The mask is exact membership of each pixel centre (pixel ``(r, c)`` sits at ``y=r, x=c``);
 the image is the same membership painted with an object intensity, plus a smooth background texture and
 Gaussian pixel noise. ``detail`` in ``[0, 1]`` raises the stars' lobe count ``k`` and amplitude ``a``.
+
+``complexity`` in ``[0, 1]`` gives the background and every object a texture of their own (``surface_texture``):
+more plane waves, finer and stronger as it grows, from the stream ``[seed, split_id, i, COMPLEXITY_STREAM]``, so
+``complexity=0`` is the plain data set and the objects and masks never depend on it.
+
+A test-time shift (``shift``, ``unetlab.data.shifts``) draws from the stream ``[seed, split_id, i, SHIFT_STREAM]``,
+so a shifted sample has the same objects, mask, texture and noise as the unshifted one: only the shift differs.
 """
 
 from __future__ import annotations
@@ -19,8 +26,25 @@ from torch.utils.data import Dataset
 
 from unetlab.data.module import SPLITS, SegmentationDataModule
 from unetlab.data.sampling import ItemKey, split_key
+from unetlab.data.shifts import apply_shift, parse_shift, texture_waves
 
 KINDS = ("ellipse", "polygon", "star", "bar")
+SHIFT_STREAM = 1  # the last word of a shift's random stream (the sample's own stream has three)
+COMPLEXITY_STREAM = 2  # the last word of the surface textures' stream
+
+
+def surface_texture(yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator, complexity: float) -> np.ndarray:
+    """The texture of one surface at ``complexity`` in (0, 1]: ``2 + round(10 c)`` plane waves of 1 to ``2 + 20 c``
+    cycles per image side, amplitude ``0.3 c / sqrt(waves)`` each (so the texture's std is about ``0.2 c``, against
+    the ~0.45 object contrast): (H, W)."""
+    waves = 2 + round(10 * complexity)
+    size = yy.shape[0]
+    texture = np.zeros(yy.shape)
+    for _ in range(waves):
+        freq = rng.uniform(1, 2 + 20 * complexity) * 2 * np.pi / size
+        angle, phase = rng.uniform(0, 2 * np.pi, 2)
+        texture += np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)) + phase)
+    return 0.3 * complexity / np.sqrt(waves) * texture
 
 
 def _ellipse(yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator, size: int, detail: float) -> np.ndarray:
@@ -85,10 +109,14 @@ def make_sample(
     detail: float = 0.5,
     texture: float = 0.08,
     noise: float = 0.05,
+    shift: str | None = None,
+    complexity: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One sample: image (H, W) float32 and mask (H, W) int64, a pure function of its arguments.
 
-    Label of an object: 1 when ``num_classes == 2``, else ``1 + kinds.index(kind)``.
+    Label of an object: 1 when ``num_classes == 2``, else ``1 + kinds.index(kind)``. ``shift``: a test-time shift
+    ``kind:strength`` (``unetlab.data.shifts``); ``complexity``: texture complexity of every surface in [0, 1]. The
+    mask depends on neither.
     """
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
     yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float64)
@@ -102,12 +130,24 @@ def make_sample(
 
     image = background
     mask = np.zeros((image_size, image_size), dtype=np.int64)
-    for _ in range(int(rng.integers(1, max_objects + 1))):
+    surface = np.zeros((image_size, image_size), dtype=np.int64)  # 0: background, k: the k-th object drawn
+    for number in range(1, int(rng.integers(1, max_objects + 1)) + 1):
         kind = kinds[int(rng.integers(len(kinds)))]
         inside = DRAW[kind](yy, xx, rng, image_size, detail)
         image = np.where(inside, rng.uniform(0.55, 0.95), image)
         mask[inside] = 1 if num_classes == 2 else 1 + list(kinds).index(kind)
+        surface[inside] = number
+    if complexity > 0:
+        texture_rng = np.random.default_rng([seed, SPLITS.index(split), index, COMPLEXITY_STREAM])
+        for number in range(surface.max() + 1):  # one texture per surface, drawn even where it is hidden
+            image = image + np.where(surface == number, surface_texture(yy, xx, texture_rng, complexity), 0.0)
+    shifted = parse_shift(shift)
+    shift_rng = np.random.default_rng([seed, SPLITS.index(split), index, SHIFT_STREAM])
+    if shifted is not None and shifted[0] == "texture":  # finer waves on the background, under the objects' paint
+        image = image + np.where(mask == 0, texture_waves(yy, xx, shift_rng, shifted[1], (6, 16)), 0.0)
     image = image + noise * rng.standard_normal(image.shape)
+    if shifted is not None and shifted[0] != "texture":
+        image = apply_shift(image, *shifted, shift_rng)
     return image.astype(np.float32), mask
 
 
@@ -146,6 +186,10 @@ class ShapesDataModule(SegmentationDataModule):
         max_objects: 1..max_objects objects per image.
         detail: boundary detail in [0, 1] (star lobes and amplitude).
         texture, noise: background texture amplitude and pixel noise std (object contrast is ~0.45).
+        complexity: texture complexity in [0, 1] of the background and of every object (0: flat objects on the
+            smooth background; ``surface_texture``).
+        test_shift: a test-time shift of the test split, ``kind:strength`` (``unetlab.data.shifts``: noise,
+            contrast, blur, texture), or None; training and validation never see it.
         batch_size, num_workers, pin_memory: DataLoader settings.
         order_seed: seeds the training order (set by ``train`` to the run's ``seed``).
     """
@@ -171,6 +215,8 @@ class ShapesDataModule(SegmentationDataModule):
         order_seed: int = 0,
         spacing: Sequence[float] | float | None = None,
         unit: str | None = None,
+        test_shift: str | None = None,
+        complexity: float = 0.0,
     ):
         super().__init__(
             batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, order_seed=order_seed,
@@ -188,8 +234,15 @@ class ShapesDataModule(SegmentationDataModule):
             )
         if not 0.0 <= detail <= 1.0:
             raise ValueError(f"data.detail={detail} must lie in [0, 1]")
+        if not 0.0 <= complexity <= 1.0:
+            raise ValueError(f"data.complexity={complexity} must lie in [0, 1]")
         if image_size < 8:
             raise ValueError(f"data.image_size={image_size} is too small (>= 8)")
+        try:
+            parse_shift(test_shift)
+        except ValueError as err:
+            raise ValueError(f"data.test_shift: {err}") from None
+        self.test_shift = test_shift
         self.num_classes = num_classes
         self.image_size = image_size
         self.seed = seed
@@ -202,10 +255,17 @@ class ShapesDataModule(SegmentationDataModule):
             detail=detail,
             texture=texture,
             noise=noise,
+            complexity=float(complexity),
         )
 
     def build_split(self, split: str) -> ShapesDataset:
-        return cached_split(split, self.sizes[split], self.seed, self.sample_kwargs)
+        return self.shifted_split(split, self.test_shift if split == "test" else None)
+
+    def shifted_split(self, split: str, shift: str | None) -> ShapesDataset:
+        """``split`` under the test-time shift ``shift`` (``kind:strength``, or None): the same samples (objects,
+        masks), only the images shifted. ``unetlab-eval`` scores the model on these (``eval.shifts``)."""
+        kwargs = self.sample_kwargs if parse_shift(shift) is None else {**self.sample_kwargs, "shift": shift}
+        return cached_split(split, self.sizes[split], self.seed, kwargs)
 
 
 _SPLITS: dict[str, ShapesDataset] = {}  # the last few splits generated by this process

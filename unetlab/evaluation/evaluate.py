@@ -2,8 +2,10 @@
 
 Sources: ``model``; ``probe/<key>`` (1x1 probes on frozen features); ``floor/<level>`` (resolution floors);
 ``ablate/<mode>/<levels>`` (test-time ablation of every non-empty subset of the kept skips);
-``shapley/<mode>/<level>`` (exact Shapley values from the same subset evaluations). One pass over the test
-split: the encoder runs once per batch and every decoder variant reuses its features.
+``shapley/<mode>/<level>`` (exact Shapley values from the same subset evaluations); ``objects/<bin>`` and
+``floor/<level>/objects/<bin>`` (per object); ``shift/<shift>`` and ``susceptibility/<shift>/<key>`` (test-time
+shifts, ``shifts.py``). One pass over the test split: the encoder runs once per batch and every decoder variant
+reuses its features.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from unetlab.atomic import write_json
+from unetlab.data.shifts import parse_shift
 from unetlab.evaluation.bootstrap import resample_indices
 from unetlab.evaluation.floors import cached_floor
 from unetlab.evaluation.label_maps import LabelMapRecorder
@@ -32,6 +35,7 @@ from unetlab.evaluation.results import (
     write_per_image,
     write_results,
 )
+from unetlab.evaluation.shifts import score_shifts, susceptibility_row
 from unetlab.evaluation.skip_ablation import ablation_source, decode_variants, shapley_values, subsets
 from unetlab.metrics import BoundaryMetrics, ObjectMetrics
 from unetlab.metrics.functional import check_tolerances
@@ -61,6 +65,8 @@ class EvalOptions:
     objects: bool = True  # per-object rows objects/<bin> (model) and floor/<level>/objects/<bin> (floors)
     # edges of the object-size bins, px of equivalent diameter (the cell sizes of levels 2..5), scaled by the spacing
     object_bins: list[float] = field(default_factory=lambda: [4.0, 8.0, 16.0, 32.0])
+    # test-time shifts (kind:strength, unetlab/data/shifts.py): sources shift/<shift> and susceptibility/<shift>/<key>
+    shifts: list[str] = field(default_factory=list)
     batch_size: int = 16
     seed: int = 0  # seeds the probes' images and the bootstrap resamples
     resamples: int = 1000  # bootstrap resamples of the test images behind every interval (>= 1000 for a 95 % interval)
@@ -73,6 +79,11 @@ class EvalOptions:
                 parse_ablation_mode(mode)
             except ValueError as err:
                 raise ValueError(f"eval.ablate_modes: {err}") from None
+        for shift in self.shifts:
+            try:
+                parse_shift(shift)
+            except ValueError as err:
+                raise ValueError(f"eval.shifts: {err}") from None
         for key, check in (("tolerances", check_tolerances), ("object_bins", bin_edges)):
             try:
                 check(getattr(self, key))
@@ -174,7 +185,13 @@ def evaluate(
                 if labels is not None:
                     labels.add(f"floor/{level}", floor)
 
-    per_image = {source: metric.per_image_values() for source, metric in metrics.items()}
+    shifted, shift_histograms = {}, {}
+    if options.shifts:
+        shifted, shift_histograms = score_shifts(
+            net, datamodule, options.shifts, new_metric, options.batch_size, options.device, options.seed,
+            options.progress,
+        )  # fmt: skip
+    per_image = {source: metric.per_image_values() for source, metric in {**metrics, **shifted}.items()}
     for mode in options.ablate_modes:
         per_image.update(shapley_per_image(per_image, kept, mode))
     indices = resample_indices(len(per_image["model"]), options.resamples, seed=options.seed)
@@ -185,6 +202,7 @@ def evaluate(
     rows += tolerance_rows("model", model.tolerance_values(), model.tolerance_columns, indices)
     for source, metric in objects.items():
         rows += object_rows(source, metric.per_image_values(), metric.bin_names, indices, unit=datamodule.unit)
+    rows += [susceptibility_row(source, *hists, indices) for source, hists in shift_histograms.items()]
     return rows, per_image
 
 

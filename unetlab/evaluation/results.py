@@ -118,6 +118,12 @@ def is_object_source(source: str) -> bool:
     return source.startswith(f"{OBJECTS}/") or f"/{OBJECTS}/" in source
 
 
+def in_per_image(source: str) -> bool:
+    """Whether ``per_image.npz`` holds a source's per-image values: not for the per-object rows, nor for the domain
+    susceptibility (``susceptibility/<shift>/<key>``: one distance between two distributions of the whole split)."""
+    return not (is_object_source(source) or source.startswith("susceptibility/"))
+
+
 def object_rows(source: str, sums: Tensor, bin_names: Sequence[str], indices: Tensor, unit: str = "px") -> list[dict]:
     """The per-object rows of ``source`` from its per-image sums (M, C-1, B, 6) (``ObjectMetrics.per_image_values``,
     columns ``OBJECT_COLUMNS``) and the run's bootstrap resamples ``indices`` (R, M).
@@ -154,8 +160,11 @@ def object_rows(source: str, sums: Tensor, bin_names: Sequence[str], indices: Te
 
 
 def dataset_name(cfg: DictConfig) -> str:
-    """``unetlab.data.shapes.ShapesDataModule`` -> ``shapes``."""
-    return cfg.data._target_.rsplit(".", 1)[-1].removesuffix("DataModule").lower()
+    """``unetlab.data.shapes.ShapesDataModule`` -> ``shapes``; shapes with a texture complexity name it,
+    ``shapes-complexity0.5``, so that the report keeps each complexity apart (a setting of its own)."""
+    name = cfg.data._target_.rsplit(".", 1)[-1].removesuffix("DataModule").lower()
+    complexity = float(cfg.data.get("complexity", 0) or 0)
+    return f"{name}-complexity{complexity:g}" if complexity else name
 
 
 def run_columns(cfg: DictConfig, net: UNet, run_dir: Path) -> dict:

@@ -47,9 +47,14 @@ def skip_sets(kind: str | Sequence[int], depth: int) -> list[tuple[int, ...]]:
 
 
 def plan_sweeps(
-    depths: Sequence[int], skips: Sequence, deepest_skips: Sequence, seeds: Sequence[int]
+    depths: Sequence[int],
+    skips: Sequence,
+    deepest_skips: Sequence,
+    seeds: Sequence[int],
+    vary: dict[str, Sequence] | None = None,
 ) -> list[list[str]]:
-    """Override lists, one per ``unetlab-train -m`` sweep, covering the grid once.
+    """Override lists, one per ``unetlab-train -m`` sweep, covering the grid once; ``vary`` (``ablate.vary``: data
+    key -> values, e.g. ``{"data.complexity": [0, 0.5, 1]}``) multiplies every sweep by those values.
 
     Deepest first (the per-depth sweeps from the deepest depth, then ``all``/``none`` with the depths descending): the
     longest jobs start first, so the launcher's workers run out of work at nearly the same time instead of one
@@ -75,7 +80,23 @@ def plan_sweeps(
                     values.append(skips_override(skip_set, depth))
         if values:
             sweeps.append([f"model.depth={depth}", f"model.skips={','.join(values)}"])
-    return [[*sweep, f"seed={seed_list}"] for sweep in [*sweeps, *last]]
+    varied = [f"{key}={','.join(str(value) for value in values)}" for key, values in check_vary(vary).items()]
+    return [[*sweep, *varied, f"seed={seed_list}"] for sweep in [*sweeps, *last]]
+
+
+def check_vary(vary: dict[str, Sequence] | None) -> dict[str, list]:
+    """``ablate.vary`` as ``{data key: [values]}``; ValueError naming the key unless each is a ``data.*`` key with a
+    non-empty list of plain values (the run directories are named by them)."""
+    checked = {}
+    for key, values in dict(vary or {}).items():
+        values = list(values) if isinstance(values, Sequence) and not isinstance(values, str) else [values]
+        if not str(key).startswith("data.") or not values:
+            raise ValueError(f"ablate.vary.{key}: expected a data.* key with a list of values, e.g. "
+                             "ablate.vary={data.complexity: [0, 0.5, 1]}")  # fmt: skip
+        if any(not isinstance(value, (int, float, str)) or "," in str(value) for value in values):
+            raise ValueError(f"ablate.vary.{key}={values}: values must be plain numbers or words")
+        checked[str(key)] = values
+    return checked
 
 
 def count_jobs(sweep: list[str]) -> int:
@@ -143,9 +164,17 @@ RUN_DIR = "d{depth}-s{skips}-seed{seed}"
 SWEEP_SUBDIR = RUN_DIR.format(depth="${model.depth}", skips="${skipset:${model.skips},${model.depth}}", seed="${seed}")
 
 
-def run_dir_name(depth: int, skips, seed: int) -> str:
-    """The run directory of one grid cell: ``d4-s0,1,2,3-seed0``."""
-    return RUN_DIR.format(depth=depth, skips=skips_to_str(parse_skips(skips, depth)), seed=seed)
+def run_dir_name(depth: int, skips, seed: int, variant: dict | None = None) -> str:
+    """The run directory of one grid cell: ``d4-s0,1,2,3-seed0``; with ``ablate.vary`` values (``variant``: key ->
+    value) each is appended by its last name part, ``d4-s0,1,2,3-seed0-complexity0.5``."""
+    name = RUN_DIR.format(depth=depth, skips=skips_to_str(parse_skips(skips, depth)), seed=seed)
+    return name + "".join(f"-{key.rsplit('.', 1)[-1]}{value}" for key, value in (variant or {}).items())
+
+
+def sweep_subdir(vary_keys: Sequence[str]) -> str:
+    """Hydra's sweep subdir of a grid with ``ablate.vary`` keys: ``SWEEP_SUBDIR`` plus ``-<name>${<key>}`` each, so
+    that it names a cell as ``run_dir_name`` does."""
+    return SWEEP_SUBDIR + "".join(f"-{key.rsplit('.', 1)[-1]}${{{key}}}" for key in vary_keys)
 
 
 def parallel_overrides(jobs: int, forwarded: Sequence[str], cores: int | None = None) -> list[str]:
@@ -215,7 +244,8 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
     out_dir = Path(cfg.out_dir).resolve()
     runs_dir = out_dir / "runs"
     grid = cfg.ablate
-    sweeps = plan_sweeps(grid.depths, grid.skips, grid.get("deepest_skips", []), grid.seeds)
+    vary = check_vary(grid.get("vary"))
+    sweeps = plan_sweeps(grid.depths, grid.skips, grid.get("deepest_skips", []), grid.seeds, vary)
     check_grid(experiment, sweeps, forwarded)
     keys = drawn_keys(grid.get("viz_keys"), max(grid.depths))
     total = sum(count_jobs(sweep) for sweep in sweeps)
@@ -232,7 +262,7 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
             command = [
                 sys.executable, "-m", "unetlab.cli.train", "--multirun", f"experiment={experiment}", *sweep,
                 f"run_group={grid.name}", f"hydra.sweep.dir={runs_dir}",
-                f"hydra.sweep.subdir='{SWEEP_SUBDIR}'",
+                f"hydra.sweep.subdir='{sweep_subdir(list(vary))}'",
                 *parallel, *forwarded,
             ]  # fmt: skip
             env = {**os.environ, DIE_WITH_PARENT: "1"}  # a killed grid leaves no orphan training (run_dir.py)
@@ -245,7 +275,8 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
             done += jobs
     phases = {"train+eval": time.time() - start}
 
-    drawn = runs_dir / run_dir_name(max(grid.depths), "all", int(grid.seeds[0]))
+    first = {key: values[0] for key, values in vary.items()}
+    drawn = runs_dir / run_dir_name(max(grid.depths), "all", int(grid.seeds[0]), first)
     pictures = draw_units(drawn, max(grid.depths), keys, out_dir)
     phases["viz"] = time.time() - start - sum(phases.values())
 

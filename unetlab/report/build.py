@@ -25,6 +25,8 @@ from unetlab.report.views import (
     params_table,
     probe_table,
     shapley_tables,
+    shift_table,
+    susceptibility_table,
     tolerance_table,
 )
 
@@ -193,6 +195,15 @@ def build_section(results: Results, out_dir: Path, prefix: str, page: dict | Non
             "exactly.",
             plots.nsd_vs_tolerance(results, png("nsd_vs_tolerance")),
             [tolerance_table(results)],
+        ),
+        (
+            "Under test-time shift",
+            "Each model scored again on the test images under each shift (the same scenes; only the images change: "
+            "extra noise, lower contrast, blur or finer background texture), and how far each layer's activations "
+            "move: the Hellinger distance between their in-domain and shifted distributions, averaged over channels "
+            "(0: unchanged, 1: disjoint).",
+            plots.susceptibility_by_key(results, png("susceptibility")),
+            [shift_table(results), susceptibility_table(results)],
         ),
         (
             "Shapley value of each skip",

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from unetlab.conventions import skip_label, str_to_skips
-from unetlab.evaluation.results import COLUMNS, is_object_source, read_per_image, read_results
+from unetlab.evaluation.results import COLUMNS, in_per_image, read_per_image, read_results
 from unetlab.report.intervals import Diff, Draws, Samples, model_intervals, paired_contrast
 
 RESULTS_NAME = "results.csv"
@@ -214,7 +214,7 @@ def load_per_image(path: Path, rows: list[dict]) -> tuple[dict[str, Tensor] | No
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
         return None, f"unreadable {PER_IMAGE_NAME} ({err})"
     images = {row["n"] for row in rows if row["source"] == "model"}
-    missing = sorted({row["source"] for row in rows if not is_object_source(row["source"])} - set(per_image))
+    missing = sorted({row["source"] for row in rows if in_per_image(row["source"])} - set(per_image))
     if missing or any(values.ndim != 3 or len(values) not in images for values in per_image.values()):
         return None, "it does not match results.csv (its sources or its number of images)"
     return per_image, None
@@ -282,7 +282,8 @@ def aggregate(rows_by_file: Iterable[tuple[Path, list[dict]] | tuple[Path, list[
             if key in stats:
                 stats[key] = replace(stats[key], low=low, high=high)
                 bootstrapped.add(key)
-    # The rest: the rows' own intervals (older runs; the per-object rows and nsd@τ, bf1@τ, which per_image.npz lacks)
+    # The rest: the rows' own intervals (older runs; the rows that per_image.npz lacks: per object, nsd@τ, bf1@τ,
+    # the domain susceptibility)
     for key, bounds in row_intervals.items():
         if key in stats and key not in bootstrapped:
             low, high = (summarize(side).mean for side in zip(*bounds, strict=True))

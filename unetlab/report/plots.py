@@ -13,7 +13,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from unetlab.metrics.functional import DISTANCE_METRICS
-from unetlab.report.collect import Results, Stat
+from unetlab.report.collect import Results, Stat, skip_order
 from unetlab.report.views import (
     BOUNDARY_METRICS,
     ablation_modes,
@@ -26,6 +26,8 @@ from unetlab.report.views import (
     params_by_depth,
     probe_panels,
     shapley,
+    shifts,
+    susceptibility,
     tolerances,
 )
 
@@ -388,6 +390,42 @@ def nsd_vs_tolerance(results: Results, path: Path) -> Path | None:
     ax.grid(True, alpha=0.3)
     ax.set_title(f"Surface Dice against its tolerance (higher is better; bars: 95 % intervals{note})")
     legend_right(ax)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+MAX_SUSCEPTIBILITY_PANELS = 6
+
+
+def susceptibility_by_key(results: Results, path: Path) -> Path | None:
+    """Hellinger distance between in-domain and shifted activations by feature key, a line per shift, a panel per
+    model of the deepest depth (all skips and no skips first)."""
+    names = shifts(results)
+    deepest = max((m.depth for m in results.models), default=0)
+    models = [m for m in sorted(results.models, key=lambda m: skip_order(m.skip_label)) if m.depth == deepest]
+    models = [m for m in models if any(susceptibility(results, m, name) for name in names)][:MAX_SUSCEPTIBILITY_PANELS]
+    if not names or not models:
+        return None
+    ncols = min(3, len(models))
+    nrows = math.ceil(len(models) / ncols)
+    fig = Figure(figsize=(4.8 * ncols + 1.5, 3.8 * nrows + 0.8), dpi=DPI)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True).ravel()
+    for ax, model in zip(axes, models, strict=False):
+        for index, name in enumerate(names):
+            found = susceptibility(results, model, name)
+            keys = [key for key, _ in found]
+            ax.errorbar(range(len(found)), [s.mean for _, s in found], yerr=interval_bars([s for _, s in found]),
+                        capsize=2, marker="o", color=OTHER_COLORS[index % len(OTHER_COLORS)], label=name)  # fmt: skip
+        ax.set_xticks(range(len(keys)), keys, rotation=45)
+        ax.set_title(f"depth {model.depth}, {skip_legend_label(model.skip_label)}")
+        ax.grid(True, alpha=0.3)
+        ax.set_ylim(bottom=0)
+    for ax in axes[len(models) :]:
+        ax.set_visible(False)
+    axes[0].set_ylabel("Hellinger distance (0 = unchanged)")
+    legend_right(axes[min(ncols, len(models)) - 1])
+    fig.suptitle("Domain susceptibility by layer: in-domain vs shifted activations (bars: 95 % intervals)", fontsize=13)
     fig.tight_layout()
     fig.savefig(path)
     return path

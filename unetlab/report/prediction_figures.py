@@ -83,9 +83,9 @@ def probe_maps_figure(data: dict, path: Path, image: int = -1) -> Path | None:
     models = data["models"]
     deepest = max(model["depth"] for model in models)
     rows = [m for m in models if m["depth"] == deepest and m["skips"] in (list(range(deepest)), [])]
-    if not rows:
+    keys = rows[0]["probe_keys"] if rows else []
+    if not keys:  # no such model, or evaluated without probes (eval.probes=false)
         return None
-    keys = rows[0]["probe_keys"]
     size = tuple(data["image_size"])
     truth = decode_labels(data["images"][image]["truth"], size)
     edges = _truth_edges(truth)

@@ -382,3 +382,65 @@ def tolerance_table(results: Results, metrics: tuple[str, ...] = ("nsd", "bf1"))
             rows.append([str(model.depth), model.skip_label, metric, *(fmt(stat) for stat in stats)])
     columns = ["depth", "skip set", "metric", *(f"τ = {tau:g} {results.unit}" for tau in taus)]
     return Table("Surface Dice (nsd) and boundary F1 at each tolerance τ", columns, rows)
+
+
+# ---- test-time shifts -------------------------------------------------------------------------------------------
+
+SHIFT_PREFIX = "shift/"
+SUSCEPTIBILITY_PREFIX = "susceptibility/"
+
+
+def shifts(results: Results) -> list[str]:
+    """The test-time shifts of the ``shift/<shift>`` rows, by kind then strength."""
+    names = {
+        source.removeprefix(SHIFT_PREFIX) for (_, source, _, _) in results.stats if source.startswith(SHIFT_PREFIX)
+    }
+    return sorted(names, key=lambda name: (name.split(":")[0], float(name.split(":")[1])))
+
+
+def shift_table(results: Results, metric: str = "hd95") -> Table | None:
+    """A row per model: ``metric`` in domain, then under each shift with its change against in domain (paired: the
+    same images, only shifted)."""
+    names = shifts(results)
+    if not names:
+        return None
+    rows = []
+    for model in model_rows(results):
+        cells = [fmt(results.get(model, "model", metric))]
+        for name in names:
+            change = results.difference((model, SHIFT_PREFIX + name), (model, "model"), metric)
+            cells += [fmt(results.get(model, SHIFT_PREFIX + name, metric)), fmt(change)]
+        rows.append([str(model.depth), model.skip_label, *cells])
+    unit = f" ({results.unit})" if metric in DISTANCE_METRICS else ""
+    columns = ["depth", "skip set", f"in domain{unit}"]
+    for name in names:
+        columns += [f"{name}{unit}", f"{name} change"]
+    return Table(f"{metric} in domain and under each test-time shift (change = shifted − in domain, paired)",
+                 columns, rows)  # fmt: skip
+
+
+def susceptibility(results: Results, model: Model, shift: str) -> list[tuple[str, Stat]]:
+    """(feature key, Hellinger distance) of ``model`` under ``shift``, in forward order."""
+    found = []
+    for key in feature_keys(model.depth, logits=False):
+        stat = results.get(model, f"{SUSCEPTIBILITY_PREFIX}{shift}/{key}", "hellinger")
+        if stat is not None:
+            found.append((key, stat))
+    return found
+
+
+def susceptibility_table(results: Results) -> Table | None:
+    """A row per model and shift: the Hellinger distance of every feature key's activations, in domain vs shifted."""
+    names = shifts(results)
+    depth = max((m.depth for m in results.models), default=0)
+    keys = feature_keys(depth, logits=False)
+    rows = []
+    for model in model_rows(results):
+        for name in names:
+            found = dict(susceptibility(results, model, name))
+            if found:
+                rows.append([str(model.depth), model.skip_label, name, *(fmt(found.get(key), 3) for key in keys)])
+    if not rows:
+        return None
+    return Table("Domain susceptibility: Hellinger distance between in-domain and shifted activations, per feature key",
+                 ["depth", "skip set", "shift", *keys], rows)  # fmt: skip
