@@ -136,3 +136,38 @@ def test_plots_are_written_at_the_figure_size(two_labels, tmp_path):
         (maps_path, erf_maps_figure(two_labels, "maps"), 100),
     ):
         assert Image.open(path).size == tuple(round(inches * dpi) for inches in figure.get_size_inches())
+
+
+def test_erf_rows_measure_every_encoder_key_unclipped_trained_and_at_init():
+    from unetlab.evaluation.bootstrap import resample_indices
+    from unetlab.evaluation.erf_rows import canvas_side, erf_rows, mass_radii, mirror_canvas, ring_masses
+    from unetlab.explain.erf import mass_radius
+    from unetlab.explain.receptive_field import receptive_fields
+
+    torch.manual_seed(0)
+    maps = torch.rand(3, 21, 21)
+    for centre in ((10.0, 10.0), (9.5, 10.5), (2.0, 17.0)):
+        rings, masses = ring_masses(maps, centre)
+        for fraction in (0.5, 0.95):  # the ring sums give mass_radius of the summed map
+            assert float(mass_radii(rings, masses.sum(0), fraction)) == mass_radius(maps.sum(0), centre, fraction)
+    image = torch.arange(12.0).view(1, 1, 3, 4)
+    canvas = mirror_canvas(image, 9)
+    assert torch.equal(canvas[..., 3:6, 2:6], image)  # the image in the middle
+    assert torch.equal(canvas[..., 2, 2:6], image[..., 0, :]) and torch.equal(canvas[..., 3:6, 1], image[..., :, 0])
+
+    net, init = UNet(1, 2, depth=3, base_channels=4).eval(), UNet(1, 2, depth=3, base_channels=4).eval()
+    side = canvas_side(net, 32)
+    assert side % 8 == 0 and side >= receptive_fields(net)["enc3"].size + 32
+    rows = erf_rows(net, init, torch.rand(4, 1, 32, 32), resample_indices(4, 50, seed=0))
+    table = {(r["source"], r["metric"]): r for r in rows}
+    fields = receptive_fields(net)
+    for source in ("erf", "erf_init"):
+        for level in range(4):
+            key = f"{source}/enc{level}"
+            size, theoretical = table[(key, "size95")], table[(key, "theoretical")]
+            assert theoretical["value"] == fields[f"enc{level}"].size
+            assert 1 <= table[(key, "size50")]["value"] <= size["value"] <= theoretical["value"] + 1
+            assert size["ci_low"] <= size["value"] <= size["ci_high"] and size["unit"] == "px"
+    # deeper keys see more: the ERF grows along the encoder
+    sizes = [table[(f"erf/enc{level}", "size95")]["value"] for level in range(4)]
+    assert sizes == sorted(sizes) and sizes[-1] > 2 * sizes[0]

@@ -111,7 +111,7 @@ def test_a_split_is_generated_once_per_process_and_per_config():
     assert not torch.equal(other.datasets["test"].images, first.datasets["test"].images)
 
 
-SHIFTS = ("noise:0.1", "contrast:0.5", "blur:1.5", "texture:0.2")
+SHIFTS = ("noise:0.1", "speckle:0.3", "contrast:0.5", "blur:1.5", "texture:0.2")
 
 
 @pytest.mark.parametrize("shift", SHIFTS)
@@ -133,6 +133,8 @@ def test_each_shift_does_what_its_name_says():
     image, mask = (a.astype(np.float64) for a in make_sample(1, "test", 2, image_size=64))
     noisy, _ = make_sample(1, "test", 2, image_size=64, shift="noise:0.2")
     assert np.std(noisy - image) == pytest.approx(0.2, rel=0.05)
+    speckled, _ = make_sample(1, "test", 2, image_size=64, shift="speckle:0.3")
+    assert np.std((speckled - image) / image) == pytest.approx(0.3, rel=0.05)  # noise proportional to the image
     flat, _ = make_sample(1, "test", 2, image_size=64, shift="contrast:0.75")
     assert np.std(flat) == pytest.approx(0.25 * np.std(image), rel=1e-4)
     assert np.mean(flat) == pytest.approx(np.mean(image), abs=1e-5)
@@ -158,19 +160,20 @@ def test_the_test_shift_reaches_the_test_split_only():
             ShapesDataModule(test_shift=bad)
 
 
-def test_texture_complexity_textures_every_surface_and_keeps_the_scene():
-    image, mask = make_sample(2, "train", 4, image_size=64)
-    plain, _ = make_sample(2, "train", 4, image_size=64, complexity=0.0)
+def test_texture_complexity_makes_background_and_objects_alike():
+    """Kamath et al.'s task complexity: the background blended towards the objects' texture by 0.9 * complexity."""
+    image, mask = make_sample(2, "train", 4, image_size=64, noise=0.0)
+    plain, _ = make_sample(2, "train", 4, image_size=64, noise=0.0, complexity=0.0)
     np.testing.assert_array_equal(image, plain)  # complexity 0 is the plain data set
-    spread = []
+    contrast = image[mask > 0].mean() - image[mask == 0].mean()
     for complexity in (0.25, 0.5, 1.0):
-        textured, textured_mask = make_sample(2, "train", 4, image_size=64, complexity=complexity)
+        textured, textured_mask = make_sample(2, "train", 4, image_size=64, noise=0.0, complexity=complexity)
         np.testing.assert_array_equal(mask, textured_mask)
-        change = textured - image
-        assert np.std(change[mask > 0]) > 0.02 and np.std(change[mask == 0]) > 0.02  # objects and background
-        spread.append(np.std(change))
-    assert spread[0] < spread[1] < spread[2]  # stronger with complexity: about 0.2 * complexity
-    assert spread[2] == pytest.approx(0.2, abs=0.08)
+        assert np.std((textured - image)[mask > 0]) == pytest.approx(0.15, abs=0.05)  # the objects' texture
+        shrunk = textured[mask > 0].mean() - textured[mask == 0].mean()
+        blend = 0.9 * complexity  # the background moves towards the objects' mean (0.75) by the blend
+        expected = image[mask > 0].mean() - ((1 - blend) * image[mask == 0].mean() + blend * 0.75)
+        assert shrunk == pytest.approx(expected, abs=0.03) and shrunk < contrast
     with pytest.raises(ValueError, match=r"data.complexity=1.5 must lie in \[0, 1\]"):
         ShapesDataModule(complexity=1.5)
 

@@ -52,7 +52,7 @@ def test_eval_scores_each_shift_and_each_layers_susceptibility(tmp_path):
     train(cfg)
     shifts = ["noise:0", "noise:0.3", "blur:1.5"]
     options = {"probes": False, "floors": False, "objects": False, "ablate_modes": [], "progress": False,
-               "shifts": shifts}  # fmt: skip
+               "shifts": shifts, "erf": True, "erf_images": 2}  # fmt: skip
     run_eval(run_dir / "checkpoints" / "last.ckpt", options, cfg=cfg)
     rows = {(r["source"], r["metric"], r["class"]): r for r in read_results(run_dir / "results.csv")}
     per_image = read_per_image(run_dir / "per_image.npz")
@@ -65,6 +65,12 @@ def test_eval_scores_each_shift_and_each_layers_susceptibility(tmp_path):
         moved = rows[(f"susceptibility/noise:0.3/{key}", "hellinger", "mean")]
         assert 0 < moved["value"] < 1 and moved["ci_low"] <= moved["value"] <= moved["ci_high"]
         assert moved["n"] == cfg.data.test_size
+    # eval.erf: the encoder keys' ERFs, trained and at a random init, against their theoretical field
+    for source in ("erf", "erf_init"):
+        for key in ("enc0", "enc1", "enc2"):
+            assert rows[(f"{source}/{key}", "size95", "mean")]["n"] == 2
+            assert rows[(f"{source}/{key}", "size95", "mean")]["value"] <= rows[(f"{source}/{key}", "theoretical",
+                                                                                  "mean")]["value"] + 1  # fmt: skip
     # noise of 0.3 (six times the built-in noise) moves the input layer's features measurably
     assert rows[("susceptibility/noise:0.3/enc0", "hellinger", "mean")]["ci_low"] > 0.05
     with pytest.raises(ValueError, match="eval.shifts: shift 'fog:1'"):

@@ -7,9 +7,12 @@ earlier ones. The mask is exact membership of each pixel centre (pixel ``(r, c)`
 the image is the same membership painted with an object intensity, plus a smooth background texture and
 Gaussian pixel noise. ``detail`` in ``[0, 1]`` raises the stars' lobe count ``k`` and amplitude ``a``.
 
-``complexity`` in ``[0, 1]`` gives the background and every object a texture of their own (``surface_texture``):
-more plane waves, finer and stronger as it grows, from the stream ``[seed, split_id, i, COMPLEXITY_STREAM]``, so
-``complexity=0`` is the plain data set and the objects and masks never depend on it.
+``complexity`` in ``[0, 1]`` is the texture similarity of foreground and background (as Kamath et al. 2023 define
+task complexity): above 0 the objects carry a fine texture (``foreground_texture``) and the background is blended
+towards the foreground, ``(1 - a) * background + a * (FOREGROUND_MEAN + texture)`` with ``a = 0.9 * complexity``, so
+at 1 object and background differ only by a tenth of their old contrast and by which instance of the texture they
+show. The texture has its own stream ``[seed, split_id, i, COMPLEXITY_STREAM]``: ``complexity=0`` is the plain data
+set, and the objects and masks never depend on it.
 
 A test-time shift (``shift``, ``unetlab.data.shifts``) draws from the stream ``[seed, split_id, i, SHIFT_STREAM]``,
 so a shifted sample has the same objects, mask, texture and noise as the unshifted one: only the shift differs.
@@ -33,18 +36,19 @@ SHIFT_STREAM = 1  # the last word of a shift's random stream (the sample's own s
 COMPLEXITY_STREAM = 2  # the last word of the surface textures' stream
 
 
-def surface_texture(yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator, complexity: float) -> np.ndarray:
-    """The texture of one surface at ``complexity`` in (0, 1]: ``2 + round(10 c)`` plane waves of 1 to ``2 + 20 c``
-    cycles per image side, amplitude ``0.3 c / sqrt(waves)`` each (so the texture's std is about ``0.2 c``, against
-    the ~0.45 object contrast): (H, W)."""
-    waves = 2 + round(10 * complexity)
+FOREGROUND_MEAN = 0.75  # the objects' mean intensity (each object draws one from 0.55..0.95)
+
+
+def foreground_texture(yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The objects' texture: twelve plane waves of 2 to 22 cycles per image side, standard deviation about 0.15
+    (the objects differ from the background by ~0.45): (H, W)."""
     size = yy.shape[0]
     texture = np.zeros(yy.shape)
-    for _ in range(waves):
-        freq = rng.uniform(1, 2 + 20 * complexity) * 2 * np.pi / size
+    for _ in range(12):
+        freq = rng.uniform(2, 22) * 2 * np.pi / size
         angle, phase = rng.uniform(0, 2 * np.pi, 2)
         texture += np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)) + phase)
-    return 0.3 * complexity / np.sqrt(waves) * texture
+    return 0.15 / np.sqrt(6) * texture
 
 
 def _ellipse(yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator, size: int, detail: float) -> np.ndarray:
@@ -115,8 +119,8 @@ def make_sample(
     """One sample: image (H, W) float32 and mask (H, W) int64, a pure function of its arguments.
 
     Label of an object: 1 when ``num_classes == 2``, else ``1 + kinds.index(kind)``. ``shift``: a test-time shift
-    ``kind:strength`` (``unetlab.data.shifts``); ``complexity``: texture complexity of every surface in [0, 1]. The
-    mask depends on neither.
+    ``kind:strength`` (``unetlab.data.shifts``); ``complexity``: foreground/background texture similarity in [0, 1].
+    The mask depends on neither.
     """
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
     yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float64)
@@ -130,17 +134,17 @@ def make_sample(
 
     image = background
     mask = np.zeros((image_size, image_size), dtype=np.int64)
-    surface = np.zeros((image_size, image_size), dtype=np.int64)  # 0: background, k: the k-th object drawn
-    for number in range(1, int(rng.integers(1, max_objects + 1)) + 1):
+    for _ in range(int(rng.integers(1, max_objects + 1))):
         kind = kinds[int(rng.integers(len(kinds)))]
         inside = DRAW[kind](yy, xx, rng, image_size, detail)
         image = np.where(inside, rng.uniform(0.55, 0.95), image)
         mask[inside] = 1 if num_classes == 2 else 1 + list(kinds).index(kind)
-        surface[inside] = number
     if complexity > 0:
-        texture_rng = np.random.default_rng([seed, SPLITS.index(split), index, COMPLEXITY_STREAM])
-        for number in range(surface.max() + 1):  # one texture per surface, drawn even where it is hidden
-            image = image + np.where(surface == number, surface_texture(yy, xx, texture_rng, complexity), 0.0)
+        texture = foreground_texture(
+            yy, xx, np.random.default_rng([seed, SPLITS.index(split), index, COMPLEXITY_STREAM])
+        )
+        blend = 0.9 * complexity
+        image = np.where(mask > 0, image + texture, (1 - blend) * image + blend * (FOREGROUND_MEAN + texture))
     shifted = parse_shift(shift)
     shift_rng = np.random.default_rng([seed, SPLITS.index(split), index, SHIFT_STREAM])
     if shifted is not None and shifted[0] == "texture":  # finer waves on the background, under the objects' paint
@@ -186,8 +190,8 @@ class ShapesDataModule(SegmentationDataModule):
         max_objects: 1..max_objects objects per image.
         detail: boundary detail in [0, 1] (star lobes and amplitude).
         texture, noise: background texture amplitude and pixel noise std (object contrast is ~0.45).
-        complexity: texture complexity in [0, 1] of the background and of every object (0: flat objects on the
-            smooth background; ``surface_texture``).
+        complexity: texture similarity of foreground and background in [0, 1] (0: flat objects on the smooth
+            background; 1: the background blended 90 % towards the objects' texture).
         test_shift: a test-time shift of the test split, ``kind:strength`` (``unetlab.data.shifts``: noise,
             contrast, blur, texture), or None; training and validation never see it.
         batch_size, num_workers, pin_memory: DataLoader settings.

@@ -4,6 +4,8 @@ A shift is written ``kind:strength`` (``data.test_shift``, ``eval.shifts``), e.g
 
 - ``noise:s``: extra Gaussian pixel noise of standard deviation ``s`` (image intensities; objects differ from the
   background by ~0.45, the built-in noise is 0.05);
+- ``speckle:s``: multiplicative noise, ``image * (1 + s * n)`` with ``n`` standard normal per pixel (the harder
+  out-of-domain test of Kamath et al. 2023);
 - ``contrast:s``: contrast lowered by the fraction ``s`` in [0, 1): ``mean + (image - mean) * (1 - s)``;
 - ``blur:s``: Gaussian blur of standard deviation ``s`` px (``scipy.ndimage.gaussian_filter``, reflected border);
 - ``texture:s``: extra background texture of amplitude ``s``: three plane waves of 6..16 cycles per image, finer
@@ -20,7 +22,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-SHIFT_KINDS = ("noise", "contrast", "blur", "texture")
+SHIFT_KINDS = ("noise", "speckle", "contrast", "blur", "texture")
 
 
 def parse_shift(shift: str | None) -> tuple[str, float] | None:
@@ -35,7 +37,7 @@ def parse_shift(shift: str | None) -> tuple[str, float] | None:
     if kind not in SHIFT_KINDS or not math.isfinite(strength) or strength < 0:
         raise ValueError(
             f"shift {shift!r}: expected kind:strength with kind one of {', '.join(SHIFT_KINDS)} and a strength >= 0, "
-            "e.g. noise:0.1, contrast:0.5, blur:1.5, texture:0.2"
+            "e.g. noise:0.1, speckle:0.3, contrast:0.5, blur:1.5, texture:0.2"
         )
     if kind == "contrast" and strength >= 1:
         raise ValueError(f"shift {shift!r}: a contrast shift lowers the contrast by a fraction in [0, 1)")
@@ -62,9 +64,12 @@ def texture_waves(
 
 
 def apply_shift(image: np.ndarray, kind: str, strength: float, rng: np.random.Generator) -> np.ndarray:
-    """``image`` (H, W) float under the shift ``kind`` (noise, contrast or blur) of ``strength``; a new array."""
+    """``image`` (H, W) float under the shift ``kind`` (noise, speckle, contrast or blur) of ``strength``; a new
+    array."""
     if kind == "noise":
         return image + strength * rng.standard_normal(image.shape)
+    if kind == "speckle":
+        return image * (1.0 + strength * rng.standard_normal(image.shape))
     if kind == "contrast":
         mean = image.mean()
         return mean + (image - mean) * (1.0 - strength)

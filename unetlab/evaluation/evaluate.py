@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 from unetlab.atomic import write_json
 from unetlab.data.shifts import parse_shift
 from unetlab.evaluation.bootstrap import resample_indices
+from unetlab.evaluation.erf_rows import RESAMPLES as ERF_RESAMPLES
+from unetlab.evaluation.erf_rows import erf_rows
 from unetlab.evaluation.floors import cached_floor
 from unetlab.evaluation.label_maps import LabelMapRecorder
 from unetlab.evaluation.probes import train_probes
@@ -37,6 +39,7 @@ from unetlab.evaluation.results import (
 )
 from unetlab.evaluation.shifts import score_shifts, susceptibility_row
 from unetlab.evaluation.skip_ablation import ablation_source, decode_variants, shapley_values, subsets
+from unetlab.explain.viz import random_init_like
 from unetlab.metrics import BoundaryMetrics, ObjectMetrics
 from unetlab.metrics.functional import check_tolerances
 from unetlab.metrics.objects import bin_edges
@@ -67,6 +70,9 @@ class EvalOptions:
     object_bins: list[float] = field(default_factory=lambda: [4.0, 8.0, 16.0, 32.0])
     # test-time shifts (kind:strength, unetlab/data/shifts.py): sources shift/<shift> and susceptibility/<shift>/<key>
     shifts: list[str] = field(default_factory=list)
+    # effective receptive fields of the encoder keys, trained and at random init: sources erf/<key>, erf_init/<key>
+    erf: bool = False
+    erf_images: int = 16  # first test images whose gradients the ERFs average
     batch_size: int = 16
     seed: int = 0  # seeds the probes' images and the bootstrap resamples
     resamples: int = 1000  # bootstrap resamples of the test images behind every interval (>= 1000 for a 95 % interval)
@@ -203,6 +209,12 @@ def evaluate(
     for source, metric in objects.items():
         rows += object_rows(source, metric.per_image_values(), metric.bin_names, indices, unit=datamodule.unit)
     rows += [susceptibility_row(source, *hists, indices) for source, hists in shift_histograms.items()]
+    if options.erf:
+        test = datamodule.datasets["test"]
+        images = torch.stack([test[i][0] for i in range(min(options.erf_images, len(test)))])
+        init = random_init_like(net, int(run.cfg.get("seed", 0))).to(options.device)
+        erf_indices = resample_indices(len(images), ERF_RESAMPLES, seed=options.seed)
+        rows += erf_rows(net, init, images.to(options.device), erf_indices)
     return rows, per_image
 
 

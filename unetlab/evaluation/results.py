@@ -119,9 +119,13 @@ def is_object_source(source: str) -> bool:
 
 
 def in_per_image(source: str) -> bool:
-    """Whether ``per_image.npz`` holds a source's per-image values: not for the per-object rows, nor for the domain
-    susceptibility (``susceptibility/<shift>/<key>``: one distance between two distributions of the whole split)."""
-    return not (is_object_source(source) or source.startswith("susceptibility/"))
+    """Whether ``per_image.npz`` holds a source's per-image values: not for the per-object rows, the domain
+    susceptibility (``susceptibility/<shift>/<key>``: one distance between two distributions of the whole split) and
+    the effective receptive fields (``erf/<key>``, ``erf_init/<key>``: one gradient map averaged over images)."""
+    return not (is_object_source(source) or source.startswith(ROWS_ONLY))
+
+
+ROWS_ONLY = ("susceptibility/", "erf/", "erf_init/")  # sources that are summaries of the split, not image means
 
 
 def object_rows(source: str, sums: Tensor, bin_names: Sequence[str], indices: Tensor, unit: str = "px") -> list[dict]:

@@ -14,6 +14,7 @@ from unetlab.report.explorer import write_explorer
 from unetlab.report.explorer_data import explorer_data
 from unetlab.report.findings import findings
 from unetlab.report.intervals import one_thread
+from unetlab.report.published import published_findings
 from unetlab.report.render import Document, Part, Section, to_html, to_markdown
 from unetlab.report.views import (
     BOUNDARY_METRICS,
@@ -74,6 +75,15 @@ def _make_report(dirs, out_dir, log_wandb, wandb_mode, project, group, pictures)
         build_section(setting, out_dir, "report_" if len(settings) == 1 else f"report_{slug(setting)}_", page)
         for setting, page in zip(settings, pages, strict=True)
     ]
+    claims = published_findings(results)
+    if claims:
+        erf = plots.erf_vs_theoretical(results, out_dir / "report_erf_vs_theoretical.png")
+        parts = [] if erf is None else [Part(
+            "Effective against theoretical receptive field",
+            "Every encoder key's ERF (the side of the square around the centre unit that holds 95 % of the gradient "
+            "mass, measured on a canvas larger than the field) against its theoretical field, trained and at random "
+            "init.", erf, [])]  # fmt: skip
+        sections.insert(0, Section("Published findings", [claim.sentence() for claim in claims], parts))
     if pictures:
         parts = [Part(heading, text, Path(image), []) for heading, text, image in pictures]
         sections.append(Section("What the units see", None, parts))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import torch
 from matplotlib.figure import Figure
 
 from unetlab.metrics.functional import DISTANCE_METRICS
@@ -35,7 +36,7 @@ DPI = 110
 FIXED_COLORS = {"all": "#1f77b4", "none": "#d62728"}
 OTHER_COLORS = ["#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
 OTHER_MARKERS = ["s", "^", "D", "v", "P", "X", "<", ">", "p", "h"]
-LEVEL_COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
+LEVEL_COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#17becf"]
 
 
 def style(label: str, index: int) -> dict:
@@ -426,6 +427,49 @@ def susceptibility_by_key(results: Results, path: Path) -> Path | None:
     axes[0].set_ylabel("Hellinger distance (0 = unchanged)")
     legend_right(axes[min(ncols, len(models)) - 1])
     fig.suptitle("Domain susceptibility by layer: in-domain vs shifted activations (bars: 95 % intervals)", fontsize=13)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def erf_vs_theoretical(results: Results, path: Path) -> Path | None:
+    """ERF size (side holding 95 % of the gradient mass) against the theoretical field of every encoder key, trained
+    (filled) and at random init (open), log-log, with the line ERF = theoretical and the least-squares fit."""
+    from unetlab.report.published import erf_points, log_slope
+
+    trained, init = erf_points(results, "erf"), erf_points(results, "erf_init")
+    if not trained:
+        return None
+    fig = Figure(figsize=(9, 6), dpi=DPI)
+    ax = fig.subplots()
+    for points, filled in ((init, False), (trained, True)):
+        for model, level, size, theoretical in points:
+            color = LEVEL_COLORS[level % len(LEVEL_COLORS)]
+            face = color if filled else "white"
+            marker = "o" if model.skip_label == "all" else "s"
+            ax.errorbar([theoretical.mean], [size.mean], yerr=interval_bars([size]), marker=marker, markersize=6,
+                        color=color, markerfacecolor=face, linestyle="none", capsize=2)  # fmt: skip
+    sizes = [p[3].mean for p in trained]
+    line = [min(sizes) * 0.8, max(sizes) * 1.2]
+    ax.plot(line, line, color="black", linestyle=":", label="ERF = theoretical field")
+    slope, low, high = log_slope(sizes, [p[2].mean for p in trained])
+    x = torch.tensor(sizes, dtype=torch.float64).log()
+    y = torch.tensor([p[2].mean for p in trained], dtype=torch.float64).log()
+    intercept = float(y.mean() - slope * x.mean())
+    ax.plot(line, [math.exp(intercept) * v**slope for v in line], color="#d62728",
+            label=f"fit, trained: exponent {slope:.2f} [{low:.2f}, {high:.2f}]")  # fmt: skip
+    for level in sorted({p[1] for p in trained}):
+        ax.plot([], [], marker="o", color=LEVEL_COLORS[level % len(LEVEL_COLORS)], linestyle="none",
+                label=f"enc{level}")  # fmt: skip
+    ax.plot([], [], marker="o", color="grey", linestyle="none", markerfacecolor="white", label="open: random init")
+    ax.plot([], [], marker="s", color="grey", linestyle="none", label="square: no skips, circle: all")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("theoretical receptive field side (px, log scale)")
+    ax.set_ylabel("ERF side holding 95 % of the gradient mass (px, log scale)")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.set_title("ERF against theoretical field, every encoder key (bars: 95 % intervals)")
+    legend_right(ax)
     fig.tight_layout()
     fig.savefig(path)
     return path
