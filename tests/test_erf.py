@@ -146,10 +146,10 @@ def test_erf_rows_measure_every_encoder_key_unclipped_trained_and_at_init():
 
     torch.manual_seed(0)
     maps = torch.rand(3, 21, 21)
-    for centre in ((10.0, 10.0), (9.5, 10.5), (2.0, 17.0)):
-        rings, masses = ring_masses(maps, centre)
+    for middle in ((10.0, 10.0), (9.5, 10.5), (2.0, 17.0)):
+        rings, masses = ring_masses(maps, middle)
         for fraction in (0.5, 0.95):  # the ring sums give mass_radius of the summed map
-            assert float(mass_radii(rings, masses.sum(0), fraction)) == mass_radius(maps.sum(0), centre, fraction)
+            assert float(mass_radii(rings, masses.sum(0), fraction)) == mass_radius(maps.sum(0), middle, fraction)
     image = torch.arange(12.0).view(1, 1, 3, 4)
     canvas = mirror_canvas(image, 9)
     assert torch.equal(canvas[..., 3:6, 2:6], image)  # the image in the middle

@@ -289,3 +289,26 @@ def test_a_varied_data_key_multiplies_the_grid_and_names_the_run_dirs():
     for bad in ({"model.depth": [1, 2]}, {"data.complexity": []}, {"data.kinds": [["star"]]}):
         with pytest.raises(ValueError, match="ablate.vary"):
             check_vary(bad)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "models"), [("quick", 36), ("full", 150), ("wilm", 18), ("kamath", 18), ("luo", 36)]
+)
+def test_every_preset_composes_and_its_grid_passes_the_checks(experiment, models):
+    """Every job of every preset composes and passes the training and evaluation checks (as unetlab-ablate runs
+    them before training the first model)."""
+    from hydra import compose, initialize_config_dir
+
+    from tests.helpers import CONFIG_DIR
+    from unetlab.grid.run import check_grid, check_vary
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        grid = compose("ablate", overrides=[f"experiment={experiment}"]).ablate
+        vary = check_vary(grid.get("vary"))
+        sweeps = plan_sweeps(grid.depths, grid.skips, grid.get("deepest_skips", []), grid.seeds, vary)
+        assert sum(count_jobs(sweep) for sweep in sweeps) == models
+        if experiment == "full":  # 150 jobs to compose: its sweeps are the quick preset's kinds at more depths
+            sweeps = [sweeps[0]]
+        check_grid(experiment, sweeps, [])
+        with pytest.raises(ValueError, match="eval.shifts: shift 'fog:1'"):
+            check_grid(experiment, sweeps, ["++eval.shifts=[fog:1]"])

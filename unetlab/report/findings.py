@@ -328,8 +328,9 @@ def shapley_by_mode(results: Results) -> list[str]:
 
 
 def drop_one(results: Results) -> list[str]:
-    """At each depth whose grid holds every all-but-one skip set: which dropped skip hurts least, vs Wilm et al.;
-    the ranking is firm only where the margin to the next best (paired) is significant."""
+    """At each depth whose grid holds every all-but-one skip set: which dropped skip hurts least; the ranking is firm
+    only where the margin to the next best (paired) is significant. (Wilm et al.'s claim that dropping the level-0
+    skip is best gets its verdict in ``published.py``.)"""
     sentences = []
     by_key = {(m.depth, m.kept): m for m in results.models}
     for depth in sorted({m.depth for m in results.models}):
@@ -345,7 +346,6 @@ def drop_one(results: Results) -> list[str]:
             continue
         least = min(hd95.values())
         best = [level for level, value in hd95.items() if value <= least + TIE]
-        top = depth - 1
         others = "; ".join(f"without level {level}: {px(value)}" for level, value in hd95.items())
         full = by_key.get((depth, tuple(levels)))
         full_value = None if full is None else results.value(full, "model", "hd95")
@@ -354,13 +354,7 @@ def drop_one(results: Results) -> list[str]:
             f"At depth {depth}, among the models trained with all skips but one, dropping the skip at level "
             f"{levels_text(best)} hurts least (hd95 {others}{reference})"
         )
-        wilm = "Wilm et al. (2024), who found dropping the top skip best on real data"
-        if best == [top]:
-            verdict = f"that is the top skip (level {top}), so these results agree with {wilm}"
-        elif top in best:
-            verdict = f"the top skip (level {top}) only ties for best, so these results partly agree with {wilm}"
-        else:
-            verdict = f"dropping the top skip (level {top}) is not best, so these results do not agree with {wilm}"
+        verdict = "whether that agrees with Wilm et al. 2024 is tested under Published findings"
         runner_up = min((level for level in hd95 if level not in best), key=hd95.get, default=None)
         if runner_up is not None:
             margin = results.difference((models[best[0]], "model"), (models[runner_up], "model"))

@@ -57,6 +57,13 @@ def check_config(cfg: DictConfig) -> None:
             f"data.image_size={size} is not a multiple of 2**model.depth = {factor} (model.depth={depth}); "
             f"use e.g. data.image_size={max(factor, int(size) // factor * factor)}"
         )
+    if cfg.get("eval"):  # the evaluation after training: its keys checked now, not after the training
+        from unetlab.evaluation.evaluate import EvalOptions
+
+        options = OmegaConf.to_object(OmegaConf.merge(EvalOptions, OmegaConf.to_container(cfg.eval, resolve=True)))
+        if options.shifts and not cfg.data._target_.endswith(".ShapesDataModule"):
+            raise ValueError(f"eval.shifts={options.shifts}: test-time shifts are drawn by the shapes data set "
+                             f"(data=shapes), not by {cfg.data._target_.rsplit('.', 1)[-1]}")  # fmt: skip
 
 
 def check_strategy(trainer: L.Trainer, loggers: list) -> None:
