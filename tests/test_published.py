@@ -62,9 +62,12 @@ def wilm_grid(root: Path, drop_hd95: dict[int, float]) -> None:
 def test_wilm_claims_reproduced_where_the_numbers_say_so(tmp_path):
     wilm_grid(tmp_path / "grid", {0: 0.4, 1: 0.8, 2: 0.9})
     claims = wilm(collect([tmp_path / "grid"]))
-    assert [c.verdict for c in claims] == [REPRODUCED] * 3
-    susceptibility, full_vs_none, drop_top = claims
-    assert "enc0 0.300 [0.290, 0.310] vs enc3 0.050 [0.040, 0.060]" in susceptibility.measured
+    assert [c.verdict for c in claims] == [REPRODUCED] * 4
+    early, skips, full_vs_none, drop_top = claims
+    assert "enc0 vs enc3" in early.measured and "noise:0.1 0.300 [0.290, 0.310] vs 0.050 [0.040, 0.060]" in (
+        early.measured
+    )
+    assert "dec0 without skips vs dec0 with all" in skips.measured and "0.010 [0.000, 0.020] vs 0.200" in skips.measured
     assert "in domain −2.50 px [" in full_vs_none.measured and "under shift (mean over 1 shifts) −3.50 px" in (
         full_vs_none.measured
     )
@@ -136,7 +139,7 @@ def test_the_report_has_a_published_findings_section_only_when_its_runs_exist(tm
     wilm_grid(tmp_path / "grid", {0: 0.4, 1: 0.8, 2: 0.9})
     make_report([tmp_path / "grid"], tmp_path / "out")
     text = (tmp_path / "out" / "report.md").read_text()
-    assert "## Published findings" in text and text.count("Verdict: **reproduced**") == 3
+    assert "## Published findings" in text and text.count("Verdict: **reproduced**") == 4
     assert INCONCLUSIVE not in text.split("## Published findings")[1].split("\n## ")[0]
     plain = tmp_path / "plain"
     write_model(plain, 3, (0, 1, 2), {"model": 0.5})

@@ -389,7 +389,7 @@ def nsd_vs_tolerance(results: Results, path: Path) -> Path | None:
     ax.set_ylabel("nsd (fraction of boundary within τ)")
     ax.set_ylim(top=1.02)
     ax.grid(True, alpha=0.3)
-    ax.set_title(f"Surface Dice against its tolerance (higher is better; bars: 95 % intervals{note})")
+    fig.suptitle(f"Surface Dice against its tolerance (higher is better; bars: 95 % intervals{note})", fontsize=12)
     legend_right(ax)
     fig.tight_layout()
     fig.savefig(path)

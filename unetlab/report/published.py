@@ -56,6 +56,9 @@ def verdict(diff: Diff | None, expected_sign: int) -> str:
     return REPRODUCED if (diff.value > 0) == (expected_sign > 0) else NOT_REPRODUCED
 
 
+PART_WORDS = {REPRODUCED: "holds", NOT_REPRODUCED: "opposite", INCONCLUSIVE: "undecided"}  # one part of a claim
+
+
 def combine(verdicts: list[str]) -> str:
     """All reproduced -> reproduced; any not reproduced -> not reproduced; otherwise inconclusive."""
     if verdicts and all(v == REPRODUCED for v in verdicts):
@@ -93,38 +96,47 @@ def wilm(results: Results) -> list[Claim]:
         if depth >= 2 and full and bare and all(drop.values()):
             names = shift_names(results, [full, bare, *drop.values()])
             if names:
-                return [wilm_susceptibility(results, full, bare, names), wilm_full_vs_none(results, full, bare, names),
-                        wilm_drop_top(results, full, drop, names)]  # fmt: skip
+                claims = wilm_susceptibility(results, full, bare, names)
+                return [
+                    *claims,
+                    wilm_full_vs_none(results, full, bare, names),
+                    wilm_drop_top(results, full, drop, names),
+                ]
     return []
 
 
-def wilm_susceptibility(results: Results, full: Model, bare: Model, names: list[str]) -> Claim:
-    """Earlier layers are the more susceptible (enc0 above the bottleneck under every shift, all-skip model); removing
-    the skips lowers the susceptibility of the deeper (decoder) layers (dec0 of the no-skip model below the
-    all-skip one's)."""
+def wilm_susceptibility(results: Results, full: Model, bare: Model, names: list[str]) -> list[Claim]:
+    """Two claims: earlier layers are the more susceptible (enc0 above the bottleneck of the all-skip model, under
+    every shift); removing the skips lowers the susceptibility of the deeper layers (dec0 of the no-skip model below
+    the all-skip one's, under every shift)."""
     bottleneck = f"enc{full.depth}"
-    parts, verdicts = [], []
-    for name in names:
-        prefix = f"{SUSCEPTIBILITY_PREFIX}{name}/"
-        early = results.difference((full, prefix + "enc0"), (full, prefix + bottleneck), "hellinger")
-        decoder = results.difference((bare, prefix + "dec0"), (full, prefix + "dec0"), "hellinger")
-        verdicts += [verdict(early, +1), verdict(decoder, -1)]
-
-        def value(model: Model, key: str, prefix: str = prefix) -> str:
-            return fmt(results.get(model, prefix + key, "hellinger"), 3)
-
-        parts.append(f"{name}: enc0 {value(full, 'enc0')} vs {bottleneck} {value(full, bottleneck)}, dec0 without "
-                     f"skips {value(bare, 'dec0')} vs with {value(full, 'dec0')}")  # fmt: skip
-    return Claim(
-        WILM,
-        "earlier layers are more susceptible to domain shift (Hellinger distance between in-domain and shifted "
-        f"activations: enc0 above the bottleneck {bottleneck}), and removing skips lowers the susceptibility of the "
-        "deeper layers (dec0 below with no skips than with all).",
-        "Hellinger distance with its 95 % interval over the test images, "
-        + "; ".join(parts)
-        + " (a difference counts where the two intervals do not overlap).",
-        combine(verdicts),
-    )
+    tests = {
+        "early": ("earlier layers are more susceptible to domain shift (the Hellinger distance between in-domain "
+                  f"and shifted activations is larger at enc0 than at the bottleneck {bottleneck}, all skips, every "
+                  "shift).",
+                  (full, "enc0"), (full, bottleneck), +1),
+        "skips": ("removing skip connections lowers the domain susceptibility of the deeper layers (dec0 moves less "
+                  "under every shift without skips than with all).", (bare, "dec0"), (full, "dec0"), -1),
+    }  # fmt: skip
+    claims = []
+    for text, (model_a, key_a), (model_b, key_b), sign in tests.values():
+        parts, verdicts = [], []
+        for name in names:
+            prefix = f"{SUSCEPTIBILITY_PREFIX}{name}/"
+            diff = results.difference((model_a, prefix + key_a), (model_b, prefix + key_b), "hellinger")
+            verdicts.append(verdict(diff, sign))
+            a = fmt(results.get(model_a, prefix + key_a, "hellinger"), 3)
+            b = fmt(results.get(model_b, prefix + key_b, "hellinger"), 3)
+            parts.append(f"{name} {a} vs {b} ({PART_WORDS[verdicts[-1]]})")
+        label_a = key_a if model_a == model_b else f"{key_a} without skips"
+        label_b = key_b if model_a == model_b else f"{key_b} with all"
+        claims.append(Claim(
+            WILM, text,
+            f"Hellinger distance, {label_a} vs {label_b}, with 95 % intervals over the test images (apart: "
+            "significant): " + "; ".join(parts) + ".",
+            combine(verdicts),
+        ))  # fmt: skip
+    return claims
 
 
 def wilm_full_vs_none(results: Results, full: Model, bare: Model, names: list[str]) -> Claim:
@@ -291,6 +303,10 @@ def luo(results: Results) -> list[Claim]:
     ]
     slope, low, high = log_slope([p[3].mean for p in trained], [p[2].mean for p in trained])
     grows = REPRODUCED if high < 1 else NOT_REPRODUCED if low > 1 else INCONCLUSIVE
+    # against depth: enc<l> sits behind n = 2 (l + 1) 3x3 convolutions (two per level) and l poolings
+    convs = [2.0 * (p[1] + 1) for p in trained]
+    depth_erf, depth_erf_low, depth_erf_high = log_slope(convs, [p[2].mean for p in trained])
+    depth_field = log_slope(convs, [p[3].mean for p in trained])[0]
     claims.append(
         Claim(
             LUO,
@@ -299,7 +315,10 @@ def luo(results: Results) -> list[Claim]:
             f"exponent of the ERF size in the theoretical size over {len(trained)} encoder keys of "
             f"{len({p[0] for p in trained})} trained models (least squares on logs, 95 % t-interval): {slope:.2f} "
             f"[{low:.2f}, {high:.2f}]; sublinear means below 1, and Luo's 0.5 is "
-            f"{'inside' if low <= 0.5 <= high else 'outside'} the interval.",
+            f"{'inside' if low <= 0.5 <= high else 'outside'} the interval. Against depth (the number n of 3x3 "
+            f"convolutions before the key, two per level, with a pooling between levels): the ERF grows as "
+            f"n^{depth_erf:.2f} [{depth_erf_low:.2f}, {depth_erf_high:.2f}], the theoretical field as "
+            f"n^{depth_field:.2f} (Luo's stride-1 stack: n^0.5 and n^1).",
             grows,
         )
     )
