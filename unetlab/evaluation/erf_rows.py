@@ -50,32 +50,43 @@ def canvas_side(net: UNet, height: int) -> int:
     return step * math.ceil((largest + height) / step)
 
 
-def per_image_gradients(net: UNet, canvas: Tensor, keys: list[str]) -> tuple[dict[str, Tensor], dict[str, tuple]]:
-    """Per key, each image's |gradient| map of the centre unit (N, S, S) float64, and the unit's centre (y, x) in
-    canvas pixels."""
+def per_image_ring_masses(net: UNet, canvas: Tensor, keys: list[str]) -> dict[str, tuple[Tensor, Tensor]]:
+    """Per key, each image's gradient mass of the centre unit on the Chebyshev rings around the unit's centre
+    (``ring_masses``): (rings (K,), masses (N, K)). A map is reduced to its rings at once, so memory holds one
+    (S, S) map at a time."""
     parameter = next(net.parameters())
-    maps: dict[str, list[Tensor]] = {key: [] for key in keys}
-    centres = {}
     fields = receptive_fields(net)
+    found: dict[str, list[Tensor]] = {key: [] for key in keys}
+    rings: dict[str, tuple[Tensor, Tensor]] = {}  # per key: the rings' distances and each pixel's ring
     with eval_mode(net):
         for image in canvas:
             x = image[None].to(device=parameter.device, dtype=parameter.dtype).requires_grad_(True)
             features = net.features(x)
             for i, key in enumerate(keys):
                 unit = (features[key].shape[-2] // 2, features[key].shape[-1] // 2)
-                maps[key].append(gradient_mass(features[key], x, unit, retain_graph=i < len(keys) - 1))
-                jump = fields[key].jump
-                centres[key] = ((unit[0] + 0.5) * jump - 0.5, (unit[1] + 0.5) * jump - 0.5)
-    return {key: torch.stack(found) for key, found in maps.items()}, centres
+                grad = gradient_mass(features[key], x, unit, retain_graph=i < len(keys) - 1)
+                if key not in rings:
+                    jump = fields[key].jump
+                    rings[key] = chebyshev_rings(
+                        grad.shape, ((unit[0] + 0.5) * jump - 0.5, (unit[1] + 0.5) * jump - 0.5)
+                    )
+                distances, ring = rings[key]
+                found[key].append(torch.zeros(len(distances), dtype=torch.float64).index_add_(0, ring, grad.flatten()))
+    return {key: (rings[key][0], torch.stack(masses)) for key, masses in found.items()}
+
+
+def chebyshev_rings(shape: tuple[int, int], centre: tuple[float, float]) -> tuple[Tensor, Tensor]:
+    """The Chebyshev distances to ``centre`` that occur on an (H, W) grid, ascending (K,), and each pixel's ring
+    (H*W,) int64."""
+    yy, xx = torch.meshgrid(torch.arange(shape[0]), torch.arange(shape[1]), indexing="ij")
+    distance = torch.maximum((yy - centre[0]).abs(), (xx - centre[1]).abs()).flatten().double()
+    return torch.unique(distance, return_inverse=True)
 
 
 def ring_masses(maps: Tensor, centre: tuple[float, float]) -> tuple[Tensor, Tensor]:
     """The gradient mass of each image on each Chebyshev ring around ``centre``: ``maps`` (N, H, W) -> the rings'
     distances (K,) ascending and the masses (N, K)."""
-    height, width = maps.shape[-2:]
-    yy, xx = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    distance = torch.maximum((yy - centre[0]).abs(), (xx - centre[1]).abs()).flatten().double()
-    rings, ring = torch.unique(distance, return_inverse=True)
+    rings, ring = chebyshev_rings(tuple(maps.shape[-2:]), centre)
     masses = torch.zeros(maps.shape[0], len(rings), dtype=torch.float64)
     masses.index_add_(1, ring, maps.flatten(1).double())
     return rings, masses
@@ -101,9 +112,9 @@ def erf_rows(net: UNet, init: UNet, images: Tensor, indices: Tensor) -> list[dic
     weights.scatter_add_(1, indices[: len(weights)], torch.ones(weights.shape, dtype=torch.float64))
     rows = []
     for source, model in zip(ERF_SOURCES, (net, init), strict=True):
-        maps, centres = per_image_gradients(model, canvas, keys)
+        by_key = per_image_ring_masses(model, canvas, keys)
         for key in keys:
-            rings, masses = ring_masses(maps[key], centres[key])
+            rings, masses = by_key[key]
             for fraction, metric in zip(FRACTIONS, ("size50", "size95"), strict=True):
                 value = 2 * float(mass_radii(rings, masses.sum(dim=0), fraction)) + 1
                 low, high = percentile_interval(2 * mass_radii(rings, weights @ masses, fraction) + 1)

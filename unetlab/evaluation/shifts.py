@@ -73,7 +73,9 @@ def histograms(inside: Tensor, shifted: Tensor, bins: int = BINS) -> tuple[Tenso
 
     A channel's bins span its 0.5-99.5 % quantiles over both domains; a constant channel puts everything in bin 0."""
     pooled = torch.cat([inside, shifted]).transpose(0, 1).flatten(1)  # (C, 2MP)
-    bounds = torch.quantile(pooled, torch.tensor(QUANTILES), dim=1)  # (2, C)
+    # torch.quantile takes at most 2**24 elements per call: a few channels at a time
+    step = max(1, (1 << 24) // max(pooled.shape[1], 1))
+    bounds = torch.cat([torch.quantile(chunk, torch.tensor(QUANTILES), dim=1) for chunk in pooled.split(step)], dim=1)
     low, width = bounds[0].view(1, -1, 1), (bounds[1] - bounds[0]).view(1, -1, 1)
 
     def counts(values: Tensor) -> Tensor:
