@@ -66,8 +66,9 @@ def combine(verdicts: list[str]) -> str:
     return NOT_REPRODUCED if NOT_REPRODUCED in verdicts else INCONCLUSIVE
 
 
-def models_by_skips(results: Results, depth: int) -> dict[tuple[int, ...], Model]:
-    return {m.kept: m for m in results.models if m.depth == depth}
+def models_by_skips(results: Results, setting: tuple[str, str], depth: int) -> dict[tuple[int, ...], Model]:
+    """The models of one setting (data set, image size) and depth, by their kept skips."""
+    return {m.kept: m for m in results.models if m.setting == setting and m.depth == depth}
 
 
 def shift_names(results: Results, models: list[Model]) -> list[str]:
@@ -87,9 +88,9 @@ def mean_over_shifts(results: Results, a: Model, b: Model, names: list[str]) -> 
 
 
 def wilm(results: Results) -> list[Claim]:
-    """Wilm's three claims at the deepest depth that has all, none and every all-but-one skip set."""
-    for depth in sorted({m.depth for m in results.models}, reverse=True):
-        sets = models_by_skips(results, depth)
+    """Wilm's claims at the deepest depth (of the first setting) that has all, none and every all-but-one skip set."""
+    for setting, depth in sorted({(m.setting, m.depth) for m in results.models}, key=lambda sd: (sd[0], -sd[1])):
+        sets = models_by_skips(results, setting, depth)
         levels = tuple(range(depth))
         drop = {level: sets.get(tuple(x for x in levels if x != level)) for level in levels}
         full, bare = sets.get(levels), sets.get(())
