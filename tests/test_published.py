@@ -141,6 +141,8 @@ def test_the_report_has_a_published_findings_section_only_when_its_runs_exist(tm
     text = (tmp_path / "out" / "report.md").read_text()
     assert "## Published findings" in text and text.count("Verdict: **reproduced**") == 4
     assert INCONCLUSIVE not in text.split("## Published findings")[1].split("\n## ")[0]
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert page.count("Verdict: <strong>reproduced</strong>") == 4 and "**" not in page  # bold, not asterisks
     plain = tmp_path / "plain"
     write_model(plain, 3, (0, 1, 2), {"model": 0.5})
     assert published_findings(collect([plain])) == []

@@ -116,8 +116,9 @@ def html_table(table: Table) -> str:
 
 
 def inline(text: str) -> str:
-    """Escape, then turn Markdown `code` spans into <code> and [links](href) into <a>."""
+    """Escape, then turn Markdown `code` spans into <code>, **bold** into <strong> and [links](href) into <a>."""
     text = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
     return re.sub(r"\[([^\]]+)\]\(([^()\s]+)\)", r'<a href="\2">\1</a>', text)
 
 
