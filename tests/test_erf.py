@@ -140,14 +140,15 @@ def test_plots_are_written_at_the_figure_size(two_labels, tmp_path):
 
 def test_erf_rows_measure_every_encoder_key_unclipped_trained_and_at_init():
     from unetlab.evaluation.bootstrap import resample_indices
-    from unetlab.evaluation.erf_rows import canvas_side, erf_rows, mass_radii, mirror_canvas, ring_masses
+    from unetlab.evaluation.erf_rows import canvas_side, chebyshev_rings, erf_rows, mass_radii, mirror_canvas
     from unetlab.explain.erf import mass_radius
     from unetlab.explain.receptive_field import receptive_fields
 
     torch.manual_seed(0)
     maps = torch.rand(3, 21, 21)
     for middle in ((10.0, 10.0), (9.5, 10.5), (2.0, 17.0)):
-        rings, masses = ring_masses(maps, middle)
+        rings, ring = chebyshev_rings((21, 21), middle)
+        masses = torch.zeros(3, len(rings), dtype=torch.float64).index_add_(1, ring, maps.flatten(1).double())
         for fraction in (0.5, 0.95):  # the ring sums give mass_radius of the summed map
             assert float(mass_radii(rings, masses.sum(0), fraction)) == mass_radius(maps.sum(0), middle, fraction)
     image = torch.arange(12.0).view(1, 1, 3, 4)

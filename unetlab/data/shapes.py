@@ -8,7 +8,7 @@ the image is the same membership painted with an object intensity, plus a smooth
 Gaussian pixel noise. ``detail`` in ``[0, 1]`` raises the stars' lobe count ``k`` and amplitude ``a``.
 
 ``complexity`` in ``[0, 1]`` is the texture similarity of foreground and background (as Kamath et al. 2023 define
-task complexity): above 0 the objects carry a fine texture (``foreground_texture``) and the background is blended
+task complexity): above 0 the objects carry a fine texture (``plane_waves``) and the background is blended
 towards the foreground, ``(1 - a) * background + a * (FOREGROUND_MEAN + texture)`` with ``a = 0.9 * complexity``, so
 at 1 object and background differ only by a tenth of their old contrast and by which instance of the texture they
 show. The texture has its own stream ``[seed, split_id, i, COMPLEXITY_STREAM]``: ``complexity=0`` is the plain data
@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from unetlab.data.module import SPLITS, SegmentationDataModule
 from unetlab.data.sampling import ItemKey, split_key
-from unetlab.data.shifts import apply_shift, parse_shift, texture_waves
+from unetlab.data.shifts import apply_shift, parse_shift
 
 KINDS = ("ellipse", "polygon", "star", "bar")
 SHIFT_STREAM = 1  # the last word of a shift's random stream (the sample's own stream has three)
@@ -39,16 +39,25 @@ COMPLEXITY_STREAM = 2  # the last word of the surface textures' stream
 FOREGROUND_MEAN = 0.75  # the objects' mean intensity (each object draws one from 0.55..0.95)
 
 
-def foreground_texture(yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The objects' texture: twelve plane waves of 2 to 22 cycles per image side, standard deviation about 0.15
-    (the objects differ from the background by ~0.45): (H, W)."""
+def plane_waves(
+    base: np.ndarray,
+    yy: np.ndarray,
+    xx: np.ndarray,
+    rng: np.random.Generator,
+    amplitude: float,
+    cycles: tuple[float, float],
+    count: int = 3,
+) -> np.ndarray:
+    """``base`` (H, W) plus ``count`` random plane waves of ``cycles`` (low, high) cycles per image side, each of the
+    given amplitude, added one by one: a new (H, W) array. The smooth background (3 waves of 1..6 cycles), the
+    objects' texture at a complexity (12 of 2..22) and the ``texture`` shift (3 of 6..16) are all drawn with it."""
     size = yy.shape[0]
-    texture = np.zeros(yy.shape)
-    for _ in range(12):
-        freq = rng.uniform(2, 22) * 2 * np.pi / size
+    out = np.array(base, dtype=np.float64)
+    for _ in range(count):
+        freq = rng.uniform(*cycles) * 2 * np.pi / size
         angle, phase = rng.uniform(0, 2 * np.pi, 2)
-        texture += np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)) + phase)
-    return 0.15 / np.sqrt(6) * texture
+        out += amplitude * np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)) + phase)
+    return out
 
 
 def _ellipse(yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator, size: int, detail: float) -> np.ndarray:
@@ -126,11 +135,7 @@ def make_sample(
     yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float64)
 
     # Smooth texture: a few random plane waves; well below the object contrast by default.
-    background = np.full((image_size, image_size), rng.uniform(0.2, 0.35))
-    for _ in range(3):
-        freq = rng.uniform(1, 6) * 2 * np.pi / image_size
-        angle, phase = rng.uniform(0, 2 * np.pi, 2)
-        background += texture * np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)) + phase)
+    background = plane_waves(np.full((image_size, image_size), rng.uniform(0.2, 0.35)), yy, xx, rng, texture, (1, 6))
 
     image = background
     mask = np.zeros((image_size, image_size), dtype=np.int64)
@@ -140,15 +145,15 @@ def make_sample(
         image = np.where(inside, rng.uniform(0.55, 0.95), image)
         mask[inside] = 1 if num_classes == 2 else 1 + list(kinds).index(kind)
     if complexity > 0:
-        texture = foreground_texture(
-            yy, xx, np.random.default_rng([seed, SPLITS.index(split), index, COMPLEXITY_STREAM])
-        )
+        # the objects' texture: std about 0.15 against the ~0.45 object contrast
+        texture_rng = np.random.default_rng([seed, SPLITS.index(split), index, COMPLEXITY_STREAM])
+        texture = plane_waves(np.zeros_like(yy), yy, xx, texture_rng, 0.15 / np.sqrt(6), (2, 22), count=12)
         blend = 0.9 * complexity
         image = np.where(mask > 0, image + texture, (1 - blend) * image + blend * (FOREGROUND_MEAN + texture))
     shifted = parse_shift(shift)
     shift_rng = np.random.default_rng([seed, SPLITS.index(split), index, SHIFT_STREAM])
     if shifted is not None and shifted[0] == "texture":  # finer waves on the background, under the objects' paint
-        image = image + np.where(mask == 0, texture_waves(yy, xx, shift_rng, shifted[1], (6, 16)), 0.0)
+        image = image + np.where(mask == 0, plane_waves(np.zeros_like(yy), yy, xx, shift_rng, shifted[1], (6, 16)), 0.0)
     image = image + noise * rng.standard_normal(image.shape)
     if shifted is not None and shifted[0] != "texture":
         image = apply_shift(image, *shifted, shift_rng)

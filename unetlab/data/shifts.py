@@ -9,7 +9,8 @@ A shift is written ``kind:strength`` (``data.test_shift``, ``eval.shifts``), e.g
 - ``contrast:s``: contrast lowered by the fraction ``s`` in [0, 1): ``mean + (image - mean) * (1 - s)``;
 - ``blur:s``: Gaussian blur of standard deviation ``s`` px (``scipy.ndimage.gaussian_filter``, reflected border);
 - ``texture:s``: extra background texture of amplitude ``s``: three plane waves of 6..16 cycles per image, finer
-  than the built-in texture's 1..6 (drawn by the shapes data set, which knows the background; ``texture_waves``).
+  than the built-in texture's 1..6 (drawn by the shapes data set, which knows the background:
+  ``unetlab.data.shapes.plane_waves``).
 
 The shift draws from its own random stream, so the scene (objects, mask, the built-in texture and noise) is the same
 with and without it: only the shift differs. ``docs/data.md`` has the definitions.
@@ -48,19 +49,6 @@ def shift_name(shift: str | None) -> str:
     """The canonical name of a shift, ``noise:0.1`` (``%g``), or ``none``: for tables and sources."""
     parsed = parse_shift(shift)
     return "none" if parsed is None else f"{parsed[0]}:{parsed[1]:g}"
-
-
-def texture_waves(
-    yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator, amplitude: float, cycles: tuple[float, float]
-) -> np.ndarray:
-    """Three random plane waves of ``cycles`` (low, high) cycles per image side and the given amplitude: (H, W)."""
-    size = yy.shape[0]
-    texture = np.zeros(yy.shape)
-    for _ in range(3):
-        freq = rng.uniform(*cycles) * 2 * np.pi / size
-        angle, phase = rng.uniform(0, 2 * np.pi, 2)
-        texture += amplitude * np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)) + phase)
-    return texture
 
 
 def apply_shift(image: np.ndarray, kind: str, strength: float, rng: np.random.Generator) -> np.ndarray:

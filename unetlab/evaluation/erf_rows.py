@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from unetlab.evaluation.bootstrap import percentile_interval
-from unetlab.explain.erf import FRACTIONS, eval_mode, gradient_mass
+from unetlab.explain.erf import FRACTIONS, eval_mode, gradient_mass, unit_centre
 from unetlab.explain.receptive_field import receptive_fields
 from unetlab.models.unet import UNet
 
@@ -52,7 +52,7 @@ def canvas_side(net: UNet, height: int) -> int:
 
 def per_image_ring_masses(net: UNet, canvas: Tensor, keys: list[str]) -> dict[str, tuple[Tensor, Tensor]]:
     """Per key, each image's gradient mass of the centre unit on the Chebyshev rings around the unit's centre
-    (``ring_masses``): (rings (K,), masses (N, K)). A map is reduced to its rings at once, so memory holds one
+    (``chebyshev_rings``): (rings (K,), masses (N, K)). A map is reduced to its rings at once, so memory holds one
     (S, S) map at a time."""
     parameter = next(net.parameters())
     fields = receptive_fields(net)
@@ -66,10 +66,7 @@ def per_image_ring_masses(net: UNet, canvas: Tensor, keys: list[str]) -> dict[st
                 unit = (features[key].shape[-2] // 2, features[key].shape[-1] // 2)
                 grad = gradient_mass(features[key], x, unit, retain_graph=i < len(keys) - 1)
                 if key not in rings:
-                    jump = fields[key].jump
-                    rings[key] = chebyshev_rings(
-                        grad.shape, ((unit[0] + 0.5) * jump - 0.5, (unit[1] + 0.5) * jump - 0.5)
-                    )
+                    rings[key] = chebyshev_rings(grad.shape, unit_centre(unit, fields[key].jump))
                 distances, ring = rings[key]
                 found[key].append(torch.zeros(len(distances), dtype=torch.float64).index_add_(0, ring, grad.flatten()))
     return {key: (rings[key][0], torch.stack(masses)) for key, masses in found.items()}
@@ -81,15 +78,6 @@ def chebyshev_rings(shape: tuple[int, int], centre: tuple[float, float]) -> tupl
     yy, xx = torch.meshgrid(torch.arange(shape[0]), torch.arange(shape[1]), indexing="ij")
     distance = torch.maximum((yy - centre[0]).abs(), (xx - centre[1]).abs()).flatten().double()
     return torch.unique(distance, return_inverse=True)
-
-
-def ring_masses(maps: Tensor, centre: tuple[float, float]) -> tuple[Tensor, Tensor]:
-    """The gradient mass of each image on each Chebyshev ring around ``centre``: ``maps`` (N, H, W) -> the rings'
-    distances (K,) ascending and the masses (N, K)."""
-    rings, ring = chebyshev_rings(tuple(maps.shape[-2:]), centre)
-    masses = torch.zeros(maps.shape[0], len(rings), dtype=torch.float64)
-    masses.index_add_(1, ring, maps.flatten(1).double())
-    return rings, masses
 
 
 def mass_radii(rings: Tensor, masses: Tensor, fraction: float) -> Tensor:

@@ -80,17 +80,13 @@ class EvalOptions:
     progress: bool = True
 
     def __post_init__(self):
-        for mode in self.ablate_modes:
-            try:
-                parse_ablation_mode(mode)
-            except ValueError as err:
-                raise ValueError(f"eval.ablate_modes: {err}") from None
-        for shift in self.shifts:
-            try:
-                parse_shift(shift)
-            except ValueError as err:
-                raise ValueError(f"eval.shifts: {err}") from None
-        for key, check in (("tolerances", check_tolerances), ("object_bins", bin_edges)):
+        checks = {
+            "ablate_modes": lambda modes: [parse_ablation_mode(mode) for mode in modes],
+            "shifts": lambda shifts: [parse_shift(shift) for shift in shifts],
+            "tolerances": check_tolerances,
+            "object_bins": bin_edges,
+        }
+        for key, check in checks.items():
             try:
                 check(getattr(self, key))
             except ValueError as err:

@@ -69,6 +69,11 @@ class ERF:
         return 2 * self.radius95 + 1
 
 
+def unit_centre(unit: tuple[int, int], jump: float) -> tuple[float, float]:
+    """Input coordinate (y, x) of the centre of the ``jump x jump`` block of pixels that ``unit`` sits on."""
+    return (unit[0] + 0.5) * jump - 0.5, (unit[1] + 0.5) * jump - 0.5
+
+
 def mass_radius(weights: Tensor, centre_yx: tuple[float, float], fraction: float) -> float:
     """Smallest Chebyshev radius ``r`` such that pixels with ``max(|y - cy|, |x - cx|) <= r`` hold ``fraction`` of
     the total of ``weights`` (H, W) (non-negative). NaN if the weights are all zero."""
@@ -122,10 +127,9 @@ def effective_receptive_fields(
     for key in keys:
         grad_map = sums[key] / len(images)
         box = unit_field(net, key, *units[key])
-        jump = fields[key].jump
-        unit_centre = ((units[key][0] + 0.5) * jump - 0.5, (units[key][1] + 0.5) * jump - 0.5)
-        radius50, radius95 = (mass_radius(grad_map, unit_centre, fraction) for fraction in FRACTIONS)
-        out[key] = ERF(key, grad_map, units[key], unit_centre, box, radius50, radius95, fields[key], len(images))
+        centre_yx = unit_centre(units[key], fields[key].jump)
+        radius50, radius95 = (mass_radius(grad_map, centre_yx, fraction) for fraction in FRACTIONS)
+        out[key] = ERF(key, grad_map, units[key], centre_yx, box, radius50, radius95, fields[key], len(images))
     return out
 
 

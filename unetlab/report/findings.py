@@ -238,6 +238,12 @@ def percent(value: float) -> str:
     return f"{value:.0%}"
 
 
+def rate_with_interval(stat) -> str:
+    """``37% [16%, 64%]``: a rate with its interval (without, where it has none)."""
+    bounds = "" if math.isnan(stat.low) else f" [{percent(stat.low)}, {percent(stat.high)}]"
+    return f"{percent(stat.mean)}{bounds}"
+
+
 def vanishing_floor(results: Results, threshold: float = 0.05) -> str | None:
     """A caution where the resolution floor itself is empty in many test images.
 
@@ -254,9 +260,7 @@ def vanishing_floor(results: Results, threshold: float = 0.05) -> str | None:
         return None
 
     def rate(level: int) -> str:
-        stat = rates[level]
-        bounds = "" if math.isnan(stat.low) else f" [{percent(stat.low)}, {percent(stat.high)}]"
-        return f"{percent(stat.mean)}{bounds}"
+        return rate_with_interval(rates[level])
 
     first, deepest = high[0], high[-1]
     if first == deepest:
@@ -403,19 +407,12 @@ def empty_predictions(results: Results) -> str | None:
     if not rates:
         return None
     worst = max(rates, key=lambda model: rates[model].mean)
-    stat = rates[worst]
-    bounds = "" if math.isnan(stat.low) else f" [{percent(stat.low)}, {percent(stat.high)}]"
     return (
         f"Caution: in {len(rates)} of {len(results.models)} models, prediction or ground truth of a class was empty "
-        f"in some test images (up to {percent(stat.mean)}{bounds}, {describe(worst)}); those images count at the "
+        f"in some test images (up to {rate_with_interval(rates[worst])}, {describe(worst)}); those images count at the "
         "image diagonal, so these models' distances measure missed objects more than boundary placement (the "
         "tables give the non-empty distances beside them)."
     )
-
-
-def rate_with_interval(stat) -> str:
-    bounds = "" if math.isnan(stat.low) else f" [{percent(stat.low)}, {percent(stat.high)}]"
-    return f"{percent(stat.mean)}{bounds}"
 
 
 def floor_object_sizes(results: Results) -> str | None:
