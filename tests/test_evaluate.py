@@ -11,7 +11,7 @@ from tests.helpers import TINY, compose_train, finished_records, run_cli
 from unetlab import UNet
 from unetlab.conventions import level_of
 from unetlab.data.shapes import ShapesDataModule
-from unetlab.evaluation.evaluate import EvalOptions, run_eval
+from unetlab.evaluation.evaluate import EvalOptions, probe_pool_seed, run_eval
 from unetlab.evaluation.floors import class_fractions, resolution_floor
 from unetlab.evaluation.probes import train_probes
 from unetlab.evaluation.results import COLUMNS, is_object_source, read_per_image, read_results, write_results
@@ -51,8 +51,10 @@ def test_results_table_has_every_source_metric_and_class(trained):
     for mode in ("mean", "zero"):
         expected |= {f"ablate/{mode}/0", f"ablate/{mode}/1", f"ablate/{mode}/0,1"}
         expected |= {f"shapley/{mode}/0", f"shapley/{mode}/1"}
-    bins = ("0-4", "4-8", "8-16", "16-32", "32+")
+    bins = ("0-4", "4-8", "8-16", "16-32", "32+", "all")  # "all" pools every size
+    keys = ("enc0", "enc1", "enc2", "dec1", "dec0")
     objects = {f"objects/{b}" for b in bins} | {f"floor/{i}/objects/{b}" for i in range(3) for b in bins}
+    objects |= {f"probe/{key}/objects/{b}" for key in keys for b in bins}  # found vs placed, every probe key
     assert sources == expected | objects
     distances = [f"{m}_nonempty" for m in DISTANCE_METRICS]
     swept = [f"{m}@{t:g}" for t in (0.5, 1, 2, 4, 8) for m in ("nsd", "bf1")]
@@ -76,6 +78,11 @@ def test_results_table_has_every_source_metric_and_class(trained):
     floor0 = [r for r in table if r["source"].startswith("floor/0/objects/") and r["metric"] == "detected"]
     assert sum(r["n"] for r in floor0 if r["class"] == "mean") > 16
     assert {r["value"] for r in floor0 if r["n"]} == {1.0}
+    # the pooled bin counts every object of the sized bins, for the floors and the probes alike
+    for source in ("floor/1", "probe/enc1", "probe/dec0"):
+        rows = [r for r in table if r["source"].startswith(f"{source}/objects/") and r["class"] == "mean"]
+        counts = {r["source"].rsplit("/", 1)[1]: r["n"] for r in rows if r["metric"] == "detected"}
+        assert counts["all"] == sum(n for name, n in counts.items() if name != "all") > 16, source
     per_image = read_per_image(run_dir / "per_image.npz")
     assert set(per_image) == expected
     model_dice = next(r for r in table if (r["source"], r["metric"], r["class"]) == ("model", "dice", "1"))
@@ -108,6 +115,25 @@ def test_probes_are_seeded_and_deterministic(trained):
     assert repr(first) == repr(second)  # repr: NaN (no image with both masks) equals itself there
     other = run_eval(run_dir / "checkpoints" / "last.ckpt", quick_eval(floors=False, ablate_modes=[], seed=1), cfg=cfg)
     assert repr(first) != repr(other)
+
+
+def test_each_run_fits_its_probes_on_a_pool_of_its_own(trained):
+    """The pool's seed is eval.seed plus the run's seed: the seeds of a model fit their probes on different pools
+    (so the report's seed-level bootstrap resamples the pools), while the test-image resamples stay shared."""
+    cfg, run_dir = trained
+    ckpt, options = run_dir / "checkpoints" / "last.ckpt", quick_eval(floors=False, ablate_modes=[], objects=False)
+    first = run_eval(ckpt, options, cfg=cfg)
+    moved = run_eval(ckpt, options, cfg=OmegaConf.merge(cfg, {"seed": int(cfg.seed) + 1}))
+
+    def probes(rows):
+        return {(r["source"], r["metric"], r["class"]): r["value"] for r in rows if r["source"].startswith("probe/")}
+
+    def model(rows):
+        return [r for r in rows if r["source"] == "model"]
+
+    assert repr(model(first)) == repr(model(moved))  # the network and the test resamples are the same
+    assert repr(probes(first)) != repr(probes(moved))
+    assert probe_pool_seed(3, OmegaConf.create({"seed": 2})) == 5
 
 
 def test_eval_keys_of_a_training_config_evaluate_after_training(trained, capsys):

@@ -117,7 +117,9 @@ def test_object_metric_class_sums_and_rows():
     assert hd95["ci_low"] <= hd95["value"] <= hd95["ci_high"]
     assert math.isnan(rows[("objects/0-4", "detected", "mean")]["value"])
     floor_rows = object_rows("floor/2", sums, metric.bin_names, indices)
-    assert {r["source"] for r in floor_rows} == {f"floor/2/objects/{b}" for b in metric.bin_names}
+    assert {r["source"] for r in floor_rows} == {f"floor/2/objects/{b}" for b in (*metric.bin_names, "all")}
+    pooled = rows[("objects/all", "detected", "mean")]  # every size: 9 + 4 objects, 1 + 4 detected
+    assert (pooled["value"], pooled["n"]) == (pytest.approx(5 / 13), 13)
 
 
 def test_object_metric_refuses_bad_input():

@@ -74,7 +74,10 @@ class EvalOptions:
     erf: bool = False
     erf_images: int = 16  # first test images whose gradients the ERFs average
     batch_size: int = 16
-    seed: int = 0  # seeds the probes' images and the bootstrap resamples
+    # seeds the bootstrap resamples; the probes' pool of training images is drawn with seed + the run's seed, so the
+    # runs (seeds) of a model fit their probes on different pools and the report's seed-level bootstrap resamples the
+    # pools too (docs/probes-and-floors.md)
+    seed: int = 0
     resamples: int = 1000  # bootstrap resamples of the test images behind every interval (>= 1000 for a 95 % interval)
     device: str = "cpu"  # cpu | cuda
     progress: bool = True
@@ -125,7 +128,7 @@ def evaluate(
             steps=options.probe_steps,
             batch_size=options.batch_size,
             pool=options.probe_images,
-            seed=options.seed,
+            seed=probe_pool_seed(options.seed, run.cfg),
             ignore_index=ignore,
             device=options.device,
             progress=options.progress,
@@ -148,6 +151,8 @@ def evaluate(
         objects["model"] = new_object_metric()
         if options.floors:
             objects.update({f"floor/{level}": new_object_metric() for level in range(net.depth + 1)})
+        if probes is not None:  # found vs placed, layer by layer: the probes' objects beside the floors'
+            objects.update({f"probe/{key}": new_object_metric() for key in probes})
 
     loader = DataLoader(datamodule.datasets["test"], batch_size=options.batch_size, shuffle=False)
     test_masks: list[Tensor] = []
@@ -171,6 +176,8 @@ def evaluate(
                 for key, probe in probes.items():
                     probe_labels = probe(features[key], masks.shape[-2:]).argmax(dim=1)
                     metrics[f"probe/{key}"].update(probe_labels, masks)
+                    if f"probe/{key}" in objects:
+                        objects[f"probe/{key}"].update(probe_labels.cpu(), masks.cpu())
                     if labels is not None:
                         labels.add(f"probe/{key}", probe_labels)
             if options.floors:
@@ -212,6 +219,12 @@ def evaluate(
         erf_indices = resample_indices(len(images), ERF_RESAMPLES, seed=options.seed)
         rows += erf_rows(net, init, images.to(options.device), erf_indices)
     return rows, per_image
+
+
+def probe_pool_seed(seed: int, cfg: DictConfig) -> int:
+    """The seed of the probes' pool of training images: ``eval.seed`` plus the run's seed, so each run (seed) of a
+    model draws its own pool and the variation between pools enters the intervals through the seed level."""
+    return int(seed) + int(cfg.get("seed", 0) or 0)
 
 
 def shapley_per_image(per_image: dict[str, Tensor], kept: tuple[int, ...], mode: str) -> dict[str, Tensor]:

@@ -103,13 +103,15 @@ def tolerance_rows(source: str, per_image: Tensor, columns: Sequence[str], indic
     return rows
 
 
-OBJECTS = "objects"  # the per-object sources: objects/<bin> (the model), floor/<level>/objects/<bin>
+# per-object sources: objects/<bin> (the model), floor/<level>/objects/<bin>, probe/<key>/objects/<bin>
+OBJECTS = "objects"
+ALL_SIZES = "all"  # the bin of object_rows that pools the objects of every size
 OBJECT_METRICS = ("detected", "hd95", "assd")
 
 
 def object_source(source: str, bin_name: str) -> str:
-    """The per-object source of ``source`` (``model`` or ``floor/<level>``) for one size bin: ``objects/4-8``,
-    ``floor/2/objects/4-8``."""
+    """The per-object source of ``source`` (``model``, ``floor/<level>`` or ``probe/<key>``) for one size bin:
+    ``objects/4-8``, ``floor/2/objects/4-8``, ``probe/enc1/objects/all``."""
     return f"{OBJECTS}/{bin_name}" if source == "model" else f"{source}/{OBJECTS}/{bin_name}"
 
 
@@ -132,13 +134,16 @@ def object_rows(source: str, sums: Tensor, bin_names: Sequence[str], indices: Te
     """The per-object rows of ``source`` from its per-image sums (M, C-1, B, 6) (``ObjectMetrics.per_image_values``,
     columns ``OBJECT_COLUMNS``) and the run's bootstrap resamples ``indices`` (R, M).
 
-    Per bin, per class and ``mean`` (the objects of every foreground class pooled): ``detected`` (detected / objects,
+    Per bin (and one more, ``all``, pooling the objects of every size), per class and ``mean`` (the objects of
+    every foreground class pooled): ``detected`` (detected / objects,
     ``n`` the objects), ``hd95`` and ``assd`` (the mean over the detected objects, ``n`` those). ``std`` is over the
     objects; the interval is the bootstrap over test images of the ratio of sums (objects weigh the same, whatever
     image they are in). NaN where a bin has no objects (no detected ones, for the distances).
     """
     column = {name: i for i, name in enumerate(OBJECT_COLUMNS)}
     sums = sums.double()
+    sums = torch.cat([sums, sums.sum(dim=2, keepdim=True)], dim=2)  # a last bin pooling every size: ALL_SIZES
+    bin_names = [*bin_names, ALL_SIZES]
     groups = {str(c + 1): sums[:, c] for c in range(sums.shape[1])} | {"mean": sums.sum(dim=1)}  # (M, B, 6) each
     rows = []
     for b, bin_name in enumerate(bin_names):

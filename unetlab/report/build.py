@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unetlab.report import plots, prediction_figures
+from unetlab.report.answer import answer
 from unetlab.report.collect import ReportError, Results, collect
 from unetlab.report.explorer import write_explorer
 from unetlab.report.explorer_data import explorer_data
@@ -20,6 +21,7 @@ from unetlab.report.views import (
     BOUNDARY_METRICS,
     ablation_modes,
     ablation_tables,
+    layer_objects_table,
     metric_table,
     mode_sentences,
     objects_table,
@@ -72,9 +74,13 @@ def _make_report(dirs, out_dir, log_wandb, wandb_mode, project, group, pictures)
     settings = results.settings()
     pages = [explorer_page(setting, [*dirs, out_dir]) for setting in settings]  # None where no label maps
     sections = [
-        build_section(setting, out_dir, "report_" if len(settings) == 1 else f"report_{slug(setting)}_", page)
+        build_section(setting, out_dir, prefix(setting, len(settings)), page)
         for setting, page in zip(settings, pages, strict=True)
     ]
+    answers = [
+        (setting, answer(setting, out_dir / f"{prefix(setting, len(settings))}answer.png")) for setting in settings
+    ]
+    answers = [(setting, found) for setting, found in answers if found is not None]
     claims = published_findings(results)
     if claims:
         erf = plots.erf_vs_theoretical(results, out_dir / "report_erf_vs_theoretical.png")
@@ -113,6 +119,12 @@ def _make_report(dirs, out_dir, log_wandb, wandb_mode, project, group, pictures)
         sections=sections,
         sources=[display(path, out_dir) for path in results.files],
         notes=results.notes,
+        answer=[
+            (f"On {setting_title(setting)}: " if len(answers) > 1 else "") + " ".join(found.sentences)
+            for setting, found in answers
+        ],
+        answer_image=next((found.image for _, found in answers if found.image is not None), None),
+        base=out_dir,
     )
     explorer = next((write_explorer(page, out_dir / "explorer.html") for page in pages if page is not None), None)
     if explorer is not None:
@@ -137,6 +149,8 @@ def _make_report(dirs, out_dir, log_wandb, wandb_mode, project, group, pictures)
             for part in section.parts
             if part.image is not None
         }
+        if doc.answer_image is not None:
+            images["answer"] = doc.answer_image
         log_to_wandb(images, rows, out_dir, wandb_mode, project, group or first.resolve().name)
     return html_path
 
@@ -150,8 +164,7 @@ def explorer_page(results: Results, dirs: Sequence[Path]) -> dict | None:
 def build_section(results: Results, out_dir: Path, prefix: str, page: dict | None = None) -> Section:
     """Plots, tables and findings of one setting (data set, image size); ``page``: its explorer data, for the
     pictures of predictions and probe maps."""
-    model = results.models[0]
-    title = model.dataset + (f", {model.image_size} px images" if model.image_size else "")
+    title = setting_title(results)
 
     def png(name: str) -> Path:
         return out_dir / f"{prefix}{name}.png"
@@ -176,9 +189,22 @@ def build_section(results: Results, out_dir: Path, prefix: str, page: dict | Non
             "Probes vs the resolution floor",
             "hd95 of a linear (1x1) probe on each frozen feature map, upsampled from its level, against the "
             "resolution floor of that level (the ground truth down-sampled to the level and back). The gap "
-            "probe − floor is detail lost beyond what the resolution alone explains.",
+            "probe − floor is what a linear read-out of the layer lacks beyond what its resolution alone explains. "
+            "That is not always lost location: a shallow layer sits on a fine grid but sees only a few pixels, so its "
+            "probe may not tell object from background at all (missing context); a deep layer sees whole objects "
+            "through a coarse grid (lost location). The next figure tells the two apart.",
             plots.probes_vs_floor(results, png("probes_vs_floor")),
             [probe_table(results)],
+        ),
+        (
+            "Found vs placed, layer by layer",
+            "Each key's probe scored object by object: the share of ground-truth objects it finds (a predicted "
+            "component overlapping the object with IoU ≥ 0.5) and the hd95 of the objects it finds, against the same "
+            "two numbers for the floor of the key's level. A probe below the floor's share **misses** objects (the "
+            "layer lacks the context to tell object from background); a probe that finds them but places them "
+            "worse than the floor **misplaces** them (the layer's grid, or what it kept of it, is too coarse).",
+            plots.found_vs_placed(results, png("found_vs_placed")),
+            [layer_objects_table(results)],
         ),
         (
             "Probe maps by layer",
@@ -251,6 +277,12 @@ def build_section(results: Results, out_dir: Path, prefix: str, page: dict | Non
     return Section(title, findings(results), parts)
 
 
+def setting_title(results: Results) -> str:
+    """``shapes, 64 px images``: the data set and image size of one setting."""
+    model = results.models[0]
+    return model.dataset + (f", {model.image_size} px images" if model.image_size else "")
+
+
 def aggregate_rows(results: Results) -> list[list]:
     """The seed-averaged table, one row per (model, source, metric, class)."""
     rows = []
@@ -287,6 +319,11 @@ def log_to_wandb(
 
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def prefix(results: Results, settings: int) -> str:
+    """The file-name prefix of a setting's PNGs: ``report_``, or ``report_shapes64_`` where there are several."""
+    return "report_" if settings == 1 else f"report_{slug(results)}_"
 
 
 def slug(results: Results) -> str:

@@ -27,6 +27,7 @@ from unetlab.report.intervals import Diff, Draws, Samples, model_intervals, pair
 RESULTS_NAME = "results.csv"
 PER_IMAGE_NAME = "per_image.npz"
 EMPTY_RATE = "empty_rate"  # the empty rate of a (source, class), kept in ``stats`` as if it were a metric
+OBJECT_COUNT = "objects"  # the ground-truth objects of a per-object row (its n), kept in ``stats`` the same way
 
 
 class ReportError(ValueError):
@@ -242,6 +243,10 @@ def aggregate(rows_by_file: Iterable[tuple[Path, list[dict]] | tuple[Path, list[
             key = (model, row["source"], row["metric"], str(row["class"]))
             values[key].append(row["value"])
             row_intervals[key].append((row["ci_low"], row["ci_high"]))
+            if row["metric"] == "detected":  # a per-object row: n counts the ground-truth objects of its bin
+                count_key = (model, row["source"], OBJECT_COUNT, str(row["class"]))
+                values[count_key].append(float(row["n"]))
+                row_intervals[count_key].append((float("nan"), float("nan")))
             if row["metric"] == "hd95":  # the empty rate is the same on every metric's row of a (source, class)
                 empty_key = (model, row["source"], EMPTY_RATE, str(row["class"]))
                 values[empty_key].append(row["empty_rate"])

@@ -17,11 +17,13 @@ from unetlab.metrics.functional import DISTANCE_METRICS
 from unetlab.report.collect import Results, Stat, skip_order
 from unetlab.report.views import (
     BOUNDARY_METRICS,
+    LAYER_METRICS,
     ablation_modes,
     by_depth,
     by_tolerance,
     detection_by_size,
     floor_detection_by_size,
+    layer_objects,
     metric_label,
     object_bins,
     params_by_depth,
@@ -470,6 +472,95 @@ def erf_vs_theoretical(results: Results, path: Path) -> Path | None:
     ax.grid(True, which="both", alpha=0.25)
     ax.set_title("ERF against theoretical field, every encoder key (bars: 95 % intervals)")
     legend_right(ax)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def answer_figure(results: Results, path: Path) -> Path | None:
+    """The answer's figure: hd95 of the all-skip and the no-skip models by depth with 95 % bands, and at the deepest
+    depth with both a bracket marking what the skips give back."""
+    series = {label: points for label, points in by_depth(results, "hd95").items() if label in ("all", "none")}
+    if not series:
+        return None
+    fig = Figure(figsize=(7.5, 4.2), dpi=DPI)
+    ax = fig.subplots()
+    names = {"all": "all skips", "none": "no skips"}
+    for label, points in series.items():
+        depths = [d for d, _ in points]
+        stats = [s for _, s in points]
+        kwargs = style(label, 0)
+        ax.plot(depths, [s.mean for s in stats], label=names[label], **kwargs)
+        if not any(math.isnan(s.low) for s in stats):
+            ax.fill_between(depths, [s.low for s in stats], [s.high for s in stats], color=kwargs["color"],
+                            alpha=0.15, linewidth=0)  # fmt: skip
+    both = sorted(set(d for d, _ in series.get("all", [])) & set(d for d, _ in series.get("none", [])))
+    if both:
+        depth = both[-1]
+        low, high = (dict(series[label])[depth].mean for label in ("all", "none"))
+        ax.annotate("", xy=(depth + 0.08, low), xytext=(depth + 0.08, high),
+                    arrowprops={"arrowstyle": "<->", "color": "#444444"})  # fmt: skip
+        ax.text(depth + 0.14, (low + high) / 2, f"skips give back\n{high - low:.2f} {results.unit}", va="center",
+                fontsize=10)  # fmt: skip
+        ax.set_xlim(min(d for points in series.values() for d, _ in points) - 0.2, depth + 0.9)
+    ax.set_xticks(sorted({d for points in series.values() for d, _ in points}))
+    ax.set_xlabel("depth (number of down-samplings)")
+    ax.set_ylabel(f"hd95 ({results.unit}), lower is better")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left")
+    ax.set_title(f"Boundary error by depth, with and without skips\n(bands: {runs_note(series).split(': ', 1)[1]})",
+                 fontsize=10.5)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def drawable(x: list[int], stats: list[Stat | None]) -> list[tuple[int, Stat]]:
+    """The (x, stat) pairs that have a number."""
+    return [(i, s) for i, s in zip(x, stats, strict=True) if s is not None and not math.isnan(s.mean)]
+
+
+def found_vs_placed(results: Results, path: Path) -> Path | None:
+    """Two panels by feature key at one depth: the share of objects each key's probe finds, and the hd95 of the found
+    ones, a line per model (all skips, no skips) against the floor of the key's level (dashed)."""
+    layers = layer_objects(results)
+    if layers is None:
+        return None
+    fig = Figure(figsize=(12, 4.6), dpi=DPI)
+    axes = fig.subplots(1, 2)
+    x = list(range(len(layers.keys)))
+    titles = {"detected": "objects found (share, higher is better)",
+              "hd95": f"hd95 of the found objects ({results.unit}, lower is better)"}  # fmt: skip
+    names = {"all": "probe, all skips", "none": "probe, no skips"}
+    for ax, metric in zip(axes, LAYER_METRICS, strict=True):
+        bottleneck = layers.keys.index(f"enc{layers.depth}")
+        ax.axvspan(bottleneck - 0.5, bottleneck + 0.5, color="#eeeeee", zorder=0)
+        for label, series in layers.probes.items():
+            points = [
+                (i, s) for i, s in zip(x, series[metric], strict=True) if s is not None and not math.isnan(s.mean)
+            ]
+            if points:
+                ax.errorbar([i for i, _ in points], [s.mean for _, s in points],
+                            yerr=interval_bars([s for _, s in points]), capsize=3, label=names[label],
+                            **style(label, 0))  # fmt: skip
+        floor = [
+            (i, s) for i, s in zip(x, layers.floor[metric], strict=True) if s is not None and not math.isnan(s.mean)
+        ]
+        if floor:
+            ax.plot([i for i, _ in floor], [s.mean for _, s in floor], linestyle="--", color="black", marker="_",
+                    markersize=10, label="floor of the key's level")  # fmt: skip
+        ax.set_xticks(x, layers.keys, rotation=0 if len(x) <= 9 else 45)
+        ax.set_xlabel("feature key (forward order; grey: bottleneck)")
+        ax.set_title(titles[metric])
+        ax.grid(True, alpha=0.3)
+        ax.set_ylim(bottom=0, top=1.05 if metric == "detected" else None)
+    axes[0].legend(fontsize=9, loc="lower left")
+    fig.suptitle(
+        f"Found vs placed, layer by layer (depth {layers.depth}; linear probes, objects matched at IoU ≥ 0.5; bars: "
+        "95 % intervals)",
+        fontsize=12,
+    )
     fig.tight_layout()
     fig.savefig(path)
     return path

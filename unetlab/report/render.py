@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +33,26 @@ class Section:
 
 @dataclass
 class Document:
+    """The whole report. ``answer``: the sentences and figure that open it, before any other figure; ``base``: the
+    folder of report.md, which its image links are relative to."""
+
     title: str
     intro: list[str]
     sections: list[Section]
     sources: list[str]
     notes: list[str] = field(default_factory=list)
+    answer: list[str] = field(default_factory=list)
+    answer_image: Path | None = None
+    base: Path | None = None
+
+    def link(self, image: Path) -> str:
+        """An image's link in report.md: relative to the report's folder (PNGs of viz/ included)."""
+        if self.base is None:
+            return image.name
+        return Path(os.path.relpath(Path(image).resolve(), Path(self.base).resolve())).as_posix()
+
+
+ANSWER_HEADING = "The answer"
 
 
 # ---- Markdown ---------------------------------------------------------------------------------------------
@@ -55,6 +71,11 @@ def markdown_table(table: Table) -> str:
 
 def to_markdown(doc: Document) -> str:
     out = [f"# {doc.title}", ""]
+    if doc.answer:
+        out += ['<a id="answer"></a>', "", f"## {ANSWER_HEADING}", ""]
+        out += [" ".join(doc.answer), ""]
+        if doc.answer_image is not None:
+            out += [f"![{ANSWER_HEADING}]({doc.link(doc.answer_image)})", ""]
     out += [paragraph + "\n" for paragraph in doc.intro]
     nested = len(doc.sections) > 1
     h = "###" if nested else "##"
@@ -68,7 +89,7 @@ def to_markdown(doc: Document) -> str:
         for part in section.parts:
             out += [f"{h} {part.heading}", "", part.text, ""]
             if part.image is not None:
-                out += [f"![{part.heading}]({part.image.name})", ""]
+                out += [f"![{part.heading}]({doc.link(part.image)})", ""]
             for table in part.tables:
                 out += [markdown_table(table), ""]
     if doc.notes:
@@ -96,6 +117,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 tbody tr:nth-child(even) { background: #fafafa; }
 details { margin: 1em 0; }
 code { background: #f4f4f4; padding: 0 .25em; border-radius: 3px; }
+section.answer { background: #f3f7fb; border-left: 4px solid #1f77b4; padding: .2em 1.2em .6em; margin: 1em 0 2em; }
+section.answer p { font-size: 1.08em; }
 """
 
 
@@ -135,6 +158,12 @@ def to_html(doc: Document) -> str:
         f"<title>{esc(doc.title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{esc(doc.title)}</h1>",
     ]
+    if doc.answer:
+        out.append(f'<section id="answer" class="answer"><h2>{ANSWER_HEADING}</h2>')
+        out += [f"<p>{inline(' '.join(doc.answer))}</p>"]
+        if doc.answer_image is not None:
+            out.append(f'<figure><img src="{data_uri(doc.answer_image)}" alt="{ANSWER_HEADING}"></figure>')
+        out.append("</section>")
     out += [f"<p>{inline(paragraph)}</p>" for paragraph in doc.intro]
     nested = len(doc.sections) > 1
     h = "h3" if nested else "h2"
@@ -146,7 +175,9 @@ def to_html(doc: Document) -> str:
             items = [f"<li>{inline(sentence)}</li>" for sentence in section.findings]
             out.append(f"<ul class=findings>{''.join(items) or '<li>(not enough data for any finding)</li>'}</ul>")
         for part in section.parts:
-            out += [f"<{h}>{esc(part.heading)}</{h}>", f"<p>{inline(part.text)}</p>"]
+            out.append(f"<{h}>{esc(part.heading)}</{h}>")
+            # a blank line ("\n\n") in a part's text starts a new paragraph, as in the Markdown
+            out += [f"<p>{inline(paragraph)}</p>" for paragraph in part.text.split("\n\n")]
             if part.image is not None:
                 out.append(f'<figure><img src="{data_uri(part.image)}" alt="{esc(part.heading)}"></figure>')
             for table in part.tables:

@@ -12,9 +12,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from unetlab.conventions import feature_keys, level_of, skips_to_str, str_to_skips
-from unetlab.evaluation.results import NONEMPTY
+from unetlab.evaluation.results import ALL_SIZES, NONEMPTY
 from unetlab.metrics.functional import DISTANCE_METRICS
-from unetlab.report.collect import EMPTY_RATE, Model, Results, Stat, skip_order
+from unetlab.report.collect import EMPTY_RATE, OBJECT_COUNT, Model, Results, Stat, skip_order
 from unetlab.report.intervals import Diff
 
 BOUNDARY_METRICS = ("hd95", "assd", "nsd", "bf1")
@@ -309,7 +309,7 @@ def object_bins(results: Results) -> list[str]:
     """The size bins of the per-object rows (``objects/<bin>``), smallest first; empty without such rows."""
     bins = {source.removeprefix(OBJECTS_PREFIX) for (_, source, _, _) in results.stats
             if source.startswith(OBJECTS_PREFIX)}  # fmt: skip
-    return sorted(bins, key=bin_lower_edge)
+    return sorted(bins - {ALL_SIZES}, key=bin_lower_edge)
 
 
 def detection_by_size(results: Results, metric: str = "detected") -> dict[Model, list[Stat | None]]:
@@ -348,6 +348,10 @@ def objects_table(results: Results) -> Table | None:
         rows.append([str(model.depth), model.skip_label, *(fmt(stat) for stat in stats)])
     for level, stats in floor_detection_by_size(results).items():
         rows.append(["–", f"floor of level {level}", *(fmt(stat) for stat in stats)])
+    counts = [next((c for m in results.models if (c := results.value(m, OBJECTS_PREFIX + name, OBJECT_COUNT))), None)
+              for name in bins]  # fmt: skip
+    if any(count is not None for count in counts):  # the same objects for every model: the test split's
+        rows.append(["–", "objects in the test split", *("–" if c is None else f"{c:.0f}" for c in counts)])
     columns = ["depth", "skip set", *(f"{name} {results.unit}" for name in bins)]
     title = "Fraction of ground-truth objects detected (IoU ≥ 0.5), by equivalent diameter"
     return Table(title, columns, rows)
@@ -444,3 +448,65 @@ def susceptibility_table(results: Results) -> Table | None:
         return None
     return Table("Domain susceptibility: Hellinger distance between in-domain and shifted activations, per feature key",
                  ["depth", "skip set", "shift", *keys], rows)  # fmt: skip
+
+
+# ---- found vs placed, layer by layer -----------------------------------------------------------------------------
+
+
+@dataclass
+class LayerObjects:
+    """Per feature key of the models of one depth: the share of ground-truth objects its probe finds and the hd95 of
+    the objects found (``probe/<key>/objects/all``), beside the same two numbers for the floor of the key's level."""
+
+    depth: int
+    keys: list[str]
+    floor: dict[str, list[Stat | None]]  # metric -> per key, averaged over the models (the floor is the data's)
+    probes: dict[str, dict[str, list[Stat | None]]]  # skip label (all, none) -> metric -> per key
+    models: dict[str, Model]
+
+
+LAYER_METRICS = ("detected", "hd95")
+
+
+def layer_objects(results: Results) -> LayerObjects | None:
+    """Found vs placed at the deepest depth whose all-skip or no-skip model has per-object probe rows."""
+    for depth in sorted({m.depth for m in results.models}, reverse=True):
+        keys = feature_keys(depth, logits=False)
+        models = {m.skip_label: m for m in results.models if m.depth == depth and m.skip_label in ("all", "none")}
+        models = {label: models[label] for label in ordered_labels(models)
+                  if results.get(models[label], f"probe/enc0/{OBJECTS_PREFIX}{ALL_SIZES}", "detected")}  # fmt: skip
+        if not models:
+            continue
+
+        def pooled(source: str) -> str:  # the per-object row of every size
+            return f"{source}/{OBJECTS_PREFIX}{ALL_SIZES}"
+
+        floor = {metric: [average([results.get(m, pooled(f"floor/{level_of(key)}"), metric) for m in models.values()])
+                          for key in keys] for metric in LAYER_METRICS}  # fmt: skip
+        probes = {label: {metric: [results.get(m, pooled(f"probe/{key}"), metric) for key in keys]
+                          for metric in LAYER_METRICS} for label, m in models.items()}  # fmt: skip
+        return LayerObjects(depth, keys, floor, probes, models)
+    return None
+
+
+def layer_objects_table(results: Results) -> Table | None:
+    """A row per feature key: the floor of its level and each model's probe, found share and hd95 of the found."""
+    layers = layer_objects(results)
+    if layers is None:
+        return None
+    rows = []
+    for i, key in enumerate(layers.keys):
+        cells = [fmt(layers.floor[metric][i]) for metric in LAYER_METRICS]
+        for label in layers.probes:
+            cells += [fmt(layers.probes[label][metric][i]) for metric in LAYER_METRICS]
+        rows.append([key, str(level_of(key)), str(2 ** level_of(key)), *cells])
+    unit = results.unit
+    columns = ["key", "level", f"cell ({unit})", "floor: found", f"floor: hd95 of found ({unit})"]
+    for label in layers.probes:
+        name = {"all": "all skips", "none": "no skips"}[label]
+        columns += [f"{name}: found", f"{name}: hd95 of found ({unit})"]
+    title = (
+        f"Found vs placed by layer, depth {layers.depth}: the share of ground-truth objects each key's probe finds "
+        "(IoU ≥ 0.5) and the hd95 of the objects it finds, beside the floor of the key's level"
+    )
+    return Table(title, columns, rows)
