@@ -23,7 +23,7 @@ from torch import Tensor
 
 from unetlab.atomic import replace_atomically, write_npz
 from unetlab.conventions import skips_to_str
-from unetlab.evaluation.bootstrap import mean_interval, percentile_interval
+from unetlab.evaluation.bootstrap import LEVEL, draw_weights, mean_interval, percentile_interval
 from unetlab.metrics.classes import COLUMNS as PER_IMAGE_COLUMNS
 from unetlab.metrics.classes import OBJECT_COLUMNS
 from unetlab.metrics.functional import DISTANCE_METRICS, METRIC_NAMES
@@ -144,26 +144,31 @@ def object_rows(source: str, sums: Tensor, bin_names: Sequence[str], indices: Te
     sums = sums.double()
     sums = torch.cat([sums, sums.sum(dim=2, keepdim=True)], dim=2)  # a last bin pooling every size: ALL_SIZES
     bin_names = [*bin_names, ALL_SIZES]
-    groups = {str(c + 1): sums[:, c] for c in range(sums.shape[1])} | {"mean": sums.sum(dim=1)}  # (M, B, 6) each
+    classes = [str(c + 1) for c in range(sums.shape[1])] + ["mean"]
+    values = torch.cat([sums, sums.sum(dim=1, keepdim=True)], dim=1)  # (M, G, B, 6): the classes, then "mean"
+    metrics = (("detected", "objects", "detected"), ("hd95", "detected", "hd95_sq"), ("assd", "detected", "assd_sq"))
+    numerators = [column[metric] for metric, _, _ in metrics]
+    denominators = [column[count] for _, count, _ in metrics]
+    # every resample's sums at once: how often each image was drawn (R, M) times its sums; then the ratios (R, G, B, 3)
+    drawn = torch.einsum("rm,mgbk->rgbk", draw_weights(indices, len(values)) * indices.shape[1], values)
+    ratios = drawn[..., numerators] / drawn[..., denominators]  # NaN where a resample has no object (0 / 0)
+    tail = (1 - LEVEL) / 2
+    bounds = torch.nanquantile(ratios, torch.tensor([tail, 1 - tail], dtype=ratios.dtype), dim=0)  # (2, G, B, 3)
+    total = values.sum(dim=0)  # (G, B, 6)
     rows = []
     for b, bin_name in enumerate(bin_names):
         name = object_source(source, bin_name)
-        for class_, values in groups.items():
-            per_image = values[:, b]  # (M, 6)
-            total = per_image.sum(dim=0)
-            for metric, count, square in (("detected", "objects", "detected"), ("hd95", "detected", "hd95_sq"),
-                                          ("assd", "detected", "assd_sq")):  # fmt: skip
-                numerator, denominator = per_image[:, column[metric]], per_image[:, column[count]]
-                n = int(total[column[count]])
-                mean = float(total[column[metric]] / n) if n else float("nan")
+        for g, class_ in enumerate(classes):
+            for i, (metric, count, square) in enumerate(metrics):
+                n = int(total[g, b, column[count]])
+                mean = float(total[g, b, column[metric]] / n) if n else float("nan")
                 # std over objects from the sums of squares (detected is 0/1: its square is itself)
-                variance = float(total[column[square]] / n) - mean**2 if n else float("nan")
-                low, high = percentile_interval(numerator[indices].sum(dim=1) / denominator[indices].sum(dim=1))
+                variance = float(total[g, b, column[square]] / n) - mean**2 if n else float("nan")
                 rows.append({
                     "source": name, "metric": metric, "class": class_, "value": mean,
                     "std": math.sqrt(max(variance, 0.0)) if n else float("nan"),
-                    "n": n, "empty_rate": float("nan"), "ci_low": low, "ci_high": high,
-                    "unit": unit if metric in DISTANCE_METRICS else "",
+                    "n": n, "empty_rate": float("nan"), "ci_low": float(bounds[0, g, b, i]),
+                    "ci_high": float(bounds[1, g, b, i]), "unit": unit if metric in DISTANCE_METRICS else "",
                 })  # fmt: skip
     return rows
 
