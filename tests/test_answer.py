@@ -65,7 +65,8 @@ def test_every_link_of_report_md_resolves(built):
     md = (out / "report.md").read_text()
     targets = re.findall(r"\]\(([^)\s]+)\)", md)
     assert "viz/fields.png" in targets  # a picture beside the report, in its own folder
-    assert targets and all((out / target).exists() for target in targets), [t for t in targets if not (out / t).exists()]
+    missing = [target for target in targets if not (out / target).exists()]
+    assert targets and not missing, missing
 
 
 def test_no_answer_without_the_models_it_needs(tmp_path):

@@ -60,7 +60,7 @@ def test_results_table_has_every_source_metric_and_class(trained):
     swept = [f"{m}@{t:g}" for t in (0.5, 1, 2, 4, 8) for m in ("nsd", "bf1")]
     for source in sources:
         if source in objects:
-            metrics = ["detected", "hd95", "assd"]
+            metrics = ["detected", "hd95", "assd", "spurious"]
         else:
             metrics = [*METRICS, *(distances if not source.startswith("shapley/") else [])]
             metrics += swept if source == "model" else []

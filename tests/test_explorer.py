@@ -20,6 +20,7 @@ from PIL import Image
 from scipy import ndimage
 
 from unetlab.report.explorer import ExplorerDataError, encode_labels, encode_png, write_explorer
+from unetlab.report.explorer_data import add_image_indices
 
 CHROMIUM = Path("/usr/bin/chromium")
 try:
@@ -47,6 +48,46 @@ PATHS = {
 }
 UNIT_KEYS = ["enc1", "enc2"]
 CHANNELS = [3, 7]
+
+
+ERF_PER_SIDE = 4
+NO_ERF = "enc2"
+LEARNER = {
+    "heading": "Why deep units see more and place worse",
+    "title": "Field and grid of every feature key of the depth-2 all-skip model",
+    "columns": ["key", "level", "layers", "jump (px)", "field (px)"],
+    "rows": [
+        [key, str(LEVELS[key]), f"layers of {key}", str(2 ** LEVELS[key]), str(max(p[1] for p in PATHS[key]))]
+        for key in KEYS
+    ],  # fmt: skip
+    "paragraphs": [{"lead": f"Lead {i}.", "text": f"Paragraph {i} of the synthetic learner text."} for i in range(3)],
+}
+
+
+def erf_units(key: str) -> list[list[int]]:
+    """The units of ``key`` with an ERF map: a 4 x 4 grid spread over the map, none for ``NO_ERF``."""
+    side = H // 2 ** LEVELS[key]
+    if key == NO_ERF:
+        return []
+    spread = sorted({int((i + 0.5) * side / ERF_PER_SIDE) for i in range(ERF_PER_SIDE)})
+    return [[u, v] for u in spread for v in spread]
+
+
+def shown_unit(key: str, y: int, x: int) -> tuple[int, int]:
+    """The unit the fields view shows for a click on pixel (y, x): the clicked pixel's unit, or where the key has ERF
+    maps the nearest unit with one (Euclidean, the first on ties)."""
+    level = LEVELS[key]
+    u, v = y // 2**level, x // 2**level
+    units = erf_units(key)
+    if not units:
+        return u, v
+    best = min(units, key=lambda unit: (unit[0] - u) ** 2 + (unit[1] - v) ** 2)
+    return best[0], best[1]
+
+
+def data_set_index(image: int) -> int:
+    """The data-set index of source image ``image`` of the top-9 patches (not its position in units.images)."""
+    return 100 + 13 * image
 
 
 def hd95_of(model: int, image: int) -> float:
@@ -109,6 +150,11 @@ def field_rows(size: int, jump: int, start: float, level: int) -> list[list[int]
     return rows
 
 
+def unit_centre(u: int, level: int) -> float:
+    """Pixel coordinate of the centre of unit ``u``'s cell at ``level`` (as ``erf.py`` centres a unit)."""
+    return (u + 0.5) * 2**level - 0.5
+
+
 def heat_map(cy: float, cx: float, sigma: float) -> np.ndarray:
     yy, xx = np.mgrid[:H, :W]
     return (255 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))).astype(np.uint8)
@@ -161,8 +207,7 @@ def make_data(fields: bool = True, units: bool = True, title: str = "Synthetic e
         data["fields"] = {"model": "d2-s0,1", "keys": {}}
         for key, paths in PATHS.items():
             level = LEVELS[key]
-            side = H // 2**level
-            units_with_erf = [[side // 2, side // 2], [0, 0]]
+            units_with_erf = erf_units(key)
             data["fields"]["keys"][key] = {
                 "level": level,
                 "size": max(size for _, size, _, _ in paths),
@@ -178,11 +223,15 @@ def make_data(fields: bool = True, units: bool = True, title: str = "Synthetic e
                 "erf": {
                     "units": units_with_erf,
                     "maps": [
-                        encode_labels(heat_map((u + 0.5) * 2**level, (v + 0.5) * 2**level, 2 + 2 * level))
+                        encode_labels(heat_map(unit_centre(u, level), unit_centre(v, level), 2 + 2 * level))
                         for u, v in units_with_erf
                     ],
                 },
             }
+            if not units_with_erf:
+                del data["fields"]["keys"][key]["erf"]  # a key without effective-field maps
+    if fields:
+        data["learner"] = LEARNER
     if units:
         data["units"] = {"model": "d2-s0,1", "images": pngs, "keys": {}}
         for k, key in enumerate(UNIT_KEYS):
@@ -202,6 +251,7 @@ def make_data(fields: bool = True, units: bool = True, title: str = "Synthetic e
                     patches.append(
                         {
                             "image": image,
+                            "index": data_set_index(image),
                             "box": box,
                             "unit": [u, v],
                             "activation": activation_of(k, channel, rank),
@@ -265,6 +315,20 @@ def test_script_closing_text_in_data_cannot_close_the_script(tmp_path):
     assert page.lower().count("</script") == 2  # the data's and the page script's own
     assert embedded(page)["models"][0]["label"] == data["models"][0]["label"]
     assert not list(path.parent.glob(".*.tmp"))  # written through a temp file and a rename
+
+
+def test_patches_of_an_older_explore_json_get_their_indices_from_fields_json(tmp_path):
+    explore = {"units": {"keys": {"enc1": {"channels": [{"patches": [{"image": 0}, {"image": 1}]}]}}}}
+    (tmp_path / "fields.json").write_text(json.dumps({"top_units": {"enc1": {"image_index": [[89, 71]]}}}))
+    add_image_indices(explore, tmp_path / "fields.json")
+    assert [patch["index"] for patch in explore["units"]["keys"]["enc1"]["channels"][0]["patches"]] == [89, 71]
+
+
+def test_a_learner_row_must_fit_the_columns(tmp_path):
+    data = make_data(units=False)
+    data["learner"] = {**LEARNER, "rows": [["enc0", "0"]]}
+    with pytest.raises(ExplorerDataError, match=r"learner.rows\[0\] has 2 cells for 5 columns"):
+        write_explorer(data, tmp_path / "explorer.html")
 
 
 def test_non_finite_numbers_and_numpy_values_are_written(tmp_path):
@@ -366,9 +430,8 @@ def test_image_and_model_choices_show_the_stored_numbers_in_every_view(opened):
     assert opened.text("predictions", "hd95") == f"{hd95_of(0, 2):.2f} px"
 
 
-def expected_box(key: str, y: int, x: int) -> tuple[str, str]:
+def expected_box(key: str, u: int, v: int) -> tuple[str, str]:
     level = LEVELS[key]
-    u, v = y // 2**level, x // 2**level
     rows = [field_rows(size, jump, start, level)[u] for _, size, jump, start in PATHS[key]]
     cols = [field_rows(size, jump, start, level)[v] for _, size, jump, start in PATHS[key]]
     y0, y1 = max(0, min(r[0] for r in rows)), min(H - 1, max(r[1] for r in rows))
@@ -377,21 +440,60 @@ def expected_box(key: str, y: int, x: int) -> tuple[str, str]:
 
 
 @needs_browser
-@pytest.mark.parametrize(("key", "y", "x"), [("enc1", 10, 3), ("enc0", 20, 30), ("dec1", 31, 0), ("dec0", 5, 20)])
+@pytest.mark.parametrize(
+    ("key", "y", "x"), [("enc1", 10, 3), ("enc0", 20, 30), ("dec1", 31, 0), ("dec0", 5, 20), ("enc2", 13, 27)]
+)
 def test_clicking_a_pixel_shows_the_units_field(opened, key, y, x):
     opened.select("fields", "key", key)
     opened.click_pixel(y, x)
-    level = LEVELS[key]
-    u, v = y // 2**level, x // 2**level
+    u, v = shown_unit(key, y, x)
     assert opened.text("fields", "pixel") == f"({y}, {x})"
     assert opened.text("fields", "unit") == f"({u}, {v})"
-    box, size = expected_box(key, y, x)
+    box, size = expected_box(key, u, v)
     assert (opened.text("fields", "box"), opened.text("fields", "box-size")) == (box, size)
-    side = H // 2**level
-    nearest = min([[side // 2, side // 2], [0, 0]], key=lambda e: (e[0] - u) ** 2 + (e[1] - v) ** 2)
-    assert opened.text("fields", "erf-unit") == f"({nearest[0]}, {nearest[1]})"
     legend = opened.page.locator('[data-view="fields"] .legend').inner_text()
     assert all(name in legend for name, *_ in PATHS[key])
+    if key == NO_ERF:  # no heat map: the clicked pixel's own unit
+        assert (u, v) == (y // 2 ** LEVELS[key], x // 2 ** LEVELS[key])
+        assert opened.page.locator('[data-view="fields"] [data-field="erf-unit"]').count() == 0
+
+
+@needs_browser
+def test_the_heat_map_belongs_to_the_boxed_unit(browser, page_file):
+    """On opening (pixel (16, 16), whose enc0 unit has no map) and after clicks, the heat map drawn is that of the unit
+    whose boxes and numbers are shown, and the unit is the one nearest the clicked pixel."""
+    page = Opened(browser, page_file)
+    assert page.text("fields", "pixel") == f"({H // 2}, {W // 2})"
+    assert (H // 2, W // 2) not in [tuple(unit) for unit in erf_units("enc0")]
+    for key, y, x in [("enc0", H // 2, W // 2), ("enc0", 3, 29), ("enc1", 17, 6), ("dec1", 30, 30), ("dec0", 0, 31)]:
+        if (key, y, x) != ("enc0", H // 2, W // 2):
+            page.select("fields", "key", key)
+            page.click_pixel(y, x)
+        u, v = shown_unit(key, y, x)
+        assert page.text("fields", "erf-unit") == page.text("fields", "unit") == f"({u}, {v})", (key, y, x)
+        assert page.text("fields", "box") == expected_box(key, u, v)[0]
+        drawn = page.page.evaluate(HEAT_PEAK, W)  # the brightest heat-map pixel on the main canvas, in image pixels
+        level = LEVELS[key]
+        assert (u * 2**level <= drawn[0] < (u + 1) * 2**level) and (v * 2**level <= drawn[1] < (v + 1) * 2**level)
+    page.close()
+
+
+# The heat maps are Gaussians peaking at their unit's centre over a grey image: the most yellow pixel of the main
+# canvas (red and green high, blue low; the boxes are blue, green, red, black or white) is the peak of the drawn map.
+HEAT_PEAK = """(width) => {
+    const canvas = document.querySelector('[data-view="fields"] canvas.main');
+    const scale = canvas.width / width;
+    const px = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    let best = -1, at = [0, 0];
+    for (let y = 0; y < canvas.height; y++) {
+        for (let x = 0; x < canvas.width; x++) {
+            const i = 4 * (y * canvas.width + x);
+            const score = px[i] + px[i + 1] - 2 * px[i + 2];
+            if (score > best) { best = score; at = [Math.floor(y / scale), Math.floor(x / scale)]; }
+        }
+    }
+    return at;
+}"""
 
 
 @needs_browser
@@ -414,7 +516,33 @@ def test_a_channel_shows_its_nine_patches_with_their_activations(opened):
 
 
 @needs_browser
-def test_every_control_renders_within_100_ms(opened):
+def test_top9_patches_are_labelled_with_their_test_image_indices(opened):
+    data = make_data()
+    for key in UNIT_KEYS:
+        opened.select("units", "key", key)
+        for channel in CHANNELS:
+            opened.select("units", "channel", str(channel))
+            shown = opened.page.locator('[data-view="units"] [data-field="patch-image"]').all_inner_texts()
+            patches = data["units"]["keys"][key]["channels"][CHANNELS.index(channel)]["patches"]
+            assert shown == [f"test image {data_set_index(patch['image'])}" for patch in patches]
+            text = opened.text("units", "top9-text")
+            side = max(patch["box"][1] - patch["box"][0] for patch in patches)
+            assert "nine test images where channel" in text and "Zeiler and Fergus 2014" in text
+            assert f"field ({side} px at {key})" in text
+
+
+@needs_browser
+def test_the_field_table_and_paragraphs_sit_beside_the_fields_view(opened):
+    opened.select("fields", "key", "dec1")
+    table = opened.page.locator('[data-view="fields"] [data-field="learner-table"]')
+    assert table.locator("tbody tr").count() == len(LEARNER["rows"])
+    assert table.locator("tr.chosen td").all_inner_texts() == LEARNER["rows"][KEYS.index("dec1")]
+    text = opened.text("fields", "learner-text")
+    assert all(f"{p['lead']} {p['text']}" in text for p in LEARNER["paragraphs"])
+    table.locator('tr[data-key="enc1"]').click()  # a row chooses its key
+    assert opened.page.locator('[data-view="fields"] select[data-control="key"]').input_value() == "enc1"
+    assert table.locator("tr.chosen td").first.inner_text() == "enc1"
+
     measure = """([selector, value]) => {
         const control = document.querySelector(selector);
         const start = performance.now();

@@ -47,6 +47,31 @@ def test_hand_built_objects_found_missed_split_and_merged():
     assert found["assd"][3].item() == pytest.approx(F.assd(alone_pred, alone_target).item())
     assert found["hd95"][3].item() > 0
     assert torch.isnan(found["hd95"][[1, 2, 4, 5]]).all() and torch.isnan(found["assd"][[1, 2, 4, 5]]).all()
+    assert found["spurious_image"].numel() == 0  # every predicted blob touches an object
+
+
+def test_spurious_blobs_are_predicted_components_that_touch_no_object():
+    pred, target = scene()
+    pred = torch.stack([pred, pred.clone()])
+    target = torch.stack([target, target])
+    pred[1, 0:2, 0:2] = True  # a 2x2 false positive in image 1, far from every object
+    pred[1, 44:48, 40:48] = True  # and a 4x8 one
+    pred[1, 4:12, 12] = True  # a line touching A: part of A's blob, not spurious (and A no longer matches exactly)
+    found = object_metrics(pred, target)
+    assert found["spurious_image"].tolist() == [1, 1]
+    assert found["spurious_diameter"].tolist() == pytest.approx(
+        [2 * math.sqrt(4 / math.pi), 2 * math.sqrt(32 / math.pi)]
+    )
+    metric = ObjectMetrics(num_classes=2)
+    metric.update(pred.long(), target.long())
+    sums = metric.per_image_values()  # (2 images, 1 class, 5 bins, 7 columns): spurious blobs by their own size
+    assert sums[:, 0, :, -1].tolist() == [[0, 0, 0, 0, 0], [1, 1, 0, 0, 0]]
+    rows = {(r["source"], r["metric"], r["class"]): r for r in
+            object_rows("probe/enc0", sums, metric.bin_names, resample_indices(2, 200, seed=0))}  # fmt: skip
+    pooled = rows[("probe/enc0/objects/all", "spurious", "mean")]
+    assert (pooled["value"], pooled["n"]) == (1.0, 2)  # two spurious blobs over two images
+    assert pooled["ci_low"] <= 1.0 <= pooled["ci_high"]
+    assert rows[("probe/enc0/objects/0-4", "spurious", "1")]["value"] == 0.5
 
 
 def test_objects_have_physical_diameters_and_distances_with_a_spacing():
@@ -96,8 +121,8 @@ def test_object_metric_class_sums_and_rows():
     labels_target[1, 0, 0] = 255  # ignored pixel: no object
     metric = ObjectMetrics(num_classes=3)
     metric.update(labels_pred, labels_target)
-    sums = metric.per_image_values()  # (2 images, 2 classes, 5 bins, 6 columns)
-    assert sums.shape == (2, 2, 5, 6)
+    sums = metric.per_image_values()  # (2 images, 2 classes, 5 bins, 7 columns)
+    assert sums.shape == (2, 2, 5, 7)
     assert sums[:, 0, :, 0].sum(dim=0).tolist() == [0, 8, 4, 0, 0]  # class 1: B C D E in 4-8, A F in 8-16, twice
     assert sums[:, 0, :, 1].sum(dim=0).tolist() == [0, 0, 4, 0, 0]  # detected: A and F, twice
     assert sums[1, 1, :, :2].tolist() == [[0, 0], [1, 1], [0, 0], [0, 0], [0, 0]]  # class 2: 4x4, d 4.51

@@ -535,10 +535,11 @@ def test_findings_need_their_data(tmp_path):
         (model_of(results, 1, (0,)), "model"), (model_of(results, 1, ()), "model")))  # fmt: skip
 
 
-def add_object_rows(grid: Path, detects, placed=None) -> None:
+def add_object_rows(grid: Path, detects, placed=None, spurious=None) -> None:
     """Per-object rows in every run of ``grid``: two objects per image in each size bin, the model, each floor and
     each probe key detecting all of a bin's objects or none, ``detects(depth, skips, source, bin) -> bool`` (or the
-    share of images where it does); hd95 ``placed(depth, skips, source, bin)`` (default 1) per detected object."""
+    share of images where it does); hd95 ``placed(depth, skips, source, bin)`` (default 1) per detected object;
+    ``spurious(depth, skips, source, bin)`` (default 0) false-positive blobs per image."""
     names = bin_names(bin_edges())
     indices = resample_indices(IMAGES, 200, seed=0)
     for path in grid.glob("*/results.csv"):
@@ -547,14 +548,15 @@ def add_object_rows(grid: Path, detects, placed=None) -> None:
         depth, skips = rows[0]["depth"], rows[0]["skips"]
         keys = feature_keys(depth, logits=False)
         for source in ("model", *(f"floor/{level}" for level in range(depth + 1)), *(f"probe/{k}" for k in keys)):
-            sums = torch.zeros(IMAGES, 1, len(names), 6, dtype=torch.float64)
+            sums = torch.zeros(IMAGES, 1, len(names), 7, dtype=torch.float64)
             sums[..., 0] = 2
             for b, name in enumerate(names):
                 share = float(detects(depth, skips, source, name))  # True, False, or the share of images
                 found = torch.zeros(IMAGES, dtype=torch.float64)
                 found[: round(share * IMAGES)] = 2.0  # the first images detect both objects, the others none
                 hd95 = 1.0 if placed is None else placed(depth, skips, source, name)
-                sums[:, 0, b, 1:] = found[:, None] * torch.tensor([1.0, hd95, 1.0, hd95**2, 1.0])
+                sums[:, 0, b, 1:6] = found[:, None] * torch.tensor([1.0, hd95, 1.0, hd95**2, 1.0])
+                sums[:, 0, b, 6] = 0.0 if spurious is None else spurious(depth, skips, source, name)
             rows += object_rows(source, sums, names, indices)
         write_results(path, run, rows)
 
@@ -593,7 +595,7 @@ def test_object_findings_name_the_sizes_lost_to_resolution_and_to_the_missing_sk
 
 
 def test_found_vs_placed_tells_missed_from_misplaced_by_layer(tmp_path):
-    """enc0 finds no small object (its floor finds all: missed for want of context); enc3 finds them all but at
+    """enc0 finds no small object (its floor finds all) and invents 3 blobs per image; enc3 finds them all but at
     hd95 4 against its floor's 1 (misplaced); dec0 of the all-skip model finds and places them as its floor does."""
 
     def detects(depth, skips, source, name):
@@ -602,25 +604,35 @@ def test_found_vs_placed_tells_missed_from_misplaced_by_layer(tmp_path):
     def placed(depth, skips, source, name):
         return 4.0 if source == "probe/enc3" or (source == "probe/dec0" and skips == "none") else 1.0
 
+    def spurious(depth, skips, source, name):
+        return 3.0 if source == "probe/enc0" and name == "0-4" else 0.0
+
     write_grid(tmp_path / "grid", drop_one=None, singles=None)
-    add_object_rows(tmp_path / "grid", detects, placed)
+    add_object_rows(tmp_path / "grid", detects, placed, spurious)
     results = collect([tmp_path / "grid"])
     layers = layer_objects(results)
     assert layers.depth == 3 and list(layers.probes) == ["all", "none"]
     keys = layers.keys
-    found = layers.probes["all"]["detected"]
+    found, hd95, blobs = (layers.probes["all"][metric] for metric in ("detected", "hd95", "spurious"))
     assert found[keys.index("enc0")].mean == pytest.approx(3 / 5) and found[keys.index("dec0")].mean == 1.0
+    assert blobs[keys.index("enc0")].mean == 3.0 and blobs[keys.index("dec0")].mean == 0.0
     assert layers.probes["none"]["hd95"][keys.index("dec0")].mean == pytest.approx(4.0)
     every, none = found_vs_placed(results)
-    assert "the depth-3 all-skip U-Net: its probes miss objects" in every and "at enc0 (60% vs 100%)" in every
-    assert "misplace the objects they find (hd95 of the found above the floor's) at enc3 (4.00 px vs 1.00 px)" in every
-    assert "dec0 finds 100% [100%, 100%] of the objects and places them within 1.00 px" in every
-    assert "at enc3 (4.00 px vs 1.00 px), dec0 (4.00 px vs 1.00 px)" in none
+    assert every.startswith("Found vs placed in the depth-3 all-skip U-Net (linear probes, object by object): ")
+    assert (
+        "enc0 finds 60% [60%, 60%] (floor 100%), places them within 1.00 px (floor 1.00 px) and predicts 3.00" in every
+    )
+    assert "enc3 finds 100% [100%, 100%] (floor 100%), places them within 4.00 px (floor 1.00 px)" in every
+    assert "dec0 finds 100% [100%, 100%] (floor 100%), places them within 1.00 px" in every
+    assert "missed, against what the floor finds: enc0; found objects placed furthest above the floor: enc3" in every
+    assert "most spurious blobs: enc0." in every  # enc0 also misses most, so no shallow-vs-deep clause
+    assert "invents objects" not in every
+    assert "dec0 finds 100% [100%, 100%] (floor 100%), places them within 4.00 px (floor 1.00 px)" in none
     make_report([tmp_path / "grid"], tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
     assert every in md and none in md and (tmp_path / "out" / "report_found_vs_placed.png").is_file()
     title = table_block(md, layer_objects_table(results).title)
-    assert "| enc0 | 0 | 1 | 1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] | 0.60 [0.60, 0.60] |" in title
+    assert "| enc0 | 0 | 1 | 1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] | 0.00 [0.00, 0.00] | 0.60 [0.60, 0.60] |" in title
 
 
 def test_html_is_self_contained(report):

@@ -106,7 +106,7 @@ def tolerance_rows(source: str, per_image: Tensor, columns: Sequence[str], indic
 # per-object sources: objects/<bin> (the model), floor/<level>/objects/<bin>, probe/<key>/objects/<bin>
 OBJECTS = "objects"
 ALL_SIZES = "all"  # the bin of object_rows that pools the objects of every size
-OBJECT_METRICS = ("detected", "hd95", "assd")
+OBJECT_METRICS = ("detected", "hd95", "assd", "spurious")
 
 
 def object_source(source: str, bin_name: str) -> str:
@@ -135,7 +135,8 @@ def object_rows(source: str, sums: Tensor, bin_names: Sequence[str], indices: Te
     columns ``OBJECT_COLUMNS``) and the run's bootstrap resamples ``indices`` (R, M).
 
     Per bin (and one more, ``all``, pooling the objects of every size), per class and ``mean`` (the objects of
-    every foreground class pooled): ``detected`` (detected / objects,
+    every foreground class pooled): ``spurious`` (predicted components of that size that share no pixel with any
+    ground-truth object, per test image; ``n`` the images), ``detected`` (detected / objects,
     ``n`` the objects), ``hd95`` and ``assd`` (the mean over the detected objects, ``n`` those). ``std`` is over the
     objects; the interval is the bootstrap over test images of the ratio of sums (objects weigh the same, whatever
     image they are in). NaN where a bin has no objects (no detected ones, for the distances).
@@ -152,9 +153,13 @@ def object_rows(source: str, sums: Tensor, bin_names: Sequence[str], indices: Te
     # every resample's sums at once: how often each image was drawn (R, M) times its sums; then the ratios (R, G, B, 3)
     drawn = torch.einsum("rm,mgbk->rgbk", draw_weights(indices, len(values)) * indices.shape[1], values)
     ratios = drawn[..., numerators] / drawn[..., denominators]  # NaN where a resample has no object (0 / 0)
+    images = len(values)
+    per_image = drawn[..., column["spurious"]] / max(indices.shape[1], 1)  # spurious blobs per drawn image (R, G, B)
+    ratios = torch.cat([ratios, per_image[..., None]], dim=-1)  # (R, G, B, 4)
     tail = (1 - LEVEL) / 2
-    bounds = torch.nanquantile(ratios, torch.tensor([tail, 1 - tail], dtype=ratios.dtype), dim=0)  # (2, G, B, 3)
-    total = values.sum(dim=0)  # (G, B, 6)
+    bounds = torch.nanquantile(ratios, torch.tensor([tail, 1 - tail], dtype=ratios.dtype), dim=0)  # (2, G, B, 4)
+    total = values.sum(dim=0)  # (G, B, 7)
+    spurious = values[..., column["spurious"]]  # (M, G, B)
     rows = []
     for b, bin_name in enumerate(bin_names):
         name = object_source(source, bin_name)
@@ -170,6 +175,13 @@ def object_rows(source: str, sums: Tensor, bin_names: Sequence[str], indices: Te
                     "n": n, "empty_rate": float("nan"), "ci_low": float(bounds[0, g, b, i]),
                     "ci_high": float(bounds[1, g, b, i]), "unit": unit if metric in DISTANCE_METRICS else "",
                 })  # fmt: skip
+            rows.append({
+                "source": name, "metric": "spurious", "class": class_,
+                "value": float(total[g, b, column["spurious"]] / images) if images else float("nan"),
+                "std": float(spurious[:, g, b].std()) if images > 1 else float("nan"),
+                "n": images, "empty_rate": float("nan"), "ci_low": float(bounds[0, g, b, -1]),
+                "ci_high": float(bounds[1, g, b, -1]), "unit": "",
+            })  # fmt: skip
     return rows
 
 

@@ -2,9 +2,10 @@
 as ``viz/explore.json`` and read by the report stage.
 
 - ``fields``: per feature key, every path's exact field of every unit row and column (``path_fields``), and effective
-  receptive fields (mean |gradient| of the unit's channel sum over some images, as ``erf.py``) of a grid of units,
-  so that a click on any pixel shows that unit's theoretical boxes and the ERF of the nearest sampled unit.
-- ``units``: per drawn key and channel, its top-k patches (as the top-9 grids), where they lie, their activations.
+  receptive fields (mean |gradient| of the unit's channel sum over some images, as ``erf.py``) of a grid of units;
+  a click on a pixel shows the sampled unit nearest to it, its theoretical boxes and its ERF together.
+- ``units``: per drawn key and channel, its top-k patches (as the top-9 grids), their test-image indices, where they
+  lie, their activations.
 """
 
 from __future__ import annotations
@@ -71,9 +72,9 @@ def field_data(net: UNet, images: Tensor, per_side: int = 6, keys: Sequence[str]
 
 
 def unit_data(net: UNet, dataset, tops: dict[str, TopUnits]) -> dict:
-    """The explorer's ``units``: per key of ``tops`` and channel, its patches (source image, half-open unclipped box,
-    unit, activation, the crop as PNG with the padding in grey), and the source images they come from, on one
-    brightness scale (that of the data set's first images)."""
+    """The explorer's ``units``: per key of ``tops`` and channel, its patches (position of the source image in
+    ``images``, its index in ``dataset``, half-open unclipped box, unit, activation, the crop as PNG with the padding in
+    grey), and the source images they come from, on one brightness scale (that of the data set's first images)."""
     sample = torch.stack([dataset[i][0] for i in range(min(len(dataset), 16))]).float()
     low, high = float(sample.min()), float(sample.max())
     sources: dict[int, int] = {}  # data set index -> position in "images"
@@ -91,6 +92,7 @@ def unit_data(net: UNet, dataset, tops: dict[str, TopUnits]) -> dict:
                 crop[~np.isfinite(patch.image.numpy()).any(axis=0)] = 128  # outside the image: grey
                 entries.append({
                     "image": sources[patch.image_index],
+                    "index": patch.image_index,  # the test image's index, as the top-9 PNG titles give it
                     "box": list(patch.box),
                     "unit": [int(v) for v in top.unit[top.channels.index(channel), rank]],
                     "activation": round(patch.value, 4),

@@ -11,6 +11,7 @@ that writes it as a PNG and returns the path:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -199,7 +200,8 @@ def _draw_boundaries(ax: Axes, patch: Patch, num_classes: int) -> None:
 
 def report_pictures(paths: Mapping[str, Path], model: str, keys: Sequence[str]) -> list[tuple[str, str, Path]]:
     """The ``unetlab-viz`` PNGs of one model (``paths`` as ``run_viz`` returns them) as report pictures
-    ``(title, caption, path)``: the fields, the ERF maps, then the top-9 grid of each of ``keys`` that was drawn.
+    ``(title, caption, path)``: the fields, the ERF maps, then the top-9 grid of each of ``keys`` that was drawn
+    (its caption gives the key's field from ``paths["json"]``, the ``fields.json`` of ``run_viz``, when given).
     ``model`` names the model in the captions (e.g. "the depth-4 all-skip model (d4-s0,1,2,3-seed0)")."""
     pictures = [
         (
@@ -214,14 +216,22 @@ def report_pictures(paths: Mapping[str, Path], model: str, keys: Sequence[str]) 
             paths["erf_maps"],
         ),
     ]
+    fields = json.loads(Path(paths["json"]).read_text())["fields"] if "json" in paths else {}
     for key in keys:
         name = f"top9_{key}"
         if name in paths:
+            size = (
+                f" ({fields[key]['size']} px at {key}, its units {fields[key]['jump']:g} px apart)"
+                if key in fields
+                else ""
+            )
             pictures.append(
                 (
                     f"Top-9 patches of {key}",
-                    f"For channels of {key}, the nine test images that excite them most, each cropped to the unit's "
-                    "receptive field (ground-truth boundary drawn). Deeper keys see larger regions.",
+                    f"Each row: the nine test images where one channel of {key} fires most (Zeiler and Fergus 2014), "
+                    f"each cut to the field of the unit where it fires{size}, with the ground-truth boundary drawn "
+                    "and the activation and test-image index above it. That is why a layer-1 unit shows nine small "
+                    "patches and a deep unit nine large ones: each patch is all that its unit can see.",
                     paths[name],
                 )
             )

@@ -204,7 +204,8 @@ def check_label_maps(preds: Tensor, target: Tensor, num_classes: int, ignore_ind
 
 
 # Per image, class and size bin of ObjectMetrics: sums over that image's ground-truth objects.
-OBJECT_COLUMNS = ("objects", "detected", "hd95", "assd", "hd95_sq", "assd_sq")
+# ``spurious``: the predicted components of that size that share no pixel with any ground-truth object.
+OBJECT_COLUMNS = ("objects", "detected", "hd95", "assd", "hd95_sq", "assd_sq", "spurious")
 
 
 class ObjectMetrics(Metric):
@@ -214,8 +215,9 @@ class ObjectMetrics(Metric):
     and binned by equivalent diameter (``bins`` in px, times ``sqrt(sy * sx)``; names ``bin_names``, e.g. ``0-4`` ...
     ``32+``). Pixels where ``target == ignore_index`` are cleared in both masks first.
 
-    State: one float64 ``(N, C-1, B, 6)`` per batch, per image, class and bin the sums ``OBJECT_COLUMNS`` (objects,
-    detected, hd95 and assd over the detected ones, and their squares), a list state reduced with ``"cat"``; image
+    State: one float64 ``(N, C-1, B, 7)`` per batch, per image, class and bin the sums ``OBJECT_COLUMNS`` (objects,
+    detected, hd95 and assd over the detected ones, their squares, and the spurious predicted components of that
+    size: false positives), a list state reduced with ``"cat"``; image
     order is kept, as in ``BoundaryMetrics``, so the two can share bootstrap resamples.
 
     Args:
@@ -259,10 +261,13 @@ class ObjectMetrics(Metric):
             found = object_metrics((preds == c) & valid, (target == c) & valid, self.spacing)
             detected = found["detected"].double()
             hd95, assd = found["hd95"].nan_to_num(0.0), found["assd"].nan_to_num(0.0)
-            columns = torch.stack([torch.ones_like(detected), detected, hd95, assd, hd95**2, assd**2], dim=1)
+            spurious = torch.zeros_like(detected)
+            columns = torch.stack([torch.ones_like(detected), detected, hd95, assd, hd95**2, assd**2, spurious], dim=1)
             flat = found["image"] * len(self.bin_names) + bin_index(found["diameter"], self.edges)
             per_cell = torch.zeros(len(target) * len(self.bin_names), len(OBJECT_COLUMNS), dtype=torch.float64)
             per_cell.index_add_(0, flat, columns)
+            blobs = found["spurious_image"] * len(self.bin_names) + bin_index(found["spurious_diameter"], self.edges)
+            per_cell[:, -1].index_add_(0, blobs, torch.ones(len(blobs), dtype=torch.float64))
             sums[:, c - 1] = per_cell.view(len(target), len(self.bin_names), -1)
         self.per_image.append(sums.to(self.device))
 
@@ -279,7 +284,7 @@ class ObjectMetrics(Metric):
         return results
 
     def per_image_values(self) -> Tensor:
-        """Every image's sums, synced across processes: (M, C-1, B, 6) float64 on the CPU (``OBJECT_COLUMNS``)."""
+        """Every image's sums, synced across processes: (M, C-1, B, 7) float64 on the CPU (``OBJECT_COLUMNS``)."""
         with self.sync_context():
             return self._values().double().cpu()
 

@@ -5,7 +5,9 @@ ground-truth object is *detected* when some predicted component overlaps it with
 most one predicted component can match it, bar an exact tie, which goes to the first); its ``hd95`` and ``assd`` are
 then those of the pair of components taken on their own (``unetlab.metrics.functional``: the same boundaries and
 exact distances, with the same ``spacing``). A missed object has no distances (NaN). An object split in two halves,
-or two objects merged into one predicted blob, match nothing at IoU >= 0.5: both count as missed.
+or two objects merged into one predicted blob, match nothing at IoU >= 0.5: both count as missed. A predicted
+component that shares no pixel with any ground-truth object is *spurious* (a false positive), binned by its own
+equivalent diameter.
 
 Its size is the *equivalent diameter* ``2 sqrt(area / pi)``, area in physical units (pixels times ``sy * sx``), so a
 disc of radius r has diameter 2r up to the pixel grid.
@@ -40,7 +42,9 @@ def object_metrics(pred: Tensor, target: Tensor, spacing: tuple[float, float] = 
         per object (K,), in image order and, within an image, in ``scipy.ndimage.label``'s order (raster order of
         each object's first pixel): ``image`` int64 (0 for (H, W) input), ``diameter`` float64, ``iou`` float64 (of
         the best-overlapping predicted component, 0 if none), ``detected`` bool, ``hd95`` and ``assd`` float64
-        (NaN where not detected). On the CPU.
+        (NaN where not detected); and per *spurious* blob (a predicted component that shares no pixel with any
+        ground-truth object: a false positive) ``spurious_image`` int64 and ``spurious_diameter`` float64. On the
+        CPU.
     """
     spacing = check_spacing(spacing)
     if pred.shape != target.shape or pred.ndim not in (2, 3):
@@ -70,6 +74,10 @@ def object_metrics(pred: Tensor, target: Tensor, spacing: tuple[float, float] = 
     best_iou, best_blob = best_iou[1:], best_blob[1:]
     truth_boxes = ndimage.find_objects(truth)
     blob_boxes = ndimage.find_objects(blobs)
+    # Spurious blobs: predicted components that share no pixel with any ground-truth object (false positives)
+    spurious = np.setdiff1d(np.arange(1, count + 1), pair_blob)
+    spurious_image = np.array([blob_boxes[b - 1][0].start for b in spurious], dtype=np.int64)
+    spurious_diameter = 2 * np.sqrt(blob_area[spurious] * (spacing[0] * spacing[1]) / math.pi)
     image = np.array([box[0].start for box in truth_boxes], dtype=np.int64)
     diameter = 2 * np.sqrt(truth_area[1:] * (spacing[0] * spacing[1]) / math.pi)
     detected = best_iou >= MATCH_IOU
@@ -87,6 +95,8 @@ def object_metrics(pred: Tensor, target: Tensor, spacing: tuple[float, float] = 
         "detected": torch.from_numpy(detected),
         "hd95": hd95,
         "assd": assd,
+        "spurious_image": torch.from_numpy(spurious_image),
+        "spurious_diameter": torch.from_numpy(spurious_diameter.astype(np.float64)),
     }
 
 

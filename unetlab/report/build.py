@@ -15,6 +15,7 @@ from unetlab.report.explorer import write_explorer
 from unetlab.report.explorer_data import explorer_data
 from unetlab.report.findings import findings
 from unetlab.report.intervals import one_thread
+from unetlab.report.learner import learner_part
 from unetlab.report.published import published_findings
 from unetlab.report.render import Document, Part, Section, to_html, to_markdown
 from unetlab.report.views import (
@@ -214,6 +215,7 @@ def build_section(results: Results, out_dir: Path, prefix: str, page: dict | Non
             prediction_figures.probe_maps_figure(page, png("probe_maps")) if page else None,
             [],
         ),
+        learner_part(results, png("fields_by_key")),  # "Why deep units see more and place worse"
         (
             "Detection by object size",
             "Every ground-truth object (a 4-connected component of a class) counts as detected when a predicted "

@@ -422,6 +422,30 @@
     ctx.setLineDash([]);
   }
 
+  function nearestUnit(units, [u, v]) {
+    // index of the unit of ``units`` nearest to (u, v) (Euclidean, in unit coordinates; the first on ties)
+    let best = 0;
+    units.forEach(([eu, ev], j) => {
+      const [bu, bv] = units[best];
+      if ((eu - u) ** 2 + (ev - v) ** 2 < (bu - u) ** 2 + (bv - v) ** 2) best = j;
+    });
+    return best;
+  }
+  function drawCross(ctx, y, x, scale) {
+    // the clicked pixel: a small cross, white under black, so that it shows on any image
+    const [cx, cy] = [(x + 0.5) * scale, (y + 0.5) * scale];
+    for (const [colour, width] of [["#fff", 3], ["#000", 1]]) {
+      ctx.strokeStyle = colour;
+      ctx.lineWidth = width;
+      ctx.beginPath();
+      ctx.moveTo(cx - 5, cy);
+      ctx.lineTo(cx + 5, cy);
+      ctx.moveTo(cx, cy - 5);
+      ctx.lineTo(cx, cy + 5);
+      ctx.stroke();
+    }
+  }
+
   function renderFields(body) {
     const fields = data.fields;
     if (!fields || Object.keys(fields.keys).length === 0) {
@@ -434,34 +458,32 @@
     const [y, x] = state.pixel;
     const rowsCount = field.paths[0].rows.length;
     const colsCount = field.paths[0].cols.length;
-    const u = Math.min(Math.floor(y / 2 ** level), rowsCount - 1);
-    const v = Math.min(Math.floor(x / 2 ** level), colsCount - 1);
+    const clickedUnit = [Math.min(Math.floor(y / 2 ** level), rowsCount - 1), Math.min(Math.floor(x / 2 ** level), colsCount - 1)];
+    // The view shows one unit: where the key has effective-field maps, the one nearest the clicked pixel's unit, so
+    // that its boxes, its numbers and its heat map all belong to the same unit.
+    const erf = field.erf && field.erf.units.length ? field.erf : null;
+    const sampled = erf ? nearestUnit(erf.units, clickedUnit) : null;
+    const [u, v] = sampled === null ? clickedUnit : erf.units[sampled];
     const [boxes, union] = unitBoxes(field, u, v);
     const clipped = clip(union);
     const image = data.images[state.image];
 
     const [main, ctx] = canvas(W * SCALE, H * SCALE, "main");
     ctx.drawImage(pictures.get(image.png), 0, 0, main.width, main.height);
-    let erfNote = "no effective-field map for this key";
-    const erf = field.erf;
-    if (erf && erf.units.length) {
-      let best = 0;
-      erf.units.forEach(([eu, ev], j) => {
-        const [bu, bv] = erf.units[best];
-        if ((eu - u) ** 2 + (ev - v) ** 2 < (bu - u) ** 2 + (bv - v) ** 2) best = j;
-      });
-      const [eu, ev] = erf.units[best];
+    let erfNote = "no effective-field map for this key: the chosen unit is the clicked pixel's own";
+    if (erf) {
       ctx.globalAlpha = 0.75;
-      ctx.drawImage(heatCanvas(erf.maps[best], `ERF of ${key} unit (${eu}, ${ev})`), 0, 0, main.width, main.height);
+      ctx.drawImage(heatCanvas(erf.maps[sampled], `ERF of ${key} unit (${u}, ${v})`), 0, 0, main.width, main.height);
       ctx.globalAlpha = 1;
-      const exact = eu === u && ev === v;
+      const own = u === clickedUnit[0] && v === clickedUnit[1];
       erfNote = el(
         "span",
         {},
         "Heat map: the effective field of unit ",
-        el("b", { "data-field": "erf-unit" }, `(${eu}, ${ev})`),
-        exact ? ", the chosen unit itself" : `, the nearest unit with a stored map to the chosen unit (${u}, ${v})`,
-        " (mean |gradient| of its channel sum over the test images).",
+        el("b", { "data-field": "erf-unit" }, `(${u}, ${v})`),
+        " (mean |gradient| of its channel sum over the test images), the unit whose boxes are drawn: of the " +
+          `${erf.units.length} units of ${key} with a stored map, `,
+        own ? "the clicked pixel's own unit." : `the nearest to the clicked pixel's unit (${clickedUnit[0]}, ${clickedUnit[1]}).`,
       );
     }
     const cellSize = 2 ** level;
@@ -475,6 +497,7 @@
       strokeBox(ctx, clipped, SCALE, "#fff", 2);
       strokeBox(ctx, clipped, SCALE, "#000", 2, [5, 4]);
     }
+    drawCross(ctx, y, x, SCALE);
     main.addEventListener("click", (event) => {
       const rect = main.getBoundingClientRect();
       const cx = Math.floor(((event.clientX - rect.left) / rect.width) * W);
@@ -504,8 +527,8 @@
     const numbers = el(
       "table",
       { class: "numbers" },
-      el("tr", {}, el("td", {}, "pixel (y, x)"), el("td", { class: "num", "data-field": "pixel" }, `(${y}, ${x})`)),
-      el("tr", {}, el("td", {}, `unit of ${key} (u, v)`), el("td", { class: "num", "data-field": "unit" }, `(${u}, ${v})`)),
+      el("tr", {}, el("td", {}, "clicked pixel (y, x)"), el("td", { class: "num", "data-field": "pixel" }, `(${y}, ${x})`)),
+      el("tr", {}, el("td", {}, `unit of ${key} shown (u, v)`), el("td", { class: "num", "data-field": "unit" }, `(${u}, ${v})`)),
       el("tr", {}, el("td", {}, "field in the image"),
         el("td", { class: "num", "data-field": "box" }, clipped ? `${span(clipped[0], clipped[1])}, ${span(clipped[2], clipped[3])}` : "outside the image")),
       el("tr", {}, el("td", {}, "its size"),
@@ -515,7 +538,11 @@
     );
     const legend = el("div", { class: "legend" });
     for (const { name } of boxes) legend.append(el("span", {}, swatch(colourOfPath(name)), name));
-    legend.append(el("span", {}, swatch("#000"), "union (dashed)"), el("span", {}, swatch("#fff"), "the unit's own cell"));
+    legend.append(
+      el("span", {}, swatch("#000"), "union (dashed)"),
+      el("span", {}, swatch("#fff"), "the unit's own cell"),
+      el("span", {}, "+ the clicked pixel"),
+    );
     const outside = uh > H || uw > W || union[0] < 0 || union[2] < 0 || union[1] >= H || union[3] >= W;
     body.replaceChildren(
       el(
@@ -533,6 +560,35 @@
           panel(overview, "the whole field (grey: outside the image)"),
         ),
       ),
+      learnerBlock(key, keys(fields)),
+    );
+  }
+
+  function learnerBlock(key, fieldKeys) {
+    // data.learner: the report's table of every key's field and grid (the chosen key's row marked; click a row to
+    // choose its key) beside the three paragraphs that explain it
+    const learner = data.learner;
+    if (!learner) return null;
+    const head = el("tr", {}, ...learner.columns.map((column) => el("th", {}, column)));
+    const rows = learner.rows.map((row) => {
+      const cells = row.map((cell, i) => el("td", i >= 3 ? { class: "num" } : {}, cell));
+      const tr = el("tr", { "data-key": row[0], class: row[0] === key ? "chosen" : "" }, ...cells);
+      if (fieldKeys.includes(row[0])) tr.addEventListener("click", (event) => change(event, () => (state.key = row[0])));
+      return tr;
+    });
+    const table = el(
+      "table",
+      { class: "learner-table", "data-field": "learner-table" },
+      el("caption", {}, learner.title),
+      el("thead", {}, head),
+      el("tbody", {}, ...rows),
+    );
+    const texts = learner.paragraphs.map((p) => el("p", {}, el("b", {}, p.lead), " ", p.text));
+    return el(
+      "div",
+      { class: "learner" },
+      el("h3", {}, learner.heading),
+      el("div", { class: "learner-body" }, table, el("div", { class: "learner-text", "data-field": "learner-text" }, ...texts)),
     );
   }
 
@@ -580,12 +636,31 @@
             `#${rank + 1} · activation `,
             el("b", { "data-field": "activation" }, Number(patch.activation).toFixed(2)),
           ),
-          el("div", { class: "caption" }, `image ${patch.image} · unit (${patch.unit[0]}, ${patch.unit[1]}) · box ${span(y0, y1 - 1)}, ${span(x0, x1 - 1)}`),
+          el(
+            "div",
+            { class: "caption" },
+            // the test image's index in the data set, as the report's top-9 PNG gives it ("img 89")
+            patch.index === undefined ? "" : el("span", { "data-field": "patch-image" }, `test image ${patch.index}`),
+            patch.index === undefined ? "" : " · ",
+            `unit (${patch.unit[0]}, ${patch.unit[1]}) · box ${span(y0, y1 - 1)}, ${span(x0, x1 - 1)}`,
+          ),
         ),
       );
     });
+    const side = Math.max(...channel.patches.map((patch) => patch.box[1] - patch.box[0]));
+    const count = channel.patches.length === 9 ? "nine" : String(channel.patches.length);
+    const topText =
+      `These are the ${count} test images where channel ${channel.channel} of ${key} fires most ` +
+      `(Zeiler and Fergus 2014), each cut to the unit's field (${side} px at ${key}). That is why a layer-1 unit ` +
+      "shows nine small patches and a deep unit nine large ones: each patch is all that its unit can see.";
     body.replaceChildren(
-      el("p", { class: "note" }, `${key}, channel ${channel.channel} of ${units.model}: the patch is the unit's whole field (padding where it leaves the image); the red box is where it lies in its image.`),
+      el("p", { class: "learner-text", "data-field": "top9-text" }, topText),
+      el(
+        "p",
+        { class: "note" },
+        `${key}, channel ${channel.channel} of ${units.model}: left, the patch (grey where the field leaves the ` +
+          "image); right, the red box is where it lies in its test image.",
+      ),
       grid,
     );
   }

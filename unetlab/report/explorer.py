@@ -117,6 +117,12 @@ def validate(data: dict) -> None:
     for level, maps in data["floors"].items():
         for i, b64 in enumerate(maps):
             _map_bytes(b64, pixels, f"floors[{level!r}][{i}]")
+    learner = data.get("learner")
+    if learner is not None:
+        _need(learner, ("heading", "title", "columns", "rows", "paragraphs"), "learner")
+        for i, row in enumerate(learner["rows"]):
+            if len(row) != len(learner["columns"]):
+                raise ExplorerDataError(f"learner.rows[{i}] has {len(row)} cells for {len(learner['columns'])} columns")
     for name in ("fields", "units"):
         if data[name] is not None:
             _need(data[name], ("model", "keys"), name)

@@ -22,6 +22,7 @@ from unetlab.metrics._distance import inner_boundary, surface_sq_distances
 from unetlab.metrics.classes import COLUMNS as PER_IMAGE_COLUMNS
 from unetlab.report.collect import Model, Results
 from unetlab.report.findings import describe
+from unetlab.report.learner import learner_data
 from unetlab.report.views import model_rows
 
 
@@ -67,8 +68,23 @@ def find_explore(dirs: list[Path]) -> dict | None:
     """The first ``viz/explore.json`` under ``dirs`` (a grid's drawn model), or None."""
     for folder in dirs:
         for path in sorted(Path(folder).rglob("viz/explore.json")):
-            return json.loads(path.read_text())
+            explore = json.loads(path.read_text())
+            add_image_indices(explore, path.parent / "fields.json")
+            return explore
     return None
+
+
+def add_image_indices(explore: dict, fields_json: Path) -> None:
+    """Give each top-9 patch of ``explore`` that has no test-image ``index`` (an explore.json written before patches
+    carried it) the index from the ``top_units`` of the ``fields.json`` beside it (same keys, channels and ranks)."""
+    if not fields_json.is_file():
+        return
+    top = json.loads(fields_json.read_text()).get("top_units", {})
+    for key, entry in explore["units"]["keys"].items():
+        for row, channel in enumerate(entry["channels"]):
+            for rank, patch in enumerate(channel["patches"]):
+                if "index" not in patch and key in top:
+                    patch["index"] = top[key]["image_index"][row][rank]
 
 
 def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3) -> dict | None:
@@ -155,4 +171,5 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
         "floors": floors,
         "fields": fields,
         "units": units,
+        "learner": learner_data(results),  # optional in the schema: the field table and paragraphs, or None
     }

@@ -19,7 +19,9 @@ from unetlab.metrics.functional import DISTANCE_METRICS
 from unetlab.report.collect import EMPTY_RATE, OBJECT_COUNT, Model, Results
 from unetlab.report.intervals import Diff
 from unetlab.report.views import (
+    LAYER_METRICS,
     OBJECTS_PREFIX,
+    LayerObjects,
     ablation_modes,
     average,
     floor_detection_by_size,
@@ -330,48 +332,49 @@ def encoder_probes_by_skips(results: Results) -> str | None:
 
 
 def found_vs_placed(results: Results) -> list[str]:
-    """Per model (all skips, no skips) at the deepest depth with per-object probe rows: the keys whose probe finds
-    fewer objects than the floor of its level (*misses* them: too little context) and the keys whose found objects
-    have a larger hd95 than the floor's found objects (*misplaces* them: too coarse a grid), each where the two
-    intervals do not overlap (per-object rows are not paired); then dec0, where the skips bring both back."""
+    """Per model (all skips, no skips) at the deepest depth with per-object probe rows (``layer_sentence``)."""
     layers = layer_objects(results)
     if layers is None:
         return []
+    return [sentence for label in layers.probes if (sentence := layer_sentence(layers, label))]
 
-    def below(a, b) -> bool:  # a's interval wholly under b's
-        return a is not None and b is not None and not math.isnan(a.high) and not math.isnan(b.low) and a.high < b.low
 
-    sentences = []
-    for label, series in layers.probes.items():
-        found, placed = series["detected"], series["hd95"]
-        floor_found, floor_placed = layers.floor["detected"], layers.floor["hd95"]
-        misses = [i for i in range(len(layers.keys)) if below(found[i], floor_found[i])]
-        misplaces = [i for i in range(len(layers.keys)) if below(floor_placed[i], placed[i])]
+def layer_sentence(layers: LayerObjects, label: str) -> str | None:
+    """Key by key against the floor of the key's level: the share of objects the probe finds, the hd95 of the found
+    ones and the spurious blobs it predicts where there is no object, for enc0, the bottleneck and dec0; then the key
+    that finds the smallest share of what its floor finds (objects *missed*), the key whose found objects sit
+    furthest above the floor's hd95 (*misplaced*) and the key with the most spurious blobs (*invented*)."""
+    found, placed, spurious = (layers.probes[label][metric] for metric in LAYER_METRICS)
+    floor_found, floor_placed, _ = (layers.floor[metric] for metric in LAYER_METRICS)
+    series = (found, placed, spurious, floor_found, floor_placed)
+    usable = [i for i in range(len(layers.keys)) if all(x[i] is not None and not math.isnan(x[i].mean) for x in series)]
+    if not usable:
+        return None
 
-        def names(indices: list[int], own: list, floor: list, show: Callable[[float], str]) -> str:
-            return ", ".join(f"{layers.keys[i]} ({show(own[i].mean)} vs {show(floor[i].mean)})" for i in indices)
-
-        where = describe(layers.models[label])
-        parts = [
-            f"its probes miss objects (find fewer than their level's floor) at "
-            f"{names(misses, found, floor_found, percent)}"
-            if misses else "no probe finds fewer objects than its level's floor",
-            f"misplace the objects they find (hd95 of the found above the floor's) at "
-            f"{names(misplaces, placed, floor_placed, px)}"
-            if misplaces else "no probe places its found objects worse than its level's floor",
-        ]  # fmt: skip
-        sentence = f"Found vs placed, layer by layer, in {where}: {'; '.join(parts)}"
-        if "dec0" in layers.keys:
-            i = layers.keys.index("dec0")
-            if found[i] is not None and placed[i] is not None:
-                sentence += (
-                    f"; dec0 finds {rate_with_interval(found[i])} of the objects and places them within "
-                    f"{px(placed[i].mean)} [{placed[i].low:.2f}, {placed[i].high:.2f}]"
-                )
-        sentences.append(
-            sentence + " (found: matched with IoU ≥ 0.5; the floor's numbers second; intervals not overlapping)."
+    def row(i: int) -> str:
+        return (
+            f"{layers.keys[i]} finds {rate_with_interval(found[i])} (floor {percent(floor_found[i].mean)}), "
+            f"places them within {px(placed[i].mean)} (floor {px(floor_placed[i].mean)}) and predicts "
+            f"{spurious[i].mean:.2f} spurious blobs per image"
         )
-    return sentences
+
+    missed = min(usable, key=lambda i: found[i].mean / max(floor_found[i].mean, TIE))
+    misplaced = max(usable, key=lambda i: placed[i].mean - floor_placed[i].mean)
+    invented = max(usable, key=lambda i: spurious[i].mean)
+    shown = [layers.keys.index(key) for key in ("enc0", f"enc{layers.depth}", "dec0") if key in layers.keys]
+    sentence = (
+        f"Found vs placed in {describe(layers.models[label])} (linear probes, object by object): "
+        + "; ".join(row(i) for i in shown if i in usable)
+        + f". Most objects missed, against what the floor finds: {layers.keys[missed]}; found objects placed "
+        f"furthest above the floor: {layers.keys[misplaced]}; most spurious blobs: {layers.keys[invented]}"
+    )
+    deep = {i for i in usable if level_of(layers.keys[i]) >= layers.depth - 1}  # the two coarsest levels
+    if layers.keys[invented] == "enc0" and missed in deep and misplaced in deep:
+        sentence += (
+            ": the shallowest layer invents objects where there are none (it sees too little to tell object from "
+            "background), the deep ones miss and misplace them (they see whole objects through a coarse grid)"
+        )
+    return sentence + "."
 
 
 def percent(value: float) -> str:
@@ -576,6 +579,7 @@ def empty_predictions(results: Results) -> str | None:
     heavy = {model: share for model, share in shares.items() if share is not None and share >= EMPTY_SHARE}
     if not heavy:
         return None
+
     def placement(model: Model) -> str:
         nonempty = results.value(model, "model", "hd95_nonempty")
         return "no image with both present" if nonempty is None else f"{px(nonempty)} where both are present"

@@ -522,16 +522,18 @@ def drawable(x: list[int], stats: list[Stat | None]) -> list[tuple[int, Stat]]:
 
 
 def found_vs_placed(results: Results, path: Path) -> Path | None:
-    """Two panels by feature key at one depth: the share of objects each key's probe finds, and the hd95 of the found
-    ones, a line per model (all skips, no skips) against the floor of the key's level (dashed)."""
+    """Three panels by feature key at one depth: the share of objects each key's probe finds, the hd95 of the found
+    ones and its spurious blobs per image, a line per model (all skips, no skips) against the floor of the key's
+    level (dashed)."""
     layers = layer_objects(results)
     if layers is None:
         return None
-    fig = Figure(figsize=(12, 4.6), dpi=DPI)
-    axes = fig.subplots(1, 2)
+    fig = Figure(figsize=(15, 4.8), dpi=DPI)
+    axes = fig.subplots(1, 3)
     x = list(range(len(layers.keys)))
     titles = {"detected": "objects found (share, higher is better)",
-              "hd95": f"hd95 of the found objects ({results.unit}, lower is better)"}  # fmt: skip
+              "hd95": f"hd95 of the found objects ({results.unit}, lower is better)",
+              "spurious": "spurious blobs per image (false positives)"}  # fmt: skip
     names = {"all": "probe, all skips", "none": "probe, no skips"}
     for ax, metric in zip(axes, LAYER_METRICS, strict=True):
         bottleneck = layers.keys.index(f"enc{layers.depth}")

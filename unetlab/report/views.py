@@ -455,8 +455,9 @@ def susceptibility_table(results: Results) -> Table | None:
 
 @dataclass
 class LayerObjects:
-    """Per feature key of the models of one depth: the share of ground-truth objects its probe finds and the hd95 of
-    the objects found (``probe/<key>/objects/all``), beside the same two numbers for the floor of the key's level."""
+    """Per feature key of the models of one depth: the share of ground-truth objects its probe finds, the hd95 of
+    the objects found and the spurious blobs (false positives) per image (``probe/<key>/objects/all``), beside the
+    same numbers for the floor of the key's level."""
 
     depth: int
     keys: list[str]
@@ -465,7 +466,7 @@ class LayerObjects:
     models: dict[str, Model]
 
 
-LAYER_METRICS = ("detected", "hd95")
+LAYER_METRICS = ("detected", "hd95", "spurious")
 
 
 def layer_objects(results: Results) -> LayerObjects | None:
@@ -501,12 +502,13 @@ def layer_objects_table(results: Results) -> Table | None:
             cells += [fmt(layers.probes[label][metric][i]) for metric in LAYER_METRICS]
         rows.append([key, str(level_of(key)), str(2 ** level_of(key)), *cells])
     unit = results.unit
-    columns = ["key", "level", f"cell ({unit})", "floor: found", f"floor: hd95 of found ({unit})"]
+    columns = ["key", "level", f"cell ({unit})", "floor: found", f"floor: hd95 of found ({unit})", "floor: spurious"]
     for label in layers.probes:
         name = {"all": "all skips", "none": "no skips"}[label]
-        columns += [f"{name}: found", f"{name}: hd95 of found ({unit})"]
+        columns += [f"{name}: found", f"{name}: hd95 of found ({unit})", f"{name}: spurious"]
     title = (
         f"Found vs placed by layer, depth {layers.depth}: the share of ground-truth objects each key's probe finds "
-        "(IoU ≥ 0.5) and the hd95 of the objects it finds, beside the floor of the key's level"
+        "(IoU ≥ 0.5), the hd95 of the objects it finds and its spurious blobs per image, beside the floor of the "
+        "key's level"
     )
     return Table(title, columns, rows)
