@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from unetlab import UNet
-from unetlab.evaluation.skip_ablation import ablation_source, decode_variants, shapley_values, subsets
+from unetlab.evaluation.skip_ablation import decode_variants, shapley_values, subsets
 from unetlab.models.skip_ablation import ablation_transform
+from unetlab.sources import ablation as ablation_source
 
 
 def test_subsets_and_sources():

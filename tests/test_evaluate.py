@@ -14,9 +14,10 @@ from unetlab.data.shapes import ShapesDataModule
 from unetlab.evaluation.evaluate import EvalOptions, probe_pool_seed, run_eval
 from unetlab.evaluation.floors import class_fractions, resolution_floor
 from unetlab.evaluation.probes import train_probes
-from unetlab.evaluation.results import COLUMNS, is_object_source, read_per_image, read_results, write_results
+from unetlab.evaluation.results import COLUMNS, read_per_image, read_results, write_results
 from unetlab.metrics import BoundaryMetrics
 from unetlab.metrics.functional import DISTANCE_METRICS, METRIC_NAMES
+from unetlab.sources import is_objects
 from unetlab.training.checkpoint import load_config, load_run, load_state_dict
 from unetlab.training.train import evaluate_if_asked, train
 
@@ -245,7 +246,7 @@ def test_eval_cli_on_a_trained_run(tmp_path):
     out = run_cli("unetlab-eval", f"ckpt={ckpt}", "eval.probe_steps=5", "data.test_size=8", cwd=work)
     assert "wrote" in out.stdout and (run / "results.csv").is_file()
     rows = [r for r in read_results(run / "results.csv") if not r["metric"].endswith("_nonempty")]
-    rows = [r for r in rows if not is_object_source(r["source"])]  # their n counts objects
+    rows = [r for r in rows if not is_objects(r["source"])]  # their n counts objects
     assert {r["n"] for r in rows} == {8}  # the data override reached the run config
     assert sorted(p.name for p in work.iterdir()) == ["run"]  # nothing littered in the working directory
     bad = run_cli("unetlab-eval", f"ckpt={ckpt}", "model.depth=3", cwd=work, check=False)

@@ -53,7 +53,7 @@ def expected_cells(depths, skips, deepest_skips, seeds) -> set[tuple[int, str, i
                 "single": [(lv,) for lv in levels],
                 "all_but_one": [tuple(x for x in levels if x != lv) for lv in levels],
             }[kind]
-            cells |= {(depth, ",".join(map(str, s)) or "none", seed) for s in sets}
+            cells |= {(depth, "_".join(map(str, s)) or "none", seed) for s in sets}
     return cells
 
 
@@ -132,7 +132,9 @@ def test_shrunken_main_job_runs_end_to_end(tmp_path):
     assert "[unetlab] d2-snone-seed0 epoch 1/1: train/loss" in proc.stdout  # a line per epoch, no bars
     assert f"report: {out / 'report.html'}" in proc.stdout
 
-    runs = {f"d{d}-s{s}-seed0": (d, s) for d in (1, 2) for s in (",".join(map(str, range(d))), "none")}
+    # run directories join the kept levels with "_" (no commas for Hydra's command line); results.csv keeps "0,1"
+    kept = {d: (",".join(map(str, range(d))), "none") for d in (1, 2)}
+    runs = {f"d{d}-s{s.replace(',', '_')}-seed0": (d, s) for d in (1, 2) for s in kept[d]}
     assert sorted(p.name for p in (out / "runs").iterdir() if p.is_dir()) == sorted(runs)
     hd95 = {}
     for name, (depth, skips) in runs.items():
@@ -184,7 +186,7 @@ def check_real_explorer(out: Path) -> None:
     if BROWSER_MISSING:
         print(f"explorer not opened in a browser: {BROWSER_MISSING}")
         return
-    drawn = load_run(next((out / "runs" / "d2-s0,1-seed0" / "checkpoints").glob("best-*.ckpt")))
+    drawn = load_run(next((out / "runs" / "d2-s0_1-seed0" / "checkpoints").glob("best-*.ckpt")))
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         opened = Opened(browser, page)
@@ -284,7 +286,7 @@ def test_a_varied_data_key_multiplies_the_grid_and_names_the_run_dirs():
     sweeps = plan_sweeps([4], ["all", "none"], [], [0, 1], vary={"data.complexity": [0, 0.5, 1]})
     assert sum(count_jobs(sweep) for sweep in sweeps) == 2 * 2 * 3
     assert all("data.complexity=0,0.5,1" in sweep for sweep in sweeps)
-    assert run_dir_name(4, "all", 0, {"data.complexity": 0.5}) == "d4-s0,1,2,3-seed0-complexity0.5"
+    assert run_dir_name(4, "all", 0, {"data.complexity": 0.5}) == "d4-s0_1_2_3-seed0-complexity0.5"
     assert sweep_subdir(["data.complexity"]).endswith("-seed${seed}-complexity${data.complexity}")
     for bad in ({"model.depth": [1, 2]}, {"data.complexity": []}, {"data.kinds": [["star"]]}):
         with pytest.raises(ValueError, match="ablate.vary"):

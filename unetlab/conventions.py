@@ -76,6 +76,12 @@ def skips_to_str(skips: Sequence[int]) -> str:
     return ",".join(str(level) for level in sorted(skips)) if skips else "none"
 
 
+def skips_to_path(skips: Sequence[int]) -> str:
+    """The skip set in a run directory's name: ``"0_1_2"`` or ``"none"`` (no commas, which Hydra's command line
+    would read as a list: ``ckpt=runs/d4-s0_1_2_3-seed0/...`` needs no quoting)."""
+    return "_".join(str(level) for level in sorted(skips)) if skips else "none"
+
+
 def str_to_skips(text: str) -> tuple[int, ...]:
     """The inverse of ``skips_to_str``: ``"0,2"`` -> (0, 2), ``"none"`` -> ()."""
     return () if text == "none" else tuple(int(level) for level in text.split(","))

@@ -188,10 +188,10 @@ def checkpoint_arg(prog: str, cfg: DictConfig) -> str:
 
 
 def _skipset(skips, depth) -> str:
-    from unetlab.conventions import parse_skips, skips_to_str
+    from unetlab.conventions import parse_skips, skips_to_path
 
-    return skips_to_str(parse_skips(skips, int(depth)))
+    return skips_to_path(parse_skips(skips, int(depth)))
 
 
-# ${skipset:${model.skips},${model.depth}} -> "0,1,2,3" | "none": stable run-directory names for sweeps.
+# ${skipset:${model.skips},${model.depth}} -> "0_1_2_3" | "none": stable run-directory names for sweeps.
 OmegaConf.register_new_resolver("skipset", _skipset, replace=True)

@@ -19,12 +19,12 @@ import math
 import torch
 from torch import Tensor
 
+from unetlab import sources
 from unetlab.evaluation.bootstrap import percentile_interval
 from unetlab.explain.erf import FRACTIONS, eval_mode, gradient_mass, unit_centre
 from unetlab.explain.receptive_field import receptive_fields
 from unetlab.models.unet import UNet
 
-ERF_SOURCES = ("erf", "erf_init")  # trained, random init
 ERF_METRICS = ("size50", "size95", "theoretical")
 RESAMPLES = 200  # the interval of a size: resampled images (each resample recomputes the mass radius)
 
@@ -99,16 +99,16 @@ def erf_rows(net: UNet, init: UNet, images: Tensor, indices: Tensor) -> list[dic
     weights = torch.zeros(min(len(indices), RESAMPLES), len(images), dtype=torch.float64)
     weights.scatter_add_(1, indices[: len(weights)], torch.ones(weights.shape, dtype=torch.float64))
     rows = []
-    for source, model in zip(ERF_SOURCES, (net, init), strict=True):
+    for trained, model in ((True, net), (False, init)):
         by_key = per_image_ring_masses(model, canvas, keys)
         for key in keys:
             rings, masses = by_key[key]
             for fraction, metric in zip(FRACTIONS, ("size50", "size95"), strict=True):
                 value = 2 * float(mass_radii(rings, masses.sum(dim=0), fraction)) + 1
                 low, high = percentile_interval(2 * mass_radii(rings, weights @ masses, fraction) + 1)
-                rows.append(_row(f"{source}/{key}", metric, value, len(images), low, high))
+                rows.append(_row(sources.erf(key, trained), metric, value, len(images), low, high))
             size = float(theoretical[key].size)
-            rows.append(_row(f"{source}/{key}", "theoretical", size, len(images), size, size))
+            rows.append(_row(sources.erf(key, trained), "theoretical", size, len(images), size, size))
     return rows
 
 

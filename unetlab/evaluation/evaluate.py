@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from unetlab import sources
 from unetlab.atomic import write_json
 from unetlab.data.shifts import parse_shift
 from unetlab.evaluation.bootstrap import resample_indices
@@ -38,7 +39,7 @@ from unetlab.evaluation.results import (
     write_results,
 )
 from unetlab.evaluation.shifts import score_shifts, susceptibility_row
-from unetlab.evaluation.skip_ablation import ablation_source, decode_variants, shapley_values, subsets
+from unetlab.evaluation.skip_ablation import decode_variants, shapley_values, subsets
 from unetlab.explain.viz import random_init_like
 from unetlab.metrics import BoundaryMetrics, ObjectMetrics
 from unetlab.metrics.functional import check_tolerances
@@ -135,24 +136,24 @@ def evaluate(
         )
 
     ablations = {
-        ablation_source(mode, ablated): {level: mode for level in ablated}
+        sources.ablation(mode, ablated): {level: mode for level in ablated}
         for mode in options.ablate_modes
         for ablated in subsets(kept)
         if ablated
     }
-    metrics: dict[str, BoundaryMetrics] = {"model": new_metric(tuple(options.tolerances))}
+    metrics: dict[str, BoundaryMetrics] = {sources.MODEL: new_metric(tuple(options.tolerances))}
     metrics.update({source: new_metric() for source in ablations})
     if probes is not None:
-        metrics.update({f"probe/{key}": new_metric() for key in probes})
+        metrics.update({sources.probe(key): new_metric() for key in probes})
     if options.floors:
-        metrics.update({f"floor/{level}": new_metric() for level in range(net.depth + 1)})
+        metrics.update({sources.floor(level): new_metric() for level in range(net.depth + 1)})
     objects: dict[str, ObjectMetrics] = {}  # per-object metrics of the model and the floors, by the source's name
     if options.objects:
-        objects["model"] = new_object_metric()
+        objects[sources.MODEL] = new_object_metric()
         if options.floors:
-            objects.update({f"floor/{level}": new_object_metric() for level in range(net.depth + 1)})
+            objects.update({sources.floor(level): new_object_metric() for level in range(net.depth + 1)})
         if probes is not None:  # found vs placed, layer by layer: the probes' objects beside the floors'
-            objects.update({f"probe/{key}": new_object_metric() for key in probes})
+            objects.update({sources.probe(key): new_object_metric() for key in probes})
 
     loader = DataLoader(datamodule.datasets["test"], batch_size=options.batch_size, shuffle=False)
     test_masks: list[Tensor] = []
@@ -162,24 +163,24 @@ def evaluate(
             encoded = net.encode(images)
             decoded = net.decode(encoded)
             prediction = decoded["logits"].argmax(dim=1)
-            metrics["model"].update(prediction, masks)
-            if "model" in objects:
-                objects["model"].update(prediction.cpu(), masks.cpu())
+            metrics[sources.MODEL].update(prediction, masks)
+            if sources.MODEL in objects:
+                objects[sources.MODEL].update(prediction.cpu(), masks.cpu())
             if labels is not None:
                 labels.add_images(images)
                 labels.add("truth", masks)
-                labels.add("model", prediction)
+                labels.add(sources.MODEL, prediction)
             for source, logits in decode_variants(net, encoded, ablations, intact=decoded).items():
                 metrics[source].update(logits.argmax(dim=1), masks)
             if probes is not None:
                 features = {f"enc{level}": feature for level, feature in enumerate(encoded)} | decoded
                 for key, probe in probes.items():
                     probe_labels = probe(features[key], masks.shape[-2:]).argmax(dim=1)
-                    metrics[f"probe/{key}"].update(probe_labels, masks)
-                    if f"probe/{key}" in objects:
-                        objects[f"probe/{key}"].update(probe_labels.cpu(), masks.cpu())
+                    metrics[sources.probe(key)].update(probe_labels, masks)
+                    if sources.probe(key) in objects:
+                        objects[sources.probe(key)].update(probe_labels.cpu(), masks.cpu())
                     if labels is not None:
-                        labels.add(f"probe/{key}", probe_labels)
+                        labels.add(sources.probe(key), probe_labels)
             if options.floors:
                 test_masks.append(masks.cpu())
     if options.floors:  # once per set of test masks and level, shared by every model (cached_floor)
@@ -188,11 +189,11 @@ def evaluate(
         for level in range(net.depth + 1):
             for masks in groups:
                 floor = cached_floor(masks, level, num_classes, ignore)
-                metrics[f"floor/{level}"].update(floor.to(options.device), masks.to(options.device))
-                if f"floor/{level}" in objects:
-                    objects[f"floor/{level}"].update(floor, masks)
+                metrics[sources.floor(level)].update(floor.to(options.device), masks.to(options.device))
+                if sources.floor(level) in objects:
+                    objects[sources.floor(level)].update(floor, masks)
                 if labels is not None:
-                    labels.add(f"floor/{level}", floor)
+                    labels.add(sources.floor(level), floor)
 
     shifted, shift_histograms = {}, {}
     if options.shifts:
@@ -203,12 +204,12 @@ def evaluate(
     per_image = {source: metric.per_image_values() for source, metric in {**metrics, **shifted}.items()}
     for mode in options.ablate_modes:
         per_image.update(shapley_per_image(per_image, kept, mode))
-    indices = resample_indices(len(per_image["model"]), options.resamples, seed=options.seed)
+    indices = resample_indices(len(per_image[sources.MODEL]), options.resamples, seed=options.seed)
     rows = []
     for source, values in per_image.items():
-        rows += source_rows(source, values, indices, unit=datamodule.unit, empty_rate=not source.startswith("shapley/"))
-    model = metrics["model"]
-    rows += tolerance_rows("model", model.tolerance_values(), model.tolerance_columns, indices)
+        rows += source_rows(source, values, indices, unit=datamodule.unit, empty_rate=sources.kind(source) != "shapley")
+    model = metrics[sources.MODEL]
+    rows += tolerance_rows(sources.MODEL, model.tolerance_values(), model.tolerance_columns, indices)
     for source, metric in objects.items():
         rows += object_rows(source, metric.per_image_values(), metric.bin_names, indices, unit=datamodule.unit)
     rows += [susceptibility_row(source, *hists, indices) for source, hists in shift_histograms.items()]
@@ -240,9 +241,9 @@ def shapley_per_image(per_image: dict[str, Tensor], kept: tuple[int, ...], mode:
 
     def value(intact: tuple[int, ...]) -> Tensor:
         ablated = tuple(level for level in kept if level not in intact)
-        return per_image["model" if not ablated else ablation_source(mode, ablated)]
+        return per_image[sources.MODEL if not ablated else sources.ablation(mode, ablated)]
 
-    return {f"shapley/{mode}/{level}": phi for level, phi in shapley_values(kept, value).items()}
+    return {sources.shapley(mode, level): phi for level, phi in shapley_values(kept, value).items()}
 
 
 def summarize(rows: list[dict], depth: int) -> str:
@@ -251,12 +252,12 @@ def summarize(rows: list[dict], depth: int) -> str:
     lines = ["model (mean over classes): " + ", ".join(
         f"{m}={table[('model', m, 'mean')]:.3f}" for m in ("dice", "hd95", "assd", "nsd", "bf1", "biou")
     )]  # fmt: skip
-    if ("floor/0", "hd95", "mean") in table:
+    if (sources.floor(0), "hd95", "mean") in table:
         lines.append("hd95 by level (px):  level  probe/enc  probe/dec  floor")
         for level in range(depth + 1):
-            enc = table.get((f"probe/enc{level}", "hd95", "mean"), float("nan"))
-            dec = table.get((f"probe/dec{level}", "hd95", "mean"), float("nan"))
-            floor = table.get((f"floor/{level}", "hd95", "mean"), float("nan"))
+            enc = table.get((sources.probe(f"enc{level}"), "hd95", "mean"), float("nan"))
+            dec = table.get((sources.probe(f"dec{level}"), "hd95", "mean"), float("nan"))
+            floor = table.get((sources.floor(level), "hd95", "mean"), float("nan"))
             lines.append(f"{'':21s}{level:5d}  {enc:9.2f}  {dec:9.2f}  {floor:5.2f}")
     return "\n".join(lines)
 
@@ -279,9 +280,9 @@ def log_to_wandb(
         table = {(row["source"], row["metric"], row["class"]): row["value"] for row in rows}
         levels = list(range(run.net.depth + 1))
         series = {
-            "probe/enc": [table.get((f"probe/enc{i}", "hd95", "mean")) for i in levels],
-            "probe/dec": [table.get((f"probe/dec{i}", "hd95", "mean")) for i in levels],
-            "floor": [table.get((f"floor/{i}", "hd95", "mean")) for i in levels],
+            "probe enc": [table.get((sources.probe(f"enc{i}"), "hd95", "mean")) for i in levels],
+            "probe dec": [table.get((sources.probe(f"dec{i}"), "hd95", "mean")) for i in levels],
+            "floor": [table.get((sources.floor(i), "hd95", "mean")) for i in levels],
         }
         series = {k: [float("nan") if v is None else v for v in ys] for k, ys in series.items()}
         log["eval/hd95_by_level"] = wandb.plot.line_series(
@@ -292,7 +293,7 @@ def log_to_wandb(
         images, masks = zip(*(test[i] for i in range(min(4, len(test)))))
         predictions, num_classes = predict(run.net, images)
         labels = class_labels(num_classes, getattr(run.datamodule, "class_names", None), run.datamodule.ignore_index)
-        hd95, assd = (per_image["model"][:, :, METRIC_NAMES.index(name)].mean(dim=1) for name in ("hd95", "assd"))
+        hd95, assd = (per_image[sources.MODEL][:, :, METRIC_NAMES.index(name)].mean(dim=1) for name in ("hd95", "assd"))
         log["eval/overlays"] = wandb.Table(
             columns=["image", "overlay", "hd95", "assd"],
             data=[

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
+from unetlab import sources
 from unetlab.atomic import replace_atomically, write_npz
 from unetlab.conventions import skips_to_str
 from unetlab.evaluation.bootstrap import LEVEL, draw_weights, mean_interval, percentile_interval
@@ -103,33 +104,6 @@ def tolerance_rows(source: str, per_image: Tensor, columns: Sequence[str], indic
     return rows
 
 
-# per-object sources: objects/<bin> (the model), floor/<level>/objects/<bin>, probe/<key>/objects/<bin>
-OBJECTS = "objects"
-ALL_SIZES = "all"  # the bin of object_rows that pools the objects of every size
-OBJECT_METRICS = ("detected", "hd95", "assd", "spurious")
-
-
-def object_source(source: str, bin_name: str) -> str:
-    """The per-object source of ``source`` (``model``, ``floor/<level>`` or ``probe/<key>``) for one size bin:
-    ``objects/4-8``, ``floor/2/objects/4-8``, ``probe/enc1/objects/all``."""
-    return f"{OBJECTS}/{bin_name}" if source == "model" else f"{source}/{OBJECTS}/{bin_name}"
-
-
-def is_object_source(source: str) -> bool:
-    """True for the sources of ``object_source``: their values are per object, not per image."""
-    return source.startswith(f"{OBJECTS}/") or f"/{OBJECTS}/" in source
-
-
-def in_per_image(source: str) -> bool:
-    """Whether ``per_image.npz`` holds a source's per-image values: not for the per-object rows, the domain
-    susceptibility (``susceptibility/<shift>/<key>``: one distance between two distributions of the whole split) and
-    the effective receptive fields (``erf/<key>``, ``erf_init/<key>``: one gradient map averaged over images)."""
-    return not (is_object_source(source) or source.startswith(ROWS_ONLY))
-
-
-ROWS_ONLY = ("susceptibility/", "erf/", "erf_init/")  # sources that are summaries of the split, not image means
-
-
 def object_rows(source: str, sums: Tensor, bin_names: Sequence[str], indices: Tensor, unit: str = "px") -> list[dict]:
     """The per-object rows of ``source`` from its per-image sums (M, C-1, B, 6) (``ObjectMetrics.per_image_values``,
     columns ``OBJECT_COLUMNS``) and the run's bootstrap resamples ``indices`` (R, M).
@@ -144,7 +118,7 @@ def object_rows(source: str, sums: Tensor, bin_names: Sequence[str], indices: Te
     column = {name: i for i, name in enumerate(OBJECT_COLUMNS)}
     sums = sums.double()
     sums = torch.cat([sums, sums.sum(dim=2, keepdim=True)], dim=2)  # a last bin pooling every size: ALL_SIZES
-    bin_names = [*bin_names, ALL_SIZES]
+    bin_names = [*bin_names, sources.ALL_SIZES]
     classes = [str(c + 1) for c in range(sums.shape[1])] + ["mean"]
     values = torch.cat([sums, sums.sum(dim=1, keepdim=True)], dim=1)  # (M, G, B, 6): the classes, then "mean"
     metrics = (("detected", "objects", "detected"), ("hd95", "detected", "hd95_sq"), ("assd", "detected", "assd_sq"))
@@ -162,7 +136,7 @@ def object_rows(source: str, sums: Tensor, bin_names: Sequence[str], indices: Te
     spurious = values[..., column["spurious"]]  # (M, G, B)
     rows = []
     for b, bin_name in enumerate(bin_names):
-        name = object_source(source, bin_name)
+        name = sources.objects(source, bin_name)
         for g, class_ in enumerate(classes):
             for i, (metric, count, square) in enumerate(metrics):
                 n = int(total[g, b, column[count]])

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from unetlab import sources
 from unetlab.conventions import feature_keys, level_of
 from unetlab.data.shifts import shift_name
 from unetlab.evaluation.bootstrap import percentile_interval
@@ -35,12 +36,12 @@ QUANTILES = (0.005, 0.995)  # the histogram range of a channel, from both domain
 
 def shift_source(shift: str) -> str:
     """``shift/noise:0.1``: the model's rows on the shifted test split."""
-    return f"shift/{shift_name(shift)}"
+    return sources.shift(shift_name(shift))
 
 
 def susceptibility_source(shift: str, key: str) -> str:
     """``susceptibility/noise:0.1/enc0``: the Hellinger distance of ``key``'s features under ``shift``."""
-    return f"susceptibility/{shift_name(shift)}/{key}"
+    return sources.susceptibility(shift_name(shift), key)
 
 
 def check_shifts(shifts: Sequence[str], datamodule) -> None:

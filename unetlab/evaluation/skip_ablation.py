@@ -14,7 +14,6 @@ from typing import TypeVar
 
 from torch import Tensor
 
-from unetlab.conventions import skips_to_str
 from unetlab.models.skip_ablation import ablation_transform
 from unetlab.models.unet import UNet
 
@@ -25,11 +24,6 @@ def subsets(levels: Sequence[int]) -> list[tuple[int, ...]]:
     """All subsets of ``levels`` (sorted tuples), smallest first: (), (0,), (1,), (0, 1), ..."""
     levels = sorted(levels)
     return [combo for size in range(len(levels) + 1) for combo in itertools.combinations(levels, size)]
-
-
-def ablation_source(mode: str, ablated: Sequence[int]) -> str:
-    """Results-table source of a test-time ablation: ``ablate/mean/0,2`` (levels 0 and 2 replaced)."""
-    return f"ablate/{mode}/{skips_to_str(ablated)}"
 
 
 def shapley_values(players: Sequence[int], value: Callable[[tuple[int, ...]], V]) -> dict[int, V]:

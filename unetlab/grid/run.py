@@ -24,7 +24,7 @@ from hydra.errors import HydraException, InstantiationException
 from omegaconf.errors import OmegaConfBaseException
 
 from unetlab.atomic import write_json
-from unetlab.conventions import feature_keys, parse_skips, skips_override, skips_to_str
+from unetlab.conventions import feature_keys, parse_skips, skips_override, skips_to_path, skips_to_str
 from unetlab.training.run_dir import DIE_WITH_PARENT, die_with_parent
 
 KINDS = ("all", "none", "single", "all_but_one")
@@ -158,16 +158,16 @@ def drawn_keys(viz_keys, depth: int) -> list[str]:
     return keys
 
 
-# The run directory of one grid cell, e.g. d4-s0,1,2,3-seed0 (skip set canonical): for run_dir_name, and as
+# The run directory of one grid cell, e.g. d4-s0_1_2_3-seed0 (skip set canonical): for run_dir_name, and as
 # Hydra's sweep subdir (interpolations of the job's own config), so both name a cell the same way.
 RUN_DIR = "d{depth}-s{skips}-seed{seed}"
 SWEEP_SUBDIR = RUN_DIR.format(depth="${model.depth}", skips="${skipset:${model.skips},${model.depth}}", seed="${seed}")
 
 
 def run_dir_name(depth: int, skips, seed: int, variant: dict | None = None) -> str:
-    """The run directory of one grid cell: ``d4-s0,1,2,3-seed0``; with ``ablate.vary`` values (``variant``: key ->
-    value) each is appended by its last name part, ``d4-s0,1,2,3-seed0-complexity0.5``."""
-    name = RUN_DIR.format(depth=depth, skips=skips_to_str(parse_skips(skips, depth)), seed=seed)
+    """The run directory of one grid cell: ``d4-s0_1_2_3-seed0``; with ``ablate.vary`` values (``variant``: key ->
+    value) each is appended by its last name part, ``d4-s0_1_2_3-seed0-complexity0.5``."""
+    name = RUN_DIR.format(depth=depth, skips=skips_to_path(parse_skips(skips, depth)), seed=seed)
     return name + "".join(f"-{key.rsplit('.', 1)[-1]}{value}" for key, value in (variant or {}).items())
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from unetlab import sources
 from unetlab.report import plots
 from unetlab.report.collect import Results
 from unetlab.report.findings import (
@@ -118,8 +119,8 @@ def detail_carrier(results: Results) -> str | None:
         return None
     model, values = max(candidates, key=lambda item: item[0].depth)
     best, runner_up = sorted(values, key=lambda level: (values[level].mean, level))[:2]
-    phi = results.compare([(1.0, model, f"shapley/{mode}/{best}")])
-    lead = results.difference((model, f"shapley/{mode}/{best}"), (model, f"shapley/{mode}/{runner_up}"))
+    phi = results.compare([(1.0, model, sources.shapley(mode, best))])
+    lead = results.difference((model, sources.shapley(mode, best)), (model, sources.shapley(mode, runner_up)))
     if phi is None or lead is None or values[best].mean >= 0:
         return None
     where = "the full-resolution skip" if best == 0 else f"the skip from the 1/{2**best}-resolution level"

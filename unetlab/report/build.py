@@ -203,7 +203,9 @@ def build_section(results: Results, out_dir: Path, prefix: str, page: dict | Non
             "component overlapping the object with IoU ≥ 0.5) and the hd95 of the objects it finds, against the same "
             "two numbers for the floor of the key's level. A probe below the floor's share **misses** objects (the "
             "layer lacks the context to tell object from background); a probe that finds them but places them "
-            "worse than the floor **misplaces** them (the layer's grid, or what it kept of it, is too coarse).",
+            "worse than the floor **misplaces** them (the layer's grid, or what it kept of it, is too coarse); a probe "
+            "that predicts blobs touching no object **invents** them (the third panel: spurious blobs per image, "
+            "false positives that neither of the first two counts).",
             plots.found_vs_placed(results, png("found_vs_placed")),
             [layer_objects_table(results)],
         ),

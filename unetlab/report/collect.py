@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from unetlab import sources
 from unetlab.conventions import skip_label, str_to_skips
-from unetlab.evaluation.results import COLUMNS, in_per_image, read_per_image, read_results
+from unetlab.evaluation.results import COLUMNS, read_per_image, read_results
 from unetlab.report.intervals import Diff, Draws, Samples, model_intervals, paired_contrast
 
 RESULTS_NAME = "results.csv"
@@ -215,7 +216,7 @@ def load_per_image(path: Path, rows: list[dict]) -> tuple[dict[str, Tensor] | No
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
         return None, f"unreadable {PER_IMAGE_NAME} ({err})"
     images = {row["n"] for row in rows if row["source"] == "model"}
-    missing = sorted({row["source"] for row in rows if in_per_image(row["source"])} - set(per_image))
+    missing = sorted({row["source"] for row in rows if sources.in_per_image(row["source"])} - set(per_image))
     if missing or any(values.ndim != 3 or len(values) not in images for values in per_image.values()):
         return None, "it does not match results.csv (its sources or its number of images)"
     return per_image, None

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unetlab import sources
 from unetlab.conventions import level_of
 from unetlab.encode import encode_labels, encode_png
 from unetlab.evaluation.label_maps import read_label_maps, read_spacing
@@ -127,7 +128,7 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
     entries = []
     for model in models:
         model_hd95, model_assd = image_values(values[model], "hd95"), image_values(values[model], "assd")
-        probe_keys = [s.removeprefix("probe/") for s in maps[model][0] if s.startswith("probe/")]
+        probe_keys = [key for s in maps[model][0] if (key := sources.probe_key(s))]
         probe_keys.sort(key=lambda k: (k.startswith("dec"), -level_of(k) if k.startswith("dec") else level_of(k)))
         predictions = []
         for _, index in picked:
@@ -149,10 +150,11 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
             "run": run.name,
             "predictions": predictions,
             "probe_keys": probe_keys,
-            "probes": {key: [encode_labels(maps[model][i][f"probe/{key}"]) for _, i in picked] for key in probe_keys},
+            "probes": {key: [encode_labels(maps[model][i][sources.probe(key)]) for _, i in picked]
+                       for key in probe_keys},
         })  # fmt: skip
-    levels = sorted({int(s.split("/")[1]) for s in first[0] if s.startswith("floor/")})
-    floors = {str(level): [encode_labels(first[i][f"floor/{level}"]) for _, i in picked] for level in levels}
+    levels = sorted({level for s in first[0] if (level := sources.floor_level(s)) is not None})
+    floors = {str(level): [encode_labels(first[i][sources.floor(level)]) for _, i in picked] for level in levels}
     keys = {key for entry in entries for key in entry["probe_keys"]}
     explore = find_explore(dirs)
     fields = units = None

@@ -14,13 +14,13 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from itertools import pairwise
 
+from unetlab import sources
 from unetlab.conventions import level_of
 from unetlab.metrics.functional import DISTANCE_METRICS
 from unetlab.report.collect import EMPTY_RATE, OBJECT_COUNT, Model, Results
 from unetlab.report.intervals import Diff
 from unetlab.report.views import (
     LAYER_METRICS,
-    OBJECTS_PREFIX,
     LayerObjects,
     ablation_modes,
     average,
@@ -238,11 +238,11 @@ def best_single(results: Results, singles: dict[int, Model]) -> str:
     bins = object_bins(results)
     if bins:  # the smallest size bin with objects in every model
         smallest = next((name for name in bins
-                         if all(results.value(m, OBJECTS_PREFIX + name, "detected") is not None
+                         if all(results.value(m, sources.objects(sources.MODEL, name), "detected") is not None
                                 for m in singles.values())), None)  # fmt: skip
         if smallest is not None:
-            judged.append((f"detection of objects {smallest} {UNIT.get()} across", OBJECTS_PREFIX + smallest,
-                           "detected"))  # fmt: skip
+            name = f"detection of objects {smallest} {UNIT.get()} across"
+            judged.append((name, sources.objects(sources.MODEL, smallest), "detected"))
     leaders = []
     for name, source, metric in judged:
         values = {level: results.value(m, source, metric) for level, m in singles.items()}
@@ -279,7 +279,7 @@ def probe_gaps(results: Results) -> str | None:
     gaps of several skip sets are averaged inside each resample."""
 
     def terms(models: list[Model], key: str) -> list[tuple[float, Model, str]]:
-        probe, floor = f"probe/{key}", f"floor/{level_of(key)}"
+        probe, floor = sources.probe(key), sources.floor(level_of(key))
         have = [m for m in models if results.get(m, probe, "hd95") and results.get(m, floor, "hd95")]
         return [(weight / len(have), m, source) for m in have for weight, source in ((1.0, probe), (-1.0, floor))]
 
@@ -296,7 +296,7 @@ def probe_gaps(results: Results) -> str | None:
             f"(enc0, gap {interval(shallow_gap)}) and {floor_gap(deep_gap)} at the bottleneck, level {depth} "
             f"(enc{depth}, gap {interval(deep_gap)})"
         )
-        decoder = {m.skip_label: results.difference((m, "probe/dec0"), (m, "floor/0")) for m in models
+        decoder = {m.skip_label: results.difference((m, sources.probe("dec0")), (m, sources.floor(0))) for m in models
                    if m.skip_label in ("all", "none")}  # fmt: skip
         decoder = {label: diff for label, diff in sorted(decoder.items()) if diff is not None}
         if decoder:
@@ -313,7 +313,8 @@ def encoder_probes_by_skips(results: Results) -> str | None:
     every, none = models_with(results, "all"), models_with(results, "none")
     for depth in sorted(set(every) & set(none), reverse=True):
         keys = [f"enc{level}" for level in range(depth + 1)]
-        diffs = {key: results.difference((every[depth], f"probe/{key}"), (none[depth], f"probe/{key}")) for key in keys}
+        diffs = {key: results.difference((every[depth], sources.probe(key)), (none[depth], sources.probe(key)))
+                 for key in keys}  # fmt: skip
         diffs = {key: diff for key, diff in diffs.items() if diff is not None}
         if not diffs:
             continue
@@ -395,9 +396,11 @@ def vanishing_floor(results: Results, threshold: float = 0.05) -> str | None:
     coarse blob keeps the object scores *below* the floor. Rates (and their intervals) are averaged over the models
     of the grid (the floor is the same for all of them).
     """
-    levels = sorted({int(source.split("/", 1)[1]) for (_, source, metric, _) in results.stats
-                     if source.startswith("floor/") and metric == EMPTY_RATE})  # fmt: skip
-    rates = {level: average([results.get(m, f"floor/{level}", EMPTY_RATE) for m in results.models]) for level in levels}
+    levels = sorted({level for (_, source, metric, _) in results.stats
+                     if metric == EMPTY_RATE and (level := sources.floor_level(source)) is not None})  # fmt: skip
+    rates = {
+        level: average([results.get(m, sources.floor(level), EMPTY_RATE) for m in results.models]) for level in levels
+    }
     high = [level for level, rate in rates.items() if rate is not None and rate.mean >= threshold]
     if not high:
         return None
@@ -431,7 +434,7 @@ def largest_shapley(results: Results, mode: str | None = None) -> str | None:
     every = [(m, values) for m, values in per_model if m.skip_label == "all"] or per_model
 
     def source(level: int) -> str:
-        return f"shapley/{mode}/{level}"
+        return sources.shapley(mode, level)
 
     def ranked(values: dict) -> list[int]:
         return sorted(values, key=lambda level: (values[level].mean, level))
@@ -456,7 +459,7 @@ def largest_shapley(results: Results, mode: str | None = None) -> str | None:
     else:
         sentence = f"{where}: no skip lowers hd95; the skip at level {best} raises it least, φ = {interval(phi)}"
     sentence += f", of the total {interval(total)} (v(all kept) − v(none))"
-    none_kept = f"ablate/{mode}/{','.join(map(str, sorted(values)))}"
+    none_kept = sources.ablation(mode, tuple(values))
     share, rate = empty_share(results, model, none_kept), results.get(model, none_kept, EMPTY_RATE)
     if share is not None and rate is not None and rate.mean > TIE:
         sentence += (
@@ -528,7 +531,8 @@ def single_skip_ablation(results: Results, mode: str | None = None) -> str | Non
         return None
     mode = mode or modes[0]
     for depth, model in sorted(models_with(results, "all").items(), reverse=True):
-        costs = {level: results.difference((model, f"ablate/{mode}/{level}"), (model, "model")) for level in model.kept}
+        costs = {level: results.difference((model, sources.ablation(mode, (level,))), (model, sources.MODEL))
+                 for level in model.kept}  # fmt: skip
         if depth < 2 or any(cost is None for cost in costs.values()):
             continue
         order = sorted(costs, key=lambda level: (costs[level].value, level))
@@ -536,7 +540,9 @@ def single_skip_ablation(results: Results, mode: str | None = None) -> str | Non
         where = f"Ablating one skip at test time ({mode}) in {describe(model)}"
         if costs[dearest].value - costs[cheapest].value <= TIE:
             return f"{where} costs the same at every level (hd95 {interval(costs[cheapest])})."
-        spread = results.difference((model, f"ablate/{mode}/{dearest}"), (model, f"ablate/{mode}/{cheapest}"))
+        spread = results.difference(
+            (model, sources.ablation(mode, (dearest,))), (model, sources.ablation(mode, (cheapest,)))
+        )
         return (
             f"{where} costs least at level {cheapest} (hd95 {interval(costs[cheapest])}) and most at level {dearest} "
             f"({interval(costs[dearest])}; the difference of the two, paired: {interval(spread)})."
@@ -642,7 +648,7 @@ def floor_object_counts(results: Results, level: int) -> list[str]:
     """The ground-truth objects in each size bin (``n`` of the floor's per-object rows, the same for every model)."""
     out = []
     for name in object_bins(results):
-        counts = [results.value(m, f"floor/{level}/{OBJECTS_PREFIX}{name}", OBJECT_COUNT) for m in results.models]
+        counts = [results.value(m, sources.objects(sources.floor(level), name), OBJECT_COUNT) for m in results.models]
         counts = [count for count in counts if count is not None]
         out.append(f"{counts[0]:.0f}" if counts else "?")
     return out
@@ -658,7 +664,7 @@ def objects_without_skips(results: Results) -> str | None:
     for depth in depths:
         parts = []
         for name in bins:
-            source = OBJECTS_PREFIX + name
+            source = sources.objects(sources.MODEL, name)
             diff = results.difference((none[depth], source), (every[depth], source), "detected")
             if significant(diff):
                 with_all = results.get(every[depth], source, "detected")

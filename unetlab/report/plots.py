@@ -439,7 +439,7 @@ def erf_vs_theoretical(results: Results, path: Path) -> Path | None:
     (filled) and at random init (open), log-log, with the line ERF = theoretical and the least-squares fit."""
     from unetlab.report.published import erf_points, log_slope
 
-    trained, init = erf_points(results, "erf"), erf_points(results, "erf_init")
+    trained, init = erf_points(results), erf_points(results, trained=False)
     if not trained:
         return None
     fig = Figure(figsize=(9, 6), dpi=DPI)

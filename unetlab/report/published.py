@@ -18,11 +18,12 @@ from dataclasses import dataclass
 import torch
 from scipy import stats
 
+from unetlab import sources
 from unetlab.report.collect import Model, Results, Stat
 from unetlab.report.findings import UNIT, describe, levels_text
 from unetlab.report.findings import interval as diff_text
 from unetlab.report.intervals import Diff
-from unetlab.report.views import SHIFT_PREFIX, SUSCEPTIBILITY_PREFIX, fmt, shifts
+from unetlab.report.views import fmt, shifts
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 WILM = "Wilm et al. 2024 (Rethinking U-net skip connections for biomedical image segmentation)"
@@ -74,13 +75,13 @@ def models_by_skips(results: Results, setting: tuple[str, str], depth: int) -> d
 def shift_names(results: Results, models: list[Model]) -> list[str]:
     """The shifts every one of ``models`` was scored under."""
     names = shifts(results)
-    return [n for n in names if all(results.get(m, SHIFT_PREFIX + n, "hd95") for m in models)]
+    return [n for n in names if all(results.get(m, sources.shift(n), "hd95") for m in models)]
 
 
 def mean_over_shifts(results: Results, a: Model, b: Model, names: list[str]) -> Diff | None:
     """hd95 of ``a`` minus ``b`` averaged over the shifts ``names`` (paired)."""
     weight = 1.0 / len(names)
-    terms = [(weight, a, SHIFT_PREFIX + n) for n in names] + [(-weight, b, SHIFT_PREFIX + n) for n in names]
+    terms = [(weight, a, sources.shift(n)) for n in names] + [(-weight, b, sources.shift(n)) for n in names]
     return results.compare(terms)
 
 
@@ -123,11 +124,11 @@ def wilm_susceptibility(results: Results, full: Model, bare: Model, names: list[
     for text, (model_a, key_a), (model_b, key_b), sign in tests.values():
         parts, verdicts = [], []
         for name in names:
-            prefix = f"{SUSCEPTIBILITY_PREFIX}{name}/"
-            diff = results.difference((model_a, prefix + key_a), (model_b, prefix + key_b), "hellinger")
+            source_a, source_b = sources.susceptibility(name, key_a), sources.susceptibility(name, key_b)
+            diff = results.difference((model_a, source_a), (model_b, source_b), "hellinger")
             verdicts.append(verdict(diff, sign))
-            a = fmt(results.get(model_a, prefix + key_a, "hellinger"), 3)
-            b = fmt(results.get(model_b, prefix + key_b, "hellinger"), 3)
+            a = fmt(results.get(model_a, source_a, "hellinger"), 3)
+            b = fmt(results.get(model_b, source_b, "hellinger"), 3)
             parts.append(f"{name} {a} vs {b} ({PART_WORDS[verdicts[-1]]})")
         label_a = key_a if model_a == model_b else f"{key_a} without skips"
         label_b = key_b if model_a == model_b else f"{key_b} with all"
@@ -226,13 +227,15 @@ def kamath(results: Results) -> list[Claim]:
         weight = 1.0 / len(names)
         terms = []
         for name in names:  # (all shifted − all) − (none shifted − none), averaged over the shifts
-            terms += [(weight, full_high, SHIFT_PREFIX + name), (-weight, full_high, "model"),
-                      (-weight, bare_high, SHIFT_PREFIX + name), (weight, bare_high, "model")]  # fmt: skip
+            terms += [(weight, full_high, sources.shift(name)), (-weight, full_high, sources.MODEL),
+                      (-weight, bare_high, sources.shift(name)), (weight, bare_high, sources.MODEL)]  # fmt: skip
         worse = results.compare(terms)
+
+        def change(model: Model, name: str) -> str:
+            return interval(results.difference((model, sources.shift(name)), (model, sources.MODEL)))
+
         per_shift = "; ".join(
-            f"{name}: all {interval(results.difference((full_high, SHIFT_PREFIX + name), (full_high, 'model')))}, "
-            f"none {interval(results.difference((bare_high, SHIFT_PREFIX + name), (bare_high, 'model')))}"
-            for name in names
+            f"{name}: all {change(full_high, name)}, none {change(bare_high, name)}" for name in names
         )
         claims.append(
             Claim(
@@ -250,13 +253,14 @@ def kamath(results: Results) -> list[Claim]:
 # ---- Luo et al. 2016 -------------------------------------------------------------------------------------------
 
 
-def erf_points(results: Results, source: str = "erf") -> list[tuple[Model, int, Stat, Stat]]:
-    """(model, level, ERF size95, theoretical size) of every encoder key that has ERF rows."""
+def erf_points(results: Results, trained: bool = True) -> list[tuple[Model, int, Stat, Stat]]:
+    """(model, level, ERF size95, theoretical size) of every encoder key that has ERF rows, of the trained models or
+    at random init."""
     points = []
     for model in results.models:
         for level in range(model.depth + 1):
-            size = results.get(model, f"{source}/enc{level}", "size95")
-            theoretical = results.get(model, f"{source}/enc{level}", "theoretical")
+            size = results.get(model, sources.erf(f"enc{level}", trained), "size95")
+            theoretical = results.get(model, sources.erf(f"enc{level}", trained), "theoretical")
             if size is not None and theoretical is not None and not math.isnan(size.mean):
                 points.append((model, level, size, theoretical))
     return points
@@ -276,15 +280,15 @@ def log_slope(x: list[float], y: list[float]) -> tuple[float, float, float]:
 
 def half_mass(results: Results, model: Model, level: int) -> str:
     """``; the side holding half the mass: 0.31`` (its ratio to the theoretical side), or nothing."""
-    size = results.get(model, f"erf/enc{level}", "size50")
-    theoretical = results.get(model, f"erf/enc{level}", "theoretical")
+    size = results.get(model, sources.erf(f"enc{level}"), "size50")
+    theoretical = results.get(model, sources.erf(f"enc{level}"), "theoretical")
     if size is None or theoretical is None:
         return ""
     return f" (the side holding half the mass: {size.mean / theoretical.mean:.2f} of it)"
 
 
 def luo(results: Results) -> list[Claim]:
-    trained, init = erf_points(results, "erf"), erf_points(results, "erf_init")
+    trained, init = erf_points(results), erf_points(results, trained=False)
     if len({point[1] for point in trained}) < 3:  # a fit needs three or more levels
         return []
     deepest = max(trained, key=lambda p: (p[3].mean, p[0].skip_label == "none"))

@@ -119,6 +119,7 @@ details { margin: 1em 0; }
 code { background: #f4f4f4; padding: 0 .25em; border-radius: 3px; }
 section.answer { background: #f3f7fb; border-left: 4px solid #1f77b4; padding: .2em 1.2em .6em; margin: 1em 0 2em; }
 section.answer p { font-size: 1.08em; }
+section.answer h2 { margin-top: .6em; }
 """
 
 

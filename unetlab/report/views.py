@@ -11,8 +11,9 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
+from unetlab import sources
 from unetlab.conventions import feature_keys, level_of, skips_to_str, str_to_skips
-from unetlab.evaluation.results import ALL_SIZES, NONEMPTY
+from unetlab.evaluation.results import NONEMPTY
 from unetlab.metrics.functional import DISTANCE_METRICS
 from unetlab.report.collect import EMPTY_RATE, OBJECT_COUNT, Model, Results, Stat, skip_order
 from unetlab.report.intervals import Diff
@@ -114,14 +115,14 @@ def probe_panels(results: Results, metric: str = "hd95") -> list[ProbePanel]:
     for depth in sorted({m.depth for m in results.models}):
         models = [m for m in results.models if m.depth == depth]
         keys = feature_keys(depth, logits=False)
-        with_probes = [m for m in models if any(results.get(m, f"probe/{k}", metric) for k in keys)]
+        with_probes = [m for m in models if any(results.get(m, sources.probe(k), metric) for k in keys)]
         if not with_probes:
             continue
         shown = with_probes
         if len(with_probes) > MAX_PROBE_LINES:
             shown = [m for m in with_probes if m.skip_label in ("all", "none")] or with_probes[:MAX_PROBE_LINES]
-        floor = [average([results.get(m, f"floor/{level_of(key)}", metric) for m in models]) for key in keys]
-        probes = {m.skip_label: [results.get(m, f"probe/{k}", metric) for k in keys] for m in shown}
+        floor = [average([results.get(m, sources.floor(level_of(key)), metric) for m in models]) for key in keys]
+        probes = {m.skip_label: [results.get(m, sources.probe(k), metric) for k in keys] for m in shown}
         left_out = [m.skip_label for m in with_probes if m not in shown]
         panels.append(ProbePanel(depth, keys, floor, probes, left_out))
     return panels
@@ -187,7 +188,7 @@ def shapley(results: Results, mode: str, metric: str) -> list[tuple[Model, dict[
     """(model, {level: Shapley value}) for the models with kept skips that have Shapley rows."""
     out = []
     for model in results.models:
-        values = {level: results.get(model, f"shapley/{mode}/{level}", metric) for level in model.kept}
+        values = {level: results.get(model, sources.shapley(mode, level), metric) for level in model.kept}
         values = {level: stat for level, stat in values.items() if stat is not None and not math.isnan(stat.mean)}
         if values:
             out.append((model, values))
@@ -229,10 +230,10 @@ def probe_table(results: Results, metric: str = "hd95") -> Table | None:
     for model in model_rows(results):
         for level in range(model.depth + 1):
             name = f"{level} (bottleneck)" if level == model.depth else str(level)
-            floor = f"floor/{level}"
-            keys = [("floor", floor), ("probe enc", f"probe/enc{level}")]
+            floor = sources.floor(level)
+            keys = [("floor", floor), ("probe enc", sources.probe(f"enc{level}"))]
             if level < model.depth:
-                keys.append(("probe dec", f"probe/dec{level}"))
+                keys.append(("probe dec", sources.probe(f"dec{level}")))
             for feature, source in keys:
                 if results.get(model, source, metric) is None:
                     continue
@@ -273,7 +274,7 @@ def ablation_tables(results: Results, metric: str = "hd95") -> list[Table]:
     for mode in ablation_modes(results, prefix="ablate"):
         rows = []
         for model in model_rows(results):
-            prefix = f"ablate/{mode}/"
+            prefix = sources.ablation_prefix(mode)
             subsets = {source.removeprefix(prefix) for (m, source, _, _) in results.stats
                        if m == model and source.startswith(prefix)}  # fmt: skip
             for levels in sorted(subsets, key=lambda text: (len(str_to_skips(text)), str_to_skips(text))):
@@ -297,8 +298,6 @@ def ablation_tables(results: Results, metric: str = "hd95") -> list[Table]:
 
 # ---- per object, by size; nsd over tolerances ------------------------------------------------------------------
 
-OBJECTS_PREFIX = "objects/"  # the model's per-object sources, objects/<bin>; a floor's are floor/<level>/objects/<bin>
-
 
 def bin_lower_edge(name: str) -> float:
     """``"4-8"`` -> 4.0, ``"32+"`` -> 32.0: the order of the size bins."""
@@ -307,9 +306,9 @@ def bin_lower_edge(name: str) -> float:
 
 def object_bins(results: Results) -> list[str]:
     """The size bins of the per-object rows (``objects/<bin>``), smallest first; empty without such rows."""
-    bins = {source.removeprefix(OBJECTS_PREFIX) for (_, source, _, _) in results.stats
-            if source.startswith(OBJECTS_PREFIX)}  # fmt: skip
-    return sorted(bins - {ALL_SIZES}, key=bin_lower_edge)
+    found = (sources.objects_of(source) for (_, source, _, _) in results.stats)
+    bins = {parts[1] for parts in found if parts is not None and parts[0] == sources.MODEL}
+    return sorted(bins - {sources.ALL_SIZES}, key=bin_lower_edge)
 
 
 def detection_by_size(results: Results, metric: str = "detected") -> dict[Model, list[Stat | None]]:
@@ -317,7 +316,7 @@ def detection_by_size(results: Results, metric: str = "detected") -> dict[Model,
     bins = object_bins(results)
     series = {}
     for model in model_rows(results):
-        stats = [results.get(model, OBJECTS_PREFIX + name, metric) for name in bins]
+        stats = [results.get(model, sources.objects(sources.MODEL, name), metric) for name in bins]
         stats = [None if stat is None or math.isnan(stat.mean) else stat for stat in stats]
         if any(stats):
             series[model] = stats
@@ -328,10 +327,10 @@ def floor_detection_by_size(results: Results, metric: str = "detected") -> dict[
     """Level -> the floor's per-object ``metric`` in each bin, averaged over the models that have that floor (the
     floor depends only on the test data)."""
     bins = object_bins(results)
-    levels = sorted({int(source.split("/")[1]) for (_, source, _, _) in results.stats
-                     if source.startswith("floor/") and f"/{OBJECTS_PREFIX}" in source})  # fmt: skip
+    bases = {parts[0] for (_, source, _, _) in results.stats if (parts := sources.objects_of(source))}
+    levels = sorted(level for base in bases if (level := sources.floor_level(base)) is not None)
     return {
-        level: [average([results.get(m, f"floor/{level}/{OBJECTS_PREFIX}{name}", metric) for m in results.models])
+        level: [average([results.get(m, sources.objects(sources.floor(level), name), metric) for m in results.models])
                 for name in bins]
         for level in levels
     }  # fmt: skip
@@ -348,10 +347,10 @@ def objects_table(results: Results) -> Table | None:
         rows.append([str(model.depth), model.skip_label, *(fmt(stat) for stat in stats)])
     for level, stats in floor_detection_by_size(results).items():
         rows.append(["–", f"floor of level {level}", *(fmt(stat) for stat in stats)])
-    counts = [next((c for m in results.models if (c := results.value(m, OBJECTS_PREFIX + name, OBJECT_COUNT))), None)
+    counts = [average([results.get(m, sources.objects(sources.MODEL, name), OBJECT_COUNT) for m in results.models])
               for name in bins]  # fmt: skip
     if any(count is not None for count in counts):  # the same objects for every model: the test split's
-        rows.append(["–", "objects in the test split", *("–" if c is None else f"{c:.0f}" for c in counts)])
+        rows.append(["–", "objects in the test split", *("–" if c is None else f"{c.mean:.0f}" for c in counts)])
     columns = ["depth", "skip set", *(f"{name} {results.unit}" for name in bins)]
     title = "Fraction of ground-truth objects detected (IoU ≥ 0.5), by equivalent diameter"
     return Table(title, columns, rows)
@@ -390,15 +389,10 @@ def tolerance_table(results: Results, metrics: tuple[str, ...] = ("nsd", "bf1"))
 
 # ---- test-time shifts -------------------------------------------------------------------------------------------
 
-SHIFT_PREFIX = "shift/"
-SUSCEPTIBILITY_PREFIX = "susceptibility/"
-
 
 def shifts(results: Results) -> list[str]:
     """The test-time shifts of the ``shift/<shift>`` rows, by kind then strength."""
-    names = {
-        source.removeprefix(SHIFT_PREFIX) for (_, source, _, _) in results.stats if source.startswith(SHIFT_PREFIX)
-    }
+    names = {sources.shift_of(source) for (_, source, _, _) in results.stats} - {None}
     return sorted(names, key=lambda name: (name.split(":")[0], float(name.split(":")[1])))
 
 
@@ -412,8 +406,8 @@ def shift_table(results: Results, metric: str = "hd95") -> Table | None:
     for model in model_rows(results):
         cells = [fmt(results.get(model, "model", metric))]
         for name in names:
-            change = results.difference((model, SHIFT_PREFIX + name), (model, "model"), metric)
-            cells += [fmt(results.get(model, SHIFT_PREFIX + name, metric)), fmt(change)]
+            change = results.difference((model, sources.shift(name)), (model, sources.MODEL), metric)
+            cells += [fmt(results.get(model, sources.shift(name), metric)), fmt(change)]
         rows.append([str(model.depth), model.skip_label, *cells])
     unit = f" ({results.unit})" if metric in DISTANCE_METRICS else ""
     columns = ["depth", "skip set", f"in domain{unit}"]
@@ -427,7 +421,7 @@ def susceptibility(results: Results, model: Model, shift: str) -> list[tuple[str
     """(feature key, Hellinger distance) of ``model`` under ``shift``, in forward order."""
     found = []
     for key in feature_keys(model.depth, logits=False):
-        stat = results.get(model, f"{SUSCEPTIBILITY_PREFIX}{shift}/{key}", "hellinger")
+        stat = results.get(model, sources.susceptibility(shift, key), "hellinger")
         if stat is not None:
             found.append((key, stat))
     return found
@@ -469,22 +463,24 @@ class LayerObjects:
 LAYER_METRICS = ("detected", "hd95", "spurious")
 
 
+def pooled(source: str) -> str:
+    """The per-object source of ``source`` that pools every object size."""
+    return sources.objects(source, sources.ALL_SIZES)
+
+
 def layer_objects(results: Results) -> LayerObjects | None:
     """Found vs placed at the deepest depth whose all-skip or no-skip model has per-object probe rows."""
     for depth in sorted({m.depth for m in results.models}, reverse=True):
         keys = feature_keys(depth, logits=False)
         models = {m.skip_label: m for m in results.models if m.depth == depth and m.skip_label in ("all", "none")}
         models = {label: models[label] for label in ordered_labels(models)
-                  if results.get(models[label], f"probe/enc0/{OBJECTS_PREFIX}{ALL_SIZES}", "detected")}  # fmt: skip
+                  if results.get(models[label], pooled(sources.probe("enc0")), "detected")}  # fmt: skip
         if not models:
             continue
 
-        def pooled(source: str) -> str:  # the per-object row of every size
-            return f"{source}/{OBJECTS_PREFIX}{ALL_SIZES}"
-
-        floor = {metric: [average([results.get(m, pooled(f"floor/{level_of(key)}"), metric) for m in models.values()])
-                          for key in keys] for metric in LAYER_METRICS}  # fmt: skip
-        probes = {label: {metric: [results.get(m, pooled(f"probe/{key}"), metric) for key in keys]
+        floor = {metric: [average([results.get(m, pooled(sources.floor(level_of(key))), metric)
+                                   for m in models.values()]) for key in keys] for metric in LAYER_METRICS}  # fmt: skip
+        probes = {label: {metric: [results.get(m, pooled(sources.probe(key)), metric) for key in keys]
                           for metric in LAYER_METRICS} for label, m in models.items()}  # fmt: skip
         return LayerObjects(depth, keys, floor, probes, models)
     return None
