@@ -24,60 +24,32 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from unetlab.conventions import feature_keys, level_of, skip_label
 from unetlab.evaluation.floors import cached_floor, read_out
-from unetlab.evaluation.probes import NetworkLoss, _pool, train_probes
+from unetlab.evaluation.probes import Standardised, fit_probes, pool_features, train_probes
 from unetlab.metrics import BoundaryMetrics, ObjectMetrics
 from unetlab.metrics.classes import OBJECT_COLUMNS
 from unetlab.models.unet import UNet
 from unetlab.training.checkpoint import LoadedRun, load_run
 
 
-class MLPProbe(nn.Module):
+class MLPProbe(Standardised):
     """Standardise channels, 1x1 conv C -> hidden, ReLU, 1x1 conv hidden -> K, bilinear upsampling:
     (B, C, h, w) -> logits (B, K, H, W). ``LinearProbe`` with a hidden layer."""
 
     def __init__(self, channels: int, num_classes: int, hidden: int):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
-        self.register_buffer("std", torch.ones(1, channels, 1, 1))
+        super().__init__(channels)
         self.hidden = nn.Linear(channels, hidden)
         self.out = nn.Linear(hidden, num_classes)
-
-    def set_statistics(self, features: Tensor) -> None:
-        """Per-channel mean and std of a feature batch (B, C, h, w), as ``LinearProbe``."""
-        self.mean.copy_(features.mean(dim=(0, 2, 3), keepdim=True))
-        self.std.copy_(features.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6))
-
-    def standardise(self, features: Tensor) -> Tensor:
-        return (features - self.mean) / self.std
 
     def forward(self, features: Tensor, size: Sequence[int], standardised: bool = False) -> Tensor:
         features = features if standardised else self.standardise(features)
         # 1x1 convolutions as matrix products over channels, as LinearProbe computes its one.
         hidden = torch.relu(self.hidden(features.movedim(1, -1)))  # (B, h, w, hidden)
         return read_out(self.out(hidden).movedim(-1, 1), tuple(size))  # (B, K, H, W)
-
-
-def pool_features(
-    net: UNet, dataset: Dataset, keys: list[str], pool: int, seed: int, batch_size: int = 16
-) -> tuple[dict[str, Tensor], Tensor]:
-    """The features (pool, C_k, h_k, w_k) per key and masks (pool, H, W) of the training pool that ``train_probes``
-    draws for ``seed`` (the same indices, in the same order)."""
-    indices = _pool(dataset, pool, seed)
-    cached: dict[str, list[Tensor]] = {key: [] for key in keys}
-    masks = []
-    with torch.no_grad():
-        for start in range(0, len(indices), batch_size):
-            images, batch_masks = default_collate([dataset[i] for i in indices[start : start + batch_size]])
-            features = net.features(images)
-            for key in keys:
-                cached[key].append(features[key].contiguous())
-            masks.append(batch_masks)
-    return {key: torch.cat(parts) for key, parts in cached.items()}, torch.cat(masks)
 
 
 def train_mlp_probes(
@@ -97,24 +69,7 @@ def train_mlp_probes(
     keys = feature_keys(net.depth, logits=False)
     features, masks = pool_features(net.eval(), dataset, keys, pool, seed)
     probes = nn.ModuleDict({key: MLPProbe(features[key].shape[1], num_classes, hidden) for key in keys})
-    for key in keys:
-        probes[key].set_statistics(features[key])
-        features[key] = probes[key].standardise(features[key]).contiguous(memory_format=torch.channels_last)
-    optimizer = torch.optim.LBFGS(
-        probes.parameters(), lr=1.0, max_iter=max(steps, 1), max_eval=max(steps, 1), history_size=20,
-        line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12,
-    )  # fmt: skip
-    loss_of = NetworkLoss(masks, num_classes, ignore_index)
-    losses: list[float] = []
-
-    def closure() -> Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        loss = sum(loss_of(probes[key](features[key], masks.shape[-2:], standardised=True)) for key in keys)
-        loss.backward()
-        losses.append(loss.item())
-        return loss
-
-    optimizer.step(closure)
+    losses = fit_probes(probes, features, masks, num_classes, steps, ignore_index)
     return probes.eval(), losses
 
 

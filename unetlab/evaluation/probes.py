@@ -22,14 +22,13 @@ from unetlab.evaluation.floors import read_out
 from unetlab.models.unet import UNet
 
 
-class LinearProbe(nn.Module):
-    """Standardise channels, 1x1 conv, bilinear upsampling: (B, C, h, w) -> logits (B, K, H, W)."""
+class Standardised(nn.Module):
+    """A probe's input standardisation: per-channel mean and std (C channels) of the training pool's features."""
 
-    def __init__(self, channels: int, num_classes: int):
+    def __init__(self, channels: int):
         super().__init__()
         self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
         self.register_buffer("std", torch.ones(1, channels, 1, 1))
-        self.conv = nn.Conv2d(channels, num_classes, kernel_size=1)
 
     def set_statistics(self, features: Tensor) -> None:
         """Per-channel mean and std of a feature batch (B, C, h, w)."""
@@ -38,6 +37,14 @@ class LinearProbe(nn.Module):
 
     def standardise(self, features: Tensor) -> Tensor:
         return (features - self.mean) / self.std
+
+
+class LinearProbe(Standardised):
+    """Standardise channels, 1x1 conv, bilinear upsampling: (B, C, h, w) -> logits (B, K, H, W)."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__(channels)
+        self.conv = nn.Conv2d(channels, num_classes, kernel_size=1)
 
     def forward(self, features: Tensor, size: Sequence[int], standardised: bool = False) -> Tensor:
         features = features if standardised else self.standardise(features)
@@ -96,6 +103,32 @@ def _pool(dataset: Dataset, size: int, seed: int) -> list[int]:
     return torch.randperm(len(dataset), generator=generator)[:size].tolist()
 
 
+def pool_features(
+    net: UNet,
+    dataset: Dataset,
+    keys: Sequence[str],
+    pool: int,
+    seed: int,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> tuple[dict[str, Tensor], Tensor]:
+    """The frozen features of the seeded training pool (``pool`` images drawn with ``seed``): key -> (pool, C_k, h_k,
+    w_k), and the masks (pool, H, W); one forward pass of ``net`` (eval mode, no gradients), ``batch_size`` at a
+    time."""
+    indices = _pool(dataset, pool, seed)
+    cached: dict[str, list[Tensor]] = {key: [] for key in keys}
+    pool_masks = []
+    with torch.no_grad():
+        for chunk in tqdm(range(0, len(indices), batch_size), desc="probe features", disable=not progress, leave=False):
+            images, masks = default_collate([dataset[i] for i in indices[chunk : chunk + batch_size]])
+            features = net.features(images.to(device))
+            for key in keys:
+                cached[key].append(features[key].contiguous())  # (b, C_k, H/2**i, W/2**i)
+            pool_masks.append(masks.to(device))
+    return {key: torch.cat(parts) for key, parts in cached.items()}, torch.cat(pool_masks)
+
+
 def train_probes(
     net: UNet,
     dataset: Dataset,
@@ -122,40 +155,48 @@ def train_probes(
     torch.manual_seed(seed)
     net = net.eval().to(device)
     keys = feature_keys(net.depth, logits=False)  # every key but the logits
-    indices = _pool(dataset, pool, seed)
-    cached: dict[str, list[Tensor]] = {key: [] for key in keys}
-    pool_masks = []
-    with torch.no_grad():
-        for chunk in tqdm(range(0, len(indices), batch_size), desc="probe features", disable=not progress, leave=False):
-            images, masks = default_collate([dataset[i] for i in indices[chunk : chunk + batch_size]])
-            features = net.features(images.to(device))
-            for key in keys:
-                cached[key].append(features[key].contiguous())  # (b, C_k, H/2**i, W/2**i)
-            pool_masks.append(masks.to(device))
-    features = {key: torch.cat(parts) for key, parts in cached.items()}  # (pool, C_k, h_k, w_k)
-    masks = torch.cat(pool_masks)  # (pool, H, W)
+    features, masks = pool_features(net, dataset, keys, pool, seed, batch_size, device, progress)
 
     probes = nn.ModuleDict({key: LinearProbe(features[key].shape[1], num_classes) for key in keys}).to(device)
-    for key in keys:
-        probes[key].set_statistics(features[key])
-        features[key] = probes[key].standardise(features[key]).contiguous(memory_format=torch.channels_last)
+    fit_probes(probes, features, masks, num_classes, steps, ignore_index, progress)
+    return probes.eval()
+
+
+def fit_probes(
+    probes: nn.ModuleDict,
+    features: dict[str, Tensor],
+    masks: Tensor,
+    num_classes: int,
+    steps: int = 100,
+    ignore_index: int = 255,
+    progress: bool = False,
+) -> list[float]:
+    """Fit ``probes`` (key -> a ``Standardised`` probe) on the pool's ``features`` (key -> (pool, C_k, h_k, w_k))
+    and ``masks`` (pool, H, W): each probe's statistics from its features, then all keys together on the summed
+    ``NetworkLoss`` by full-batch L-BFGS (strong Wolfe, lr 1, history 20), at most ``steps`` loss evaluations.
+    Returns the loss at every evaluation."""
+    features = dict(features)
+    for key, probe in probes.items():
+        probe.set_statistics(features[key])
+        features[key] = probe.standardise(features[key]).contiguous(memory_format=torch.channels_last)
     optimizer = torch.optim.LBFGS(
         probes.parameters(), lr=1.0, max_iter=max(steps, 1), max_eval=max(steps, 1), history_size=20,
         line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12,
     )  # fmt: skip
     bar = tqdm(total=steps, desc="probes", disable=not progress, leave=False)
-
     loss_of = NetworkLoss(masks, num_classes, ignore_index)
+    losses: list[float] = []
 
     def closure() -> Tensor:
         # The sum over keys of each key's cross-entropy + (1 - soft Dice): the networks' own loss per key.
         # Cross-entropy alone lets weak features collapse to all-background (docs/probes-and-floors.md).
         optimizer.zero_grad(set_to_none=True)
-        loss = sum(loss_of(probes[key](features[key], masks.shape[-2:], standardised=True)) for key in keys)
+        loss = sum(loss_of(probe(features[key], masks.shape[-2:], standardised=True)) for key, probe in probes.items())
         loss.backward()
+        losses.append(loss.item())
         bar.update()
         return loss
 
     optimizer.step(closure)
     bar.close()
-    return probes.eval()
+    return losses
