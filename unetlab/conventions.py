@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+# The mask label left out of the loss and every metric (padding, borders, VOC's void): one value for every data set.
+IGNORE_INDEX = 255
+
 MIN_DEPTH, MAX_DEPTH = 1, 6
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from unetlab.conventions import IGNORE_INDEX
 from unetlab.data.io import NORMALIZE, DataError, read_image, read_mask, tiff_spacing
 from unetlab.data.module import SPLITS, SegmentationDataModule
 from unetlab.data.sampling import ItemKey, split_key
@@ -151,7 +152,7 @@ class FileDataModule(SegmentationDataModule):
 
     def allowed_labels(self) -> tuple[set[int], str]:
         """The raw mask values allowed, and how to say so in an error."""
-        return set(range(self.num_classes)) | {255}, f"0..{self.num_classes - 1} and 255 (ignore)"
+        return set(range(self.num_classes)) | {IGNORE_INDEX}, f"0..{self.num_classes - 1} and {IGNORE_INDEX} (ignore)"
 
     def resolve_channels(self, samples: dict[str, list[Sample]], infos: dict[str, list[SampleInfo]]) -> int:
         return 3  # photographs: grey, palette and CMYK images are converted to RGB

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from unetlab.data.module import IGNORE_INDEX
+from unetlab.conventions import IGNORE_INDEX
 
 RESIZE_MODES = ("resize", "crop")
 

@@ -24,6 +24,7 @@ from filelock import FileLock
 from torch import Tensor
 
 from unetlab.atomic import replace_atomically
+from unetlab.conventions import IGNORE_INDEX
 
 # Adam on the free logit maps: 300 steps at lr 0.1 from the area fractions (docs/probes-and-floors.md shows that
 # doubling the steps moves the floor by less than its interval). Part of the cache key.
@@ -33,7 +34,7 @@ FLOOR_VERSION = 2  # 1 was the area-average-and-threshold floor
 CHUNK = 256  # images optimised at once (memory: CHUNK x K x H x W floats, a few times over)
 
 
-def class_fractions(masks: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
+def class_fractions(masks: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """One-hot label maps as float fractions: (N, H, W) int64 -> (N, K, H, W); ignored pixels are all zero."""
     valid = masks != ignore_index
     one_hot = F.one_hot(torch.where(valid, masks, 0), num_classes).permute(0, 3, 1, 2).float()
@@ -64,7 +65,7 @@ def read_out(cells: Tensor, size: tuple[int, int]) -> Tensor:
     return rows @ cells @ cols.T
 
 
-def surrogate_loss(logits: Tensor, masks: Tensor, fractions: Tensor, ignore_index: int = 255) -> Tensor:
+def surrogate_loss(logits: Tensor, masks: Tensor, fractions: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """Per-image cross-entropy (mean over valid pixels) + 1 - soft Dice over the foreground classes, summed over
     images: logits (N, K, H, W), masks (N, H, W), fractions = ``class_fractions(masks)``. A scalar whose gradient with
     respect to image n's logits depends on image n alone."""
@@ -82,7 +83,7 @@ def resolution_floor(
     masks: Tensor,
     level: int,
     num_classes: int,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     steps: int = FLOOR_STEPS,
     lr: float = FLOOR_LR,
 ) -> Tensor:
@@ -128,7 +129,7 @@ def floor_key(masks: Tensor, level: int, num_classes: int, ignore_index: int) ->
 
 
 def cached_floor(
-    masks: Tensor, level: int, num_classes: int, ignore_index: int = 255, directory: Path | None = None
+    masks: Tensor, level: int, num_classes: int, ignore_index: int = IGNORE_INDEX, directory: Path | None = None
 ) -> Tensor:
     """``resolution_floor`` of ``masks`` (N, H, W) at ``level``, computed once and then read from the cache."""
     if level == 0:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 from tqdm.auto import tqdm
 
-from unetlab.conventions import feature_keys
+from unetlab.conventions import IGNORE_INDEX, feature_keys
 from unetlab.evaluation.floors import read_out
 from unetlab.models.unet import UNet
 
@@ -67,7 +67,7 @@ class NetworkLoss:
     target: (B, H, W) int64 with ``ignore_index`` pixels left out; called with logits (B, K, H, W) -> scalar.
     """
 
-    def __init__(self, target: Tensor, num_classes: int, ignore_index: int = 255, eps: float = 1.0):
+    def __init__(self, target: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX, eps: float = 1.0):
         self.valid = (target != ignore_index).unsqueeze(1).float()  # (B, 1, H, W)
         self.target = target.clamp(0, num_classes - 1).unsqueeze(1)  # (B, 1, H, W)
         self.flat_target = self.target.flatten()
@@ -136,7 +136,7 @@ def train_probes(
     steps: int = 100,
     batch_size: int = 16,
     seed: int = 0,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     device: torch.device | str = "cpu",
     progress: bool = True,
     pool: int = 64,
@@ -168,7 +168,7 @@ def fit_probes(
     masks: Tensor,
     num_classes: int,
     steps: int = 100,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     progress: bool = False,
 ) -> list[float]:
     """Fit ``probes`` (key -> a ``Standardised`` probe) on the pool's ``features`` (key -> (pool, C_k, h_k, w_k))

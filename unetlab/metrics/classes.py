@@ -7,6 +7,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from unetlab.conventions import IGNORE_INDEX
 from unetlab.metrics.functional import (
     DISTANCE_METRICS,
     METRIC_NAMES,
@@ -62,7 +63,7 @@ class BoundaryMetrics(Metric):
         self,
         num_classes: int,
         tolerance: float = 2.0,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         spacing: tuple[float, float] = UNIT_SPACING,
         tolerances: tuple[float, ...] = (),
         **kwargs,
@@ -234,7 +235,7 @@ class ObjectMetrics(Metric):
     def __init__(
         self,
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         spacing: tuple[float, float] = UNIT_SPACING,
         bins: tuple[float, ...] = OBJECT_BINS,
         **kwargs,

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from unetlab import sources
-from unetlab.conventions import level_of
+from unetlab.conventions import IGNORE_INDEX, level_of
 from unetlab.encode import encode_labels, encode_png
 from unetlab.evaluation.label_maps import read_label_maps, read_spacing
 from unetlab.evaluation.results import read_per_image
@@ -113,7 +113,7 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
         if index not in [i for _, i in picked]:
             picked.append((why, index))
     first = maps[reference]
-    num_classes = int(max(int(m[i]["truth"][m[i]["truth"] != 255].max(initial=0)) for m in maps.values()
+    num_classes = int(max(int(m[i]["truth"][m[i]["truth"] != IGNORE_INDEX].max(initial=0)) for m in maps.values()
                           for i in range(available))) + 1  # fmt: skip
     num_classes = max(num_classes, 2)
     images = [

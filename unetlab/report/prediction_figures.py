@@ -9,6 +9,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from unetlab.conventions import IGNORE_INDEX
 from unetlab.encode import decode_labels
 
 CMAP = matplotlib.colormaps["RdYlGn_r"]
@@ -37,7 +38,7 @@ def _truth_edges(truth: np.ndarray) -> np.ndarray:
     edges[1:] |= truth[1:] != truth[:-1]
     edges[:, :-1] |= truth[:, :-1] != truth[:, 1:]
     edges[:, 1:] |= truth[:, 1:] != truth[:, :-1]
-    return edges & (truth > 0) & (truth != 255)
+    return edges & (truth > 0) & (truth != IGNORE_INDEX)
 
 
 def predictions_figure(data: dict, path: Path) -> Path:
@@ -98,7 +99,7 @@ def probe_maps_figure(data: dict, path: Path, image: int = -1) -> Path | None:
         for r, (name, labels) in enumerate(panels):
             mask = decode_labels(labels, size)
             rgb = np.ones((*size, 3)) * 0.93
-            rgb[(mask > 0) & (mask != 255)] = FOREGROUND
+            rgb[(mask > 0) & (mask != IGNORE_INDEX)] = FOREGROUND
             rgb[edges] = 0.0
             ax = axes[r][c]
             ax.imshow(rgb, interpolation="nearest")

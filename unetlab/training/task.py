@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from unetlab.data.module import IGNORE_INDEX
+from unetlab.conventions import IGNORE_INDEX
 from unetlab.metrics import BoundaryMetrics
 
 

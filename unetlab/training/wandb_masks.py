@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
 
-from unetlab.data.module import IGNORE_INDEX
+from unetlab.conventions import IGNORE_INDEX
 
 
 class WandbMasks(L.Callback):
