@@ -11,6 +11,7 @@ reuses its features.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,6 +107,7 @@ def evaluate(
 
     ``labels``: if given, receives the label maps of the model, the probes, the floors and the ground truth of the
     first test images (``label_maps.py``)."""
+    phase = Phases(run.run_dir.name, quiet=options.progress)  # a line per phase where no bar shows progress
     # channels_last: same maths, faster convolutions on CPU (scripts/bench_train.py).
     net = run.net.eval().to(options.device, memory_format=torch.channels_last)
     datamodule = run.datamodule
@@ -134,6 +136,7 @@ def evaluate(
             device=options.device,
             progress=options.progress,
         )
+        phase.done(f"probes of {len(probes)} keys fit")
 
     ablations = {
         sources.ablation(mode, ablated): {level: mode for level in ablated}
@@ -183,6 +186,7 @@ def evaluate(
                         labels.add(sources.probe(key), probe_labels)
             if options.floors:
                 test_masks.append(masks.cpu())
+    phase.done("test split scored: the model, its probes and its ablations")
     if options.floors:  # once per set of test masks and level, shared by every model (cached_floor)
         shapes = {tuple(m.shape[-2:]) for m in test_masks}
         groups = [torch.cat(test_masks)] if len(shapes) == 1 else test_masks  # native sizes: one batch at a time
@@ -194,13 +198,14 @@ def evaluate(
                     objects[sources.floor(level)].update(floor, masks)
                 if labels is not None:
                     labels.add(sources.floor(level), floor)
-
+        phase.done(f"floors of levels 0..{net.depth}")
     shifted, shift_histograms = {}, {}
     if options.shifts:
         shifted, shift_histograms = score_shifts(
             net, datamodule, options.shifts, new_metric, options.batch_size, options.device, options.seed,
             options.progress,
         )  # fmt: skip
+        phase.done(f"{len(options.shifts)} shifts")
     per_image = {source: metric.per_image_values() for source, metric in {**metrics, **shifted}.items()}
     for mode in options.ablate_modes:
         per_image.update(shapley_per_image(per_image, kept, mode))
@@ -213,13 +218,29 @@ def evaluate(
     for source, metric in objects.items():
         rows += object_rows(source, metric.per_image_values(), metric.bin_names, indices, unit=datamodule.unit)
     rows += [susceptibility_row(source, *hists, indices) for source, hists in shift_histograms.items()]
+    phase.done(f"{len(rows)} rows with intervals")
     if options.erf:
         test = datamodule.datasets["test"]
         images = torch.stack([test[i][0] for i in range(min(options.erf_images, len(test)))])
         init = random_init_like(net, int(run.cfg.get("seed", 0))).to(options.device)
         erf_indices = resample_indices(len(images), ERF_RESAMPLES, seed=options.seed)
         rows += erf_rows(net, init, images.to(options.device), erf_indices)
+        phase.done("effective receptive fields")
     return rows, per_image
+
+
+class Phases:
+    """Prints ``[unetlab] <run> eval: <what> (<seconds> s)`` as each phase of an evaluation ends, unless ``quiet``
+    (a progress bar shows it): side by side in a grid, no stretch of an evaluation goes without a line."""
+
+    def __init__(self, run: str, quiet: bool):
+        self.run, self.quiet, self.start = run, quiet, time.perf_counter()
+
+    def done(self, what: str) -> None:
+        now = time.perf_counter()
+        if not self.quiet:
+            print(f"[unetlab] {self.run} eval: {what} ({now - self.start:.1f} s)", flush=True)
+        self.start = now
 
 
 def probe_pool_seed(seed: int, cfg: DictConfig) -> int:
