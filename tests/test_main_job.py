@@ -131,6 +131,8 @@ def test_shrunken_main_job_runs_end_to_end(tmp_path):
     assert "[unetlab-ablate] 4 of 4 models done" in proc.stdout
     assert "[unetlab] d2-snone-seed0 epoch 1/1: train/loss" in proc.stdout  # a line per epoch, no bars
     assert f"report: {out / 'report.html'}" in proc.stdout
+    ending = proc.stdout.split("[unetlab-ablate] 4 of 4 models done", 1)[1].strip().splitlines()[1:]
+    assert len(ending) <= 5, ending  # where the drawings, report and explorer are, and the times; no banners
 
     # run directories join the kept levels with "_" (no commas for Hydra's command line); results.csv keeps "0,1"
     kept = {d: (",".join(map(str, range(d))), "none") for d in (1, 2)}

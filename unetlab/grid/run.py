@@ -9,6 +9,9 @@ because Hydra sweeps are cartesian products and those sets depend on the depth.
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import io
 import itertools
 import json
 import os
@@ -16,7 +19,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -277,7 +281,8 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
 
     first = {key: values[0] for key, values in vary.items()}
     drawn = runs_dir / run_dir_name(max(grid.depths), "all", int(grid.seeds[0]), first)
-    pictures = draw_units(drawn, max(grid.depths), keys, out_dir)
+    with silent_wandb():  # the closing lines say how to sync every offline run
+        pictures = draw_units(drawn, max(grid.depths), keys, out_dir)
     phases["viz"] = time.time() - start - sum(phases.values())
 
     from hydra import compose
@@ -287,15 +292,34 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
 
     # When the training jobs log to wandb (their composed config says so), the report's plots go there too, once.
     log_wandb = uses_wandb(compose("train", overrides=[f"experiment={experiment}", *train_overrides(forwarded)]))
-    html = make_report([runs_dir], out_dir, pictures=pictures, log_wandb=log_wandb, group=grid.name)
+    with silent_wandb():
+        html = make_report([runs_dir], out_dir, pictures=pictures, log_wandb=log_wandb, group=grid.name)
     phases["report"] = time.time() - start - sum(phases.values())
-    offline = sorted(runs_dir.glob("*/wandb/offline-run-*"))
-    if offline:
-        print(f"[unetlab-ablate] {len(offline)} offline wandb runs; upload them with: "
-              f"wandb sync {runs_dir}/*/wandb/offline-run-*", flush=True)  # fmt: skip
     breakdown = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.items())
-    print(f"[unetlab-ablate] done in {time.time() - start:.0f} s ({breakdown}); report: {html}", flush=True)
+    print(f"[unetlab-ablate] done in {time.time() - start:.0f} s ({breakdown})", flush=True)
+    print(f"[unetlab-ablate] report: {html}", flush=True)
+    if (out_dir / "explorer.html").is_file():
+        print(f"[unetlab-ablate] explorer: {out_dir / 'explorer.html'}", flush=True)
+    patterns = [f"{runs_dir}/*/wandb/offline-run-*", f"{out_dir}/wandb/offline-run-*"]  # the runs and the report
+    offline = {pattern: glob.glob(pattern) for pattern in patterns}
+    if any(offline.values()):
+        count, found = sum(map(len, offline.values())), " ".join(p for p, runs in offline.items() if runs)
+        print(f"[unetlab-ablate] {count} offline wandb runs; upload them with: wandb sync {found}", flush=True)
     return html
+
+
+@contextmanager
+def silent_wandb() -> Iterator[None]:
+    """wandb without its banners (``WANDB_SILENT``) for the grid's own viz and report runs."""
+    before = os.environ.get("WANDB_SILENT")
+    os.environ["WANDB_SILENT"] = "true"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("WANDB_SILENT", None)
+        else:
+            os.environ["WANDB_SILENT"] = before
 
 
 def draw_units(run_dir: Path, depth: int, keys: list[str], out_dir: Path) -> list[tuple[str, str, Path]]:
@@ -317,7 +341,8 @@ def draw_units(run_dir: Path, depth: int, keys: list[str], out_dir: Path) -> lis
     else:
         from unetlab.explain.viz import run_viz
 
-        print(f"[unetlab-ablate] receptive fields and top-9 patches of {run_dir.name}", flush=True)
-        paths = run_viz(checkpoints[-1], {"keys": keys, "out_dir": str(viz_dir)})
+        print(f"[unetlab-ablate] receptive fields and top-9 patches of {run_dir.name} -> {viz_dir}", flush=True)
+        with contextlib.redirect_stdout(io.StringIO()):  # its table and file list are in viz/ and in the report
+            paths = run_viz(checkpoints[-1], {"keys": keys, "out_dir": str(viz_dir)})
         write_json(record, {**wanted, "paths": {name: str(p) for name, p in paths.items()}})
     return report_pictures(paths, f"the depth-{depth} all-skip model ({run_dir.name})", keys)
