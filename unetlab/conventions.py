@@ -17,6 +17,9 @@ from collections.abc import Iterable, Sequence
 # The mask label left out of the loss and every metric (padding, borders, VOC's void): one value for every data set.
 IGNORE_INDEX = 255
 
+# The splits of every data set, in this order.
+SPLITS = ("train", "val", "test")
+
 MIN_DEPTH, MAX_DEPTH = 1, 6
 
 

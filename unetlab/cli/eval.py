@@ -13,13 +13,15 @@ from unetlab.cli import (
     register_schema,
     run_on_checkpoint,
 )
-from unetlab.evaluation.evaluate import EvalOptions, run_eval
+from unetlab.evaluation.options import EvalOptions
 
 register_schema("eval", EvalOptions)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 def _main(cfg: DictConfig) -> None:
+    from unetlab.evaluation.evaluate import run_eval  # torch and Lightning: not for --help
+
     run_on_checkpoint("unetlab-eval", "eval", cfg, run_eval)
 
 

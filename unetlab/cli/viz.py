@@ -6,13 +6,15 @@ import hydra
 from omegaconf import DictConfig
 
 from unetlab.cli import CONFIG_PATH, accept_run_overrides, app_errors, register_schema, run_on_checkpoint
-from unetlab.explain.viz import VizOptions, run_viz
+from unetlab.explain.options import VizOptions
 
 register_schema("viz", VizOptions)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="viz")
 def _main(cfg: DictConfig) -> None:
+    from unetlab.explain.viz import run_viz  # torch and Lightning: not for --help
+
     run_on_checkpoint("unetlab-viz", "viz", cfg, run_viz)
 
 

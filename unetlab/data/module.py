@@ -13,11 +13,9 @@ from collections.abc import Sequence
 import lightning as L
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from unetlab.conventions import IGNORE_INDEX
+from unetlab.conventions import IGNORE_INDEX, SPLITS
 from unetlab.data.sampling import EpochShuffle
 from unetlab.metrics.functional import check_spacing as pixel_size
-
-SPLITS = ("train", "val", "test")
 
 
 def check_spacing(spacing: Sequence[float] | float | None, unit: str | None) -> tuple[tuple[float, float], str]:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -25,9 +23,9 @@ from torch.utils.data import DataLoader
 
 from unetlab.atomic import replace_atomically, write_json
 from unetlab.conventions import skips_to_str
-from unetlab.data.module import SPLITS
 from unetlab.explain.erf import ERF, effective_receptive_fields, format_erf_table
 from unetlab.explain.explore import field_data, unit_data
+from unetlab.explain.options import VizOptions
 from unetlab.explain.pictures import plot_erf_maps, plot_fields, save_grid
 from unetlab.explain.topk import TopUnits, key_channels, top_units
 from unetlab.models.unet import UNet
@@ -35,36 +33,6 @@ from unetlab.training.checkpoint import LoadedRun, load_run
 from unetlab.training.loggers import wandb_job
 
 LABELS = ("trained", "random init")
-
-
-@dataclass
-class VizOptions:
-    """What ``unetlab-viz`` draws: the ``viz.*`` keys, their types and defaults (the schema ``viz_schema`` that
-    ``conf/viz.yaml`` extends; ``unetlab-viz --cfg job`` prints them).
-
-    ``keys`` and ``channels`` are ``Any`` because OmegaConf has no union of a scalar and a list.
-    """
-
-    keys: Any = None  # feature keys for the top-k grids, e.g. [enc1, enc3, dec0] (or one key); None = enc0..encD
-    channels: Any = 8  # per key: the first N channels, or a list of channel indices like [0, 5, 12]
-    top_k: int = 9  # patches per channel (one per image: the channel's maximum over that image)
-    split: str = "test"  # split streamed for the top-k patches; its first erf_images images give the ERFs
-    erf_images: int = 32  # images averaged for the effective receptive fields
-    explore_images: int = 8  # of those, averaged for the explorer's ERFs of a 6 x 6 grid of units per key
-    batch_size: int = 16
-    seed: int = 0  # seeds the random-init network the ERFs are compared with
-    device: str = "cpu"  # cpu | cuda
-    progress: bool = True
-    out_dir: str | None = None  # None = <run_dir>/viz
-
-    def __post_init__(self):
-        if self.split not in SPLITS:
-            raise ValueError(f"viz.split={self.split!r}; allowed: {', '.join(SPLITS)}")
-        for name in ("top_k", "erf_images", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"viz.{name}={getattr(self, name)} must be >= 1")
-        if isinstance(self.keys, str):
-            self.keys = [self.keys]
 
 
 def choose_channels(net: UNet, keys: Sequence[str], channels: int | Sequence[int]) -> dict[str, list[int]]:

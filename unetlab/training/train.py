@@ -58,7 +58,7 @@ def check_config(cfg: DictConfig) -> None:
             f"use e.g. data.image_size={max(factor, int(size) // factor * factor)}"
         )
     if cfg.get("eval"):  # the evaluation after training: its keys checked now, not after the training
-        from unetlab.evaluation.evaluate import EvalOptions
+        from unetlab.evaluation.options import EvalOptions
 
         options = OmegaConf.to_object(OmegaConf.merge(EvalOptions, OmegaConf.to_container(cfg.eval, resolve=True)))
         if options.shifts and not cfg.data._target_.endswith(".ShapesDataModule"):
