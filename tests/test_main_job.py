@@ -143,6 +143,8 @@ def test_shrunken_main_job_runs_end_to_end(tmp_path):
         run = out / "runs" / name
         config = (run / ".hydra" / "config.yaml").read_text()
         assert "max_epochs: 1" in config and f"depth: {depth}" in config
+        log = (run / "train.log").read_text()  # the run's own lines, though the console was shared
+        assert f"[unetlab] {name} epoch 1/1: train/loss" in log and f"[unetlab] {name} eval: probes of" in log
         assert "test/dice" in json.loads((run / "metrics.json").read_text())
         with open(run / "results.csv") as handle:
             rows = list(csv.DictReader(handle))

@@ -11,6 +11,7 @@ reuses its features.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -187,8 +188,10 @@ class Phases:
 
     def done(self, what: str) -> None:
         now = time.perf_counter()
+        line = f"[unetlab] {self.run} eval: {what} ({now - self.start:.1f} s)"
         if not self.quiet:
-            print(f"[unetlab] {self.run} eval: {what} ({now - self.start:.1f} s)", flush=True)
+            print(line, flush=True)
+        logging.getLogger("unetlab").info(line)  # train.log, where the run is evaluated at the end of training
         self.start = now
 
 

@@ -6,11 +6,14 @@ bars; a line per epoch names the run and says how far it is and how good it is.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
+
+LOG = logging.getLogger("unetlab")
 
 
 class EpochSummary(L.Callback):
@@ -46,11 +49,12 @@ class EpochSummary(L.Callback):
             if key in metrics
         ]
         self.losses = []
-        print(
+        line = (
             f"[unetlab] {name} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {', '.join(parts)} "
-            f"({time.perf_counter() - self.start:.0f} s)",
-            flush=True,
+            f"({time.perf_counter() - self.start:.0f} s)"
         )
+        print(line, flush=True)
+        LOG.info(line)  # the run's train.log (Hydra's file handler on the root logger), where the console is shared
 
 
 class NonFiniteLoss(ValueError):
