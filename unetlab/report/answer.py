@@ -75,7 +75,7 @@ def growth(results: Results) -> str | None:
             )
         else:
             sentence += (
-                f"; with all skips it {'rises' if all_rule > 0 else 'falls'} only from "
+                f"; with all skips it {'rises' if all_rule > 0 else 'falls'} from "
                 f"{px(results.value(every[min(every)], 'model', 'hd95'))} to "
                 f"{px(results.value(every[max(every)], 'model', 'hd95'))} ({interval(change)})"
             )
