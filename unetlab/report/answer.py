@@ -21,9 +21,8 @@ from unetlab.report.findings import (
     depth_series,
     interval,
     px,
+    series_trend,
     significant,
-    slope,
-    trend_verdict,
 )
 from unetlab.report.intervals import Diff
 from unetlab.report.views import ablation_modes, shapley
@@ -51,21 +50,21 @@ class Answer:
 def growth(results: Results) -> str | None:
     """Sentence 1: the no-skip models from the shallowest to the deepest depth, and the all-skip models' range."""
     none, every = depth_series(results, "none"), depth_series(results, "all")
-    if len(none) < 2:
+    trend = series_trend(results, none)
+    if trend is None:
         return None
     first, last = min(none), max(none)
-    overall = results.difference((none[last], "model"), (none[first], "model"))
-    rule = trend_verdict(overall, slope(results, none))
+    overall, _, rule = trend
     start, end = (px(results.value(none[d], "model", "hd95")) for d in (first, last))
     verb = {1: "grows with depth", -1: "shrinks with depth", 0: "shows no significant change with depth"}[rule]
     sentence = (
         f"Without skip connections, boundary error {verb}: {HD95} goes from {start} at depth {first} "
         f"to {end} at depth {last} ({interval(overall)})"
     )
-    if len(every) >= 2:
+    every_trend = series_trend(results, every)
+    if every_trend is not None:
         values = [results.value(m, "model", "hd95") for m in every.values()]
-        change = results.difference((every[max(every)], "model"), (every[min(every)], "model"))
-        all_rule = trend_verdict(change, slope(results, every))
+        change, _, all_rule = every_trend
         if all_rule == 0:
             low, high = px(min(values)), px(max(values))
             span = low if low == high else f"between {low} and {high}"

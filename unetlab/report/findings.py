@@ -116,13 +116,11 @@ def depth_trend(results: Results, label: str, metric: str = "hd95") -> str | Non
     how many go the same way. Where slope or change is not significant the sentence says which, never "no trend"
     beside an interval that excludes 0."""
     models = depth_series(results, label, metric)
-    if len(models) < 2:
+    trend = series_trend(results, models, metric)
+    if trend is None:
         return None
     first, last = min(models), max(models)
-    overall = results.difference((models[last], "model"), (models[first], "model"), metric)
-    per_level = slope(results, models, metric)
-    if overall is None or per_level is None:
-        return None
+    overall, per_level, rule = trend
     unit = f" {UNIT.get()}" if metric in DISTANCE_METRICS else ""
     value = (
         (lambda d: px(results.value(models[d], "model", metric)))
@@ -130,7 +128,6 @@ def depth_trend(results: Results, label: str, metric: str = "hd95") -> str | Non
         else (lambda d: f"{results.value(models[d], 'model', metric):.2f}")
     )
     who = {"none": "Without skips", "all": "With all skips"}.get(label, f"With skip set {label}")
-    rule = trend_verdict(overall, per_level)
     verb = {1: "rises", -1: "falls", 0: "changes"}[rule]
     sentence = (
         f"{who}, {metric} {verb} with depth, from {value(first)} at depth {first} to {value(last)} at depth {last} "
@@ -154,6 +151,18 @@ def depth_trend(results: Results, label: str, metric: str = "hd95") -> str | Non
             firm = sum(significant(diff) and (diff.value > 0) == (rule > 0) for _, _, diff in steps)
             sentence += f" ({along} of {len(steps)} steps go that way, {firm} of them significant on their own)"
     return sentence + "."
+
+
+def series_trend(results: Results, models: dict[int, Model], metric: str = "hd95") -> tuple[Diff, Diff, int] | None:
+    """Of a series over depth (``depth_series``): the deepest-minus-shallowest change, the slope per level (both
+    paired) and ``trend_verdict`` of the two; None with fewer than two depths or without numbers."""
+    if len(models) < 2:
+        return None
+    overall = results.difference((models[max(models)], "model"), (models[min(models)], "model"), metric)
+    per_level = slope(results, models, metric)
+    if overall is None or per_level is None:
+        return None
+    return overall, per_level, trend_verdict(overall, per_level)
 
 
 def trend_verdict(overall: Diff, per_level: Diff) -> int:
