@@ -26,13 +26,13 @@ import torch
 from omegaconf import OmegaConf
 
 from unetlab import UNet
+from unetlab.bootstrap import resample_indices
 from unetlab.data.shapes import ShapesDataModule
 from unetlab.evaluation import floors
-from unetlab.evaluation.bootstrap import resample_indices
 from unetlab.evaluation.evaluate import EvalOptions, evaluate
-from unetlab.evaluation.results import source_rows
+from unetlab.evaluation.rows import source_rows
 from unetlab.metrics import BoundaryMetrics
-from unetlab.training.checkpoint import LoadedRun, load_run
+from unetlab.runs.checkpoint import LoadedRun, load_run
 from unetlab.training.task import soft_dice_loss
 
 

@@ -33,7 +33,7 @@ from unetlab.evaluation.probes import Standardised, fit_probes, pool_features, t
 from unetlab.metrics import BoundaryMetrics, ObjectMetrics
 from unetlab.metrics.classes import OBJECT_COLUMNS
 from unetlab.models.unet import UNet
-from unetlab.training.checkpoint import LoadedRun, load_run
+from unetlab.runs.checkpoint import LoadedRun, load_run
 
 
 class MLPProbe(Standardised):

@@ -30,11 +30,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from unetlab.evaluation.bootstrap import resample_indices
-from unetlab.evaluation.results import source_rows, write_per_image, write_results
+from unetlab.bootstrap import resample_indices
+from unetlab.evaluation.rows import source_rows
 from unetlab.metrics.classes import COLUMNS
 from unetlab.metrics.functional import DISTANCE_METRICS, METRIC_NAMES
 from unetlab.report.intervals import one_thread
+from unetlab.runs.results import write_per_image, write_results
 
 SEEDS = (0, 1)
 SEED_OFFSET = {0: -0.1, 1: 0.1, 2: 0.0}

@@ -2,7 +2,7 @@
 
 import torch
 
-from unetlab.evaluation.bootstrap import (
+from unetlab.bootstrap import (
     bootstrap_means,
     draw_weights,
     mean_interval,

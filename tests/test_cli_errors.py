@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from tests.helpers import TINY, compose_train, run_cli
 from unetlab.models.unet import UNet
-from unetlab.training.checkpoint import load_state_dict
+from unetlab.runs.checkpoint import load_state_dict
 
 OUTPUT_DIR_HINT = "set hydra.run.dir (hydra.sweep.dir with -m) to a writable directory"
 CORRUPT = "is unreadable or corrupt (truncated, or not written by unetlab-train): "

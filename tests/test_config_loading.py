@@ -16,8 +16,8 @@ from tests.helpers import CONFIG_DIR, compose_train
 from unetlab.cli import run_keys
 from unetlab.evaluation.evaluate import EvalOptions
 from unetlab.explain.viz import VizOptions
-from unetlab.training.checkpoint import load_config
-from unetlab.training.loggers import uses_wandb
+from unetlab.runs.checkpoint import load_config
+from unetlab.runs.wandb_job import uses_wandb
 
 
 def compose_app(name: str, *overrides: str):

@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from unetlab.explain.erf import effective_receptive_fields, mass_radius
+from unetlab.erf import effective_receptive_fields, mass_radius
 from unetlab.explain.pictures import erf_maps_figure, fields_figure, plot_erf_maps, plot_fields
-from unetlab.explain.receptive_field import centre, receptive_fields
 from unetlab.models.unet import UNet
+from unetlab.receptive_field import centre, receptive_fields
 
 
 def test_mass_radius_of_known_maps():
@@ -139,10 +139,10 @@ def test_plots_are_written_at_the_figure_size(two_labels, tmp_path):
 
 
 def test_erf_rows_measure_every_encoder_key_unclipped_trained_and_at_init():
-    from unetlab.evaluation.bootstrap import resample_indices
+    from unetlab.bootstrap import resample_indices
+    from unetlab.erf import mass_radius
     from unetlab.evaluation.erf_rows import canvas_side, chebyshev_rings, erf_rows, mass_radii, mirror_canvas
-    from unetlab.explain.erf import mass_radius
-    from unetlab.explain.receptive_field import receptive_fields
+    from unetlab.receptive_field import receptive_fields
 
     torch.manual_seed(0)
     maps = torch.rand(3, 21, 21)

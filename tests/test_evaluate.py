@@ -14,12 +14,13 @@ from unetlab.data.shapes import ShapesDataModule
 from unetlab.evaluation.evaluate import EvalOptions, probe_pool_seed, run_eval
 from unetlab.evaluation.floors import class_fractions, resolution_floor
 from unetlab.evaluation.probes import train_probes
-from unetlab.evaluation.results import COLUMNS, read_per_image, read_results, write_results
+from unetlab.grid.job import train_then_evaluate
 from unetlab.metrics import BoundaryMetrics
 from unetlab.metrics.functional import DISTANCE_METRICS, METRIC_NAMES
+from unetlab.runs.checkpoint import load_config, load_run, load_state_dict
+from unetlab.runs.results import COLUMNS, read_per_image, read_results, write_results
 from unetlab.sources import is_objects
-from unetlab.training.checkpoint import load_config, load_run, load_state_dict
-from unetlab.training.train import evaluate_if_asked, train
+from unetlab.training.train import train
 
 METRICS = list(METRIC_NAMES)
 
@@ -137,12 +138,12 @@ def test_each_run_fits_its_probes_on_a_pool_of_its_own(trained):
     assert probe_pool_seed(3, OmegaConf.create({"seed": 2})) == 5
 
 
-def test_eval_keys_of_a_training_config_evaluate_after_training(trained, capsys):
+def test_a_grid_job_evaluates_after_training_with_its_eval_keys(trained, capsys):
     cfg, run_dir = trained
     (run_dir / "results.csv").unlink(missing_ok=True)
     # As unetlab-ablate sets it: some eval keys only, the rest at their defaults.
     cfg = OmegaConf.merge(cfg, {"eval": {"probes": False, "floors": False, "ablate_modes": [], "objects": False}})
-    evaluate_if_asked(cfg, run_dir)
+    train_then_evaluate(cfg)  # trained already: not trained again, evaluated
     assert {r["source"] for r in read_results(run_dir / "results.csv")} == {"model"}
     # The trainer ran without progress bars (TINY), so the evaluation prints no summary either.
     assert "model (mean over classes)" not in capsys.readouterr().out
@@ -256,11 +257,11 @@ def test_eval_cli_on_a_trained_run(tmp_path):
 
 
 def test_evaluation_at_the_end_of_training_logs_into_the_training_wandb_run(tmp_path):
-    """unetlab-train with eval set (the grid's jobs): one offline wandb run per run dir, holding both the training
-    curves and the eval table (a second init and finish per model cost ~2.5 s)."""
+    """A grid job (train, then evaluate): one offline wandb run per run dir, holding both the training curves and the
+    eval table (a second init and finish per model cost ~2.5 s)."""
     run_dir = tmp_path / "run"
     cfg = compose_train(run_dir, "logger=wandb", "logger.mode=offline", "+eval.probe_steps=3", "+eval.floors=false")
-    train(cfg)
+    train_then_evaluate(cfg)
     assert (run_dir / "results.csv").is_file()
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
@@ -293,7 +294,7 @@ def test_probe_loss_is_the_networks_loss(classes):
 def test_label_maps_hold_the_first_test_images_of_every_source(trained):
     """label_maps.npz: truth, model, every probe and floor of the first eval.picture_images test images; the model's
     map is the network's argmax and the truth the test mask."""
-    from unetlab.evaluation.label_maps import read_label_maps
+    from unetlab.runs.label_maps import read_label_maps
 
     cfg, run_dir = trained
     run_eval(run_dir / "checkpoints" / "last.ckpt", quick_eval(ablate_modes=[], picture_images=3), cfg=cfg)
@@ -313,13 +314,13 @@ def test_label_maps_hold_the_first_test_images_of_every_source(trained):
 def test_the_data_unit_goes_through_train_eval_and_report(tmp_path):
     """data.spacing / data.unit: training logs, results.csv (unit column), the per-image values (measured with the
     pixel size) and the report's tables all use them."""
-    from unetlab.evaluation.label_maps import read_label_maps, read_spacing
     from unetlab.metrics import functional
     from unetlab.report import make_report
+    from unetlab.runs.label_maps import read_label_maps, read_spacing
 
     run_dir = tmp_path / "runs" / "run"
     cfg = compose_train(run_dir, "data.spacing=[0.5,0.25]", "data.unit=um", "+eval.probe_steps=3")
-    train(cfg)
+    train_then_evaluate(cfg)
     rows = read_results(run_dir / "results.csv")
     units = {(r["metric"] in DISTANCE_METRICS or r["metric"].endswith("_nonempty")): r["unit"] for r in rows}
     assert units == {True: "um", False: ""}

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from tests.helpers import CONFIG_DIR, compose_train
 from unetlab.models.skip_ablation import ablate_skip
 from unetlab.models.unet import UNet
-from unetlab.training.checkpoint import load_run
+from unetlab.runs.checkpoint import load_run
 from unetlab.training.task import SegmentationTask, soft_dice_loss
 from unetlab.training.train import check_strategy, train
 

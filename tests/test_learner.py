@@ -157,7 +157,7 @@ def test_the_report_does_not_import_the_explain_command():
     code = "import sys, unetlab.report.build; print(sorted(m for m in sys.modules if m.startswith('unetlab.explain')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-    import unetlab.explain.receptive_field as explain_fields
+    import unetlab.receptive_field as explain_fields
     import unetlab.receptive_field as fields
 
     assert explain_fields.receptive_fields is fields.receptive_fields

@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import run_cli
 from unetlab.grid.run import count_jobs, drawn_keys, parallel_overrides, plan_sweeps, run_dir_name, skip_sets
-from unetlab.training.run_dir import hold_run_dir
+from unetlab.runs.run_dir import hold_run_dir
 
 
 def cells_of_sweeps(sweeps: list[list[str]]) -> list[tuple[int, str, int]]:
@@ -179,10 +179,10 @@ def check_real_explorer(out: Path) -> None:
     is that image's value in the model's per_image.npz, and a click in the fields view boxes the unit's theoretical
     field, receptive_fields(net)[key].size px wide (clipped to the image), of the drawn model."""
     from tests.test_explorer import BROWSER_MISSING, Opened, embedded, sync_playwright
-    from unetlab.evaluation.results import read_per_image
-    from unetlab.explain.receptive_field import receptive_fields, unit_field
     from unetlab.metrics.classes import COLUMNS as PER_IMAGE_COLUMNS
-    from unetlab.training.checkpoint import load_run
+    from unetlab.receptive_field import receptive_fields, unit_field
+    from unetlab.runs.checkpoint import load_run
+    from unetlab.runs.results import read_per_image
 
     page = out / "explorer.html"
     data = embedded(page.read_text())

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
-from unetlab.metrics import _distance
+from unetlab.metrics import distance
 from unetlab.metrics import functional as F
 
 NAMES = ("dice", "iou", "hd", "hd95", "assd", "nsd", "bf1", "biou")
@@ -133,16 +133,16 @@ def test_every_search_path_gives_the_same_values(monkeypatch, radius, chunk_elem
     expected = F.boundary_metrics(preds, targets)
     searched = {"_pairwise_search": 0, "_column_search": 0}
     for name in searched:
-        search = getattr(_distance, name)
+        search = getattr(distance, name)
 
         def spy(*args, name=name, search=search):
             searched[name] += 1
             return search(*args)
 
-        monkeypatch.setattr(_distance, name, spy)
-    monkeypatch.setattr(_distance, "WINDOW_RADIUS", radius)
-    monkeypatch.setattr(_distance, "CHUNK_ELEMENTS", chunk_elements)
-    monkeypatch.setattr(_distance, "COLUMN_SEARCH_COST", column_cost)
+        monkeypatch.setattr(distance, name, spy)
+    monkeypatch.setattr(distance, "WINDOW_RADIUS", radius)
+    monkeypatch.setattr(distance, "CHUNK_ELEMENTS", chunk_elements)
+    monkeypatch.setattr(distance, "COLUMN_SEARCH_COST", column_cost)
     again = F.boundary_metrics(preds, targets)
     assert searched["_column_search" if column_cost == 0 else "_pairwise_search"] > 0
     if column_cost > 1e6:
@@ -154,7 +154,7 @@ def test_every_search_path_gives_the_same_values(monkeypatch, radius, chunk_elem
 @pytest.mark.parametrize("shape", [(3, 5, 7), (2, 8, 8), (1, 1, 1), (4, 0, 3)])
 def test_sparse_nonzero_equals_nonzero(shape):
     mask = torch.rand(shape, generator=torch.Generator().manual_seed(0)) < 0.2
-    for got, want in zip(_distance.sparse_nonzero(mask), mask.nonzero(as_tuple=True), strict=True):
+    for got, want in zip(distance.sparse_nonzero(mask), mask.nonzero(as_tuple=True), strict=True):
         assert torch.equal(got, want)
 
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from unetlab.evaluation.bootstrap import resample_indices
-from unetlab.evaluation.results import object_rows, tolerance_rows
+from unetlab.bootstrap import resample_indices
+from unetlab.evaluation.rows import object_rows, tolerance_rows
 from unetlab.metrics import BoundaryMetrics, ObjectMetrics
 from unetlab.metrics import functional as F
 from unetlab.metrics.objects import bin_edges, bin_index, bin_names, object_metrics

@@ -8,7 +8,7 @@ import torch
 from scipy.spatial.distance import cdist
 
 from tests.test_metrics_functional import random_masks, ref_boundary
-from unetlab.metrics import BoundaryMetrics, _distance
+from unetlab.metrics import BoundaryMetrics, distance
 from unetlab.metrics import functional as F
 
 NAMES = F.METRIC_NAMES
@@ -101,16 +101,16 @@ def test_every_search_path_gives_the_same_values_with_spacing(
     expected = F.boundary_metrics(preds, targets, spacing=spacing)
     searched = {"_pairwise_search_spaced": 0, "_column_search": 0}
     for name in searched:
-        search = getattr(_distance, name)
+        search = getattr(distance, name)
 
         def spy(*args, name=name, search=search):
             searched[name] += 1
             return search(*args)
 
-        monkeypatch.setattr(_distance, name, spy)
-    monkeypatch.setattr(_distance, "WINDOW_RADIUS", radius)
-    monkeypatch.setattr(_distance, "CHUNK_ELEMENTS", chunk_elements)
-    monkeypatch.setattr(_distance, "COLUMN_SEARCH_COST", column_cost)
+        monkeypatch.setattr(distance, name, spy)
+    monkeypatch.setattr(distance, "WINDOW_RADIUS", radius)
+    monkeypatch.setattr(distance, "CHUNK_ELEMENTS", chunk_elements)
+    monkeypatch.setattr(distance, "COLUMN_SEARCH_COST", column_cost)
     again = F.boundary_metrics(preds, targets, spacing=spacing)
     assert searched["_column_search" if column_cost == 0 else "_pairwise_search_spaced"] > 0
     if column_cost > 1e6:

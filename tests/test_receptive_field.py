@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from unetlab.explain.receptive_field import RF, centre, path_fields, receptive_fields, unit_field
 from unetlab.models.unet import UNet
+from unetlab.receptive_field import RF, centre, path_fields, receptive_fields, unit_field
 
 PERTURBATION = 1e100
 

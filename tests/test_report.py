@@ -26,10 +26,10 @@ from tests.fixtures_report import (
     write_run,
 )
 from tests.helpers import run_cli
+from unetlab.bootstrap import percentile_interval, resample_indices, two_level_indices, two_level_means
 from unetlab.cli.report import dirs_to_override
 from unetlab.conventions import feature_keys
-from unetlab.evaluation.bootstrap import percentile_interval, resample_indices, two_level_indices, two_level_means
-from unetlab.evaluation.results import object_rows, read_results, write_results
+from unetlab.evaluation.rows import object_rows
 from unetlab.metrics.classes import COLUMNS
 from unetlab.metrics.objects import bin_edges, bin_names
 from unetlab.report import ReportError, make_report
@@ -56,6 +56,7 @@ from unetlab.report.findings import (
 )
 from unetlab.report.intervals import Diff
 from unetlab.report.views import ablation_modes, layer_objects, layer_objects_table, mode_order
+from unetlab.runs.results import read_results, write_results
 
 PLOTS = ["answer", "boundary_vs_depth", "probes_vs_floor", "shapley", "dice_vs_depth", "params_vs_depth"]
 BOUNDARY = "Boundary metrics by depth and skip set"

@@ -20,8 +20,8 @@ from tests.fixtures_data import write_folder
 from tests.helpers import TINY, compose_train, run_cli
 from unetlab.data.sampling import EpochShuffle, split_key
 from unetlab.data.transforms import Geometry
+from unetlab.runs.run_dir import RunDirInUse, hold_run_dir
 from unetlab.training.callbacks import NonFiniteLoss
-from unetlab.training.run_dir import RunDirInUse, hold_run_dir
 from unetlab.training.train import train
 
 STEPS_PER_EPOCH = 4  # the tiny experiment: 32 training images, batches of 8
@@ -128,7 +128,7 @@ def test_a_run_dir_with_another_config_is_refused(tmp_path):
 
 def hold_in_subprocess(run_dir: Path) -> subprocess.Popen:
     """A process that holds ``run_dir`` until killed; returns once it holds it."""
-    code = f"import time; from unetlab.training.run_dir import hold_run_dir\nwith hold_run_dir({str(run_dir)!r}):\n"
+    code = f"import time; from unetlab.runs.run_dir import hold_run_dir\nwith hold_run_dir({str(run_dir)!r}):\n"
     code += "    print('held', flush=True); time.sleep(120)"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"

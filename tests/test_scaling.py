@@ -11,8 +11,9 @@ from hydra import compose, initialize_config_dir
 
 from tests.helpers import CONFIG_DIR, TINY, compose_train, run_cli
 from unetlab.cli import check_launcher
+from unetlab.grid.job import train_then_evaluate
 from unetlab.metrics import BoundaryMetrics
-from unetlab.training.checkpoint import load_run
+from unetlab.runs.checkpoint import load_run
 from unetlab.training.train import train
 
 # Two CPU processes; ddp_spawn because strategy=ddp would re-run pytest itself (shared/ECOSYSTEM.md B3).
@@ -41,7 +42,8 @@ def test_ddp_spawn_gives_one_process_metrics_and_scores_each_test_image_once(tmp
         run, *DDP, "logger=none", "data.train_size=96", "data.batch_size=4", "task.optimizer.lr=0.01", "seed=1",
         "data.test_size=17", "eval={probes:false,floors:false,ablate_modes:[],progress:false}",
     )  # fmt: skip
-    metrics = train(cfg)
+    train_then_evaluate(cfg)  # as a grid job: train, then evaluate on rank 0
+    metrics = {k: v for k, v in json.loads((run / "metrics.json").read_text()).items() if not k.startswith("eval/")}
     saved = json.loads((run / "metrics.json").read_text())  # eval adds its eval/model/* numbers beside these
     assert {key: saved[key] for key in metrics} == pytest.approx(metrics)
     assert metrics["epochs"] == 1

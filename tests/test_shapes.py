@@ -181,7 +181,7 @@ def test_texture_complexity_makes_background_and_objects_alike():
 def test_complexity_names_the_data_set():
     from omegaconf import OmegaConf
 
-    from unetlab.evaluation.results import dataset_name
+    from unetlab.runs.results import dataset_name
 
     cfg = OmegaConf.create({"data": {"_target_": "unetlab.data.shapes.ShapesDataModule", "complexity": 0.5}})
     assert dataset_name(cfg) == "shapes-complexity0.5"

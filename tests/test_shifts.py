@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from tests.helpers import compose_train
+from unetlab.bootstrap import resample_indices
 from unetlab.conventions import feature_keys
-from unetlab.evaluation.bootstrap import resample_indices
 from unetlab.evaluation.evaluate import EvalOptions, run_eval
-from unetlab.evaluation.results import read_per_image, read_results
 from unetlab.evaluation.shifts import hellinger, histograms, susceptibility_row
 from unetlab.report import make_report
 from unetlab.report.collect import collect
+from unetlab.runs.results import read_per_image, read_results
 from unetlab.training.train import train
 
 

@@ -12,9 +12,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from unetlab.explain.pictures import BOUNDARY_COLOURS, OUTSIDE_IMAGE, grid_figure, save_grid
-from unetlab.explain.receptive_field import centre, receptive_fields
 from unetlab.explain.topk import RunningTopK, TopUnits, crop, top_patches, top_units
 from unetlab.models.unet import UNet
+from unetlab.receptive_field import centre, receptive_fields
 
 
 def test_running_topk_equals_stable_full_sort():

@@ -13,12 +13,14 @@ import torch
 from PIL import Image
 
 from tests.helpers import compose_train, finished_records
-from unetlab.evaluation.results import read_per_image
+from unetlab.grid.job import train_then_evaluate
 from unetlab.metrics.functional import METRIC_NAMES
+from unetlab.runs.checkpoint import load_run
+from unetlab.runs.results import read_per_image
+from unetlab.runs.wandb_masks import class_labels, display_image, predict
 from unetlab.training import wandb_masks
-from unetlab.training.checkpoint import load_run
 from unetlab.training.train import train
-from unetlab.training.wandb_masks import WandbMasks, class_labels, display_image, predict
+from unetlab.training.wandb_masks import WandbMasks
 
 
 def history(records: list) -> list[dict]:
@@ -53,7 +55,7 @@ def test_masks_and_overlays_reach_the_offline_wandb_run(tmp_path, monkeypatch):
     evaluation = ["+eval.probes=false", "+eval.floors=false", "+eval.ablate_modes=[mean]", "+eval.progress=false"]
     cfg = compose_train(run_dir, *overrides, *evaluation)
     assert cfg.callbacks.wandb_masks.every_n_epochs == 2
-    train(cfg)
+    train_then_evaluate(cfg)
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     (records_file,) = offline.glob("run-*.wandb")
     records = finished_records(records_file)

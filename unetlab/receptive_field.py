@@ -1,5 +1,5 @@
 """Theoretical receptive fields of every feature key of a U-Net, computed from its layers (``unetlab-viz`` draws them,
-the report's learner part and the explorer describe them; ``unetlab.explain.receptive_field`` re-exports them).
+the report's learner part and the explorer describe them; ``unetlab.receptive_field`` re-exports them).
 
 The field of a unit is the box of input pixels that can change it. It is computed exactly, per unit, by interval
 arithmetic on unit index ranges: every Conv2d, MaxPool2d, AvgPool2d and ConvTranspose2d maps a range of its output

@@ -10,9 +10,10 @@ from unetlab.cli import CONFIG_PATH, app_errors, check_launcher, task_errors
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def _main(cfg: DictConfig) -> None:
+    from unetlab.runs.wandb_job import finishing_wandb
     from unetlab.training.train import train
 
-    with task_errors("unetlab-train"):
+    with task_errors("unetlab-train"), finishing_wandb(cfg):  # a sweep's next job starts its own wandb run
         train(cfg)
 
 

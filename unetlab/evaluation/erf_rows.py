@@ -1,7 +1,7 @@
 """Effective receptive fields as results rows, trained and at random init (``eval.erf``; ``docs/receptive-fields.md``).
 
 For every encoder key ``enc0..encD`` (the plain stack of convolutions and poolings that Luo et al. 2016 analyse) the
-ERF of the centre unit (``unetlab.explain.erf``: mean |gradient| over images, the Chebyshev radius holding 50 % / 95 %
+ERF of the centre unit (``unetlab.erf``: mean |gradient| over images, the Chebyshev radius holding 50 % / 95 %
 of its mass, side ``2 r + 1``) is measured on a canvas larger than the key's theoretical field, so that no field is
 clipped by the image: each test image mirrored outwards (reflected tiling) to a side of at least the theoretical
 size plus the image side, rounded up to a multiple of ``2**depth``. The same is measured on a freshly initialised
@@ -20,10 +20,10 @@ import torch
 from torch import Tensor
 
 from unetlab import sources
-from unetlab.evaluation.bootstrap import percentile_interval
-from unetlab.explain.erf import FRACTIONS, eval_mode, gradient_mass, unit_centre
-from unetlab.explain.receptive_field import receptive_fields
+from unetlab.bootstrap import percentile_interval
+from unetlab.erf import FRACTIONS, eval_mode, gradient_mass, unit_centre
 from unetlab.models.unet import UNet
+from unetlab.receptive_field import receptive_fields
 
 ERF_METRICS = ("size50", "size95", "theoretical")
 RESAMPLES = 200  # the interval of a size: resampled images (each resample recomputes the mass radius)
@@ -82,7 +82,7 @@ def chebyshev_rings(shape: tuple[int, int], centre: tuple[float, float]) -> tupl
 
 def mass_radii(rings: Tensor, masses: Tensor, fraction: float) -> Tensor:
     """The smallest ring distance holding ``fraction`` of the mass, for each row of ``masses`` (..., K) -> (...);
-    the same as ``unetlab.explain.erf.mass_radius`` on the summed map; NaN where the mass is zero."""
+    the same as ``unetlab.erf.mass_radius`` on the summed map; NaN where the mass is zero."""
     cumulative = masses.cumsum(dim=-1)
     total = cumulative[..., -1:]
     index = torch.searchsorted(cumulative.contiguous(), (fraction * total * (1 - 1e-12)).contiguous())

@@ -23,29 +23,22 @@ from tqdm.auto import tqdm
 
 from unetlab import sources
 from unetlab.atomic import write_json
-from unetlab.evaluation.bootstrap import resample_indices
+from unetlab.bootstrap import resample_indices
 from unetlab.evaluation.erf_rows import RESAMPLES as ERF_RESAMPLES
 from unetlab.evaluation.erf_rows import erf_rows
 from unetlab.evaluation.floors import cached_floor
-from unetlab.evaluation.label_maps import LabelMapRecorder
 from unetlab.evaluation.options import EvalOptions
 from unetlab.evaluation.probes import train_probes
-from unetlab.evaluation.results import (
-    COLUMNS,
-    object_rows,
-    run_columns,
-    source_rows,
-    tolerance_rows,
-    write_per_image,
-    write_results,
-)
+from unetlab.evaluation.rows import object_rows, source_rows, tolerance_rows
 from unetlab.evaluation.shifts import score_shifts, susceptibility_row
 from unetlab.evaluation.skip_ablation import decode_variants, shapley_values, subsets
 from unetlab.explain.viz import random_init_like
 from unetlab.metrics import BoundaryMetrics, ObjectMetrics
-from unetlab.training.checkpoint import LoadedRun, load_run
-from unetlab.training.loggers import wandb_job
-from unetlab.training.run_dir import hold_run_dir
+from unetlab.runs.checkpoint import LoadedRun, load_run
+from unetlab.runs.label_maps import LabelMapRecorder
+from unetlab.runs.results import COLUMNS, run_columns, write_per_image, write_results
+from unetlab.runs.run_dir import hold_run_dir
+from unetlab.runs.wandb_job import wandb_job
 
 
 def evaluate(
@@ -247,7 +240,7 @@ def log_to_wandb(
         import wandb
 
         from unetlab.metrics.functional import METRIC_NAMES
-        from unetlab.training.wandb_masks import class_labels, mask_overlay, predict
+        from unetlab.runs.wandb_masks import class_labels, mask_overlay, predict
 
         log = {"eval/results": wandb.Table(columns=columns, data=table_rows)}
         table = {(row["source"], row["metric"], row["class"]): row["value"] for row in rows}

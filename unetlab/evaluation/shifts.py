@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from unetlab import sources
+from unetlab.bootstrap import percentile_interval
 from unetlab.conventions import feature_keys, level_of
 from unetlab.data.shifts import shift_name
-from unetlab.evaluation.bootstrap import percentile_interval
 from unetlab.metrics import BoundaryMetrics
 from unetlab.models.unet import UNet
 

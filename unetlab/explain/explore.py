@@ -18,10 +18,10 @@ from torch import Tensor
 
 from unetlab.conventions import level_of
 from unetlab.encode import encode_labels, encode_png, to_uint8_rgb
-from unetlab.explain.erf import eval_mode, gradient_mass
-from unetlab.explain.receptive_field import path_fields, receptive_fields
+from unetlab.erf import eval_mode, gradient_mass
 from unetlab.explain.topk import TopUnits, top_patches
 from unetlab.models.unet import UNet
+from unetlab.receptive_field import path_fields, receptive_fields
 
 
 def grid_units(height: int, width: int, per_side: int) -> list[tuple[int, int]]:

@@ -24,10 +24,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from unetlab.explain.erf import ERF
-from unetlab.explain.receptive_field import RF, centre, receptive_fields
+from unetlab.erf import ERF
 from unetlab.explain.topk import Patch, TopUnits, top_patches
 from unetlab.models.unet import UNet
+from unetlab.receptive_field import RF, centre, receptive_fields
 
 OUTSIDE_IMAGE = "#8fa7bf"  # padding where a field leaves the image
 BOUNDARY_COLOURS = ("#39ff14", "#ff9f1c", "#00e5ff", "#ff3ea5", "#ffe600")

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from unetlab.explain.erf import eval_mode
-from unetlab.explain.receptive_field import unit_field
+from unetlab.erf import eval_mode
 from unetlab.models.unet import UNet
+from unetlab.receptive_field import unit_field
 
 
 def key_channels(net: UNet, key: str) -> int:

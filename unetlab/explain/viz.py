@@ -23,14 +23,14 @@ from torch.utils.data import DataLoader
 
 from unetlab.atomic import replace_atomically, write_json
 from unetlab.conventions import skips_to_str
-from unetlab.explain.erf import ERF, effective_receptive_fields, format_erf_table
+from unetlab.erf import ERF, effective_receptive_fields, format_erf_table
 from unetlab.explain.explore import field_data, unit_data
 from unetlab.explain.options import VizOptions
 from unetlab.explain.pictures import plot_erf_maps, plot_fields, save_grid
 from unetlab.explain.topk import TopUnits, key_channels, top_units
 from unetlab.models.unet import UNet
-from unetlab.training.checkpoint import LoadedRun, load_run
-from unetlab.training.loggers import wandb_job
+from unetlab.runs.checkpoint import LoadedRun, load_run
+from unetlab.runs.wandb_job import wandb_job
 
 LABELS = ("trained", "random init")
 

@@ -29,7 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from unetlab.atomic import write_json
 from unetlab.conventions import feature_keys, parse_skips, skips_override, skips_to_path, skips_to_str
-from unetlab.training.run_dir import DIE_WITH_PARENT, die_with_parent
+from unetlab.runs.run_dir import DIE_WITH_PARENT, die_with_parent
 
 KINDS = ("all", "none", "single", "all_but_one")
 
@@ -127,6 +127,7 @@ def check_grid(experiment: str, sweeps: list[list[str]], forwarded: Sequence[str
     from hydra import compose
     from hydra.utils import instantiate
 
+    from unetlab.grid.job import eval_options
     from unetlab.training.train import check_config
 
     for sweep in sweeps:
@@ -134,6 +135,7 @@ def check_grid(experiment: str, sweeps: list[list[str]], forwarded: Sequence[str
             try:
                 cfg = compose("train", overrides=[f"experiment={experiment}", *job, *train_overrides(forwarded)])
                 check_config(cfg)
+                eval_options(cfg)
                 instantiate(cfg.data)  # the data module checks its keys here; files are read only in setup()
             except (HydraException, OmegaConfBaseException, ValueError) as err:
                 if isinstance(err, InstantiationException) and err.__cause__ is not None:
@@ -264,7 +266,8 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
             print(f"[unetlab-ablate] sweep {index}/{len(sweeps)}: jobs {done + 1}-{done + jobs} of {total}: "
                   f"{' '.join(sweep)}", flush=True)  # fmt: skip
             command = [
-                sys.executable, "-m", "unetlab.cli.train", "--multirun", f"experiment={experiment}", *sweep,
+                sys.executable, "-m", "unetlab.grid.job", "--multirun", "hydra.job.name=train",  # train.log
+                f"experiment={experiment}", *sweep,
                 f"run_group={grid.name}", f"hydra.sweep.dir={runs_dir}",
                 f"hydra.sweep.subdir='{sweep_subdir(list(vary))}'",
                 *parallel, *forwarded,
@@ -288,7 +291,7 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
     from hydra import compose
 
     from unetlab.report import make_report
-    from unetlab.training.loggers import uses_wandb
+    from unetlab.runs.wandb_job import uses_wandb
 
     # When the training jobs log to wandb (their composed config says so), the report's plots go there too, once.
     log_wandb = uses_wandb(compose("train", overrides=[f"experiment={experiment}", *train_overrides(forwarded)]))

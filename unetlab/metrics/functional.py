@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from unetlab.metrics._distance import erode_rectangle, inner_boundary, surface_sq_distances
+from unetlab.metrics.distance import erode_rectangle, inner_boundary, surface_sq_distances
 
 METRIC_NAMES = ("dice", "iou", "hd", "hd95", "assd", "nsd", "bf1", "biou")
 DISTANCE_METRICS = ("hd", "hd95", "assd")  # in px (or spacing's unit), lower is better; the rest are fractions

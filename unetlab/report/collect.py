@@ -22,8 +22,8 @@ from torch import Tensor
 
 from unetlab import sources
 from unetlab.conventions import skip_label, str_to_skips
-from unetlab.evaluation.results import COLUMNS, read_per_image, read_results
 from unetlab.report.intervals import Diff, Draws, Samples, model_intervals, paired_contrast
+from unetlab.runs.results import COLUMNS, read_per_image, read_results
 
 RESULTS_NAME = "results.csv"
 PER_IMAGE_NAME = "per_image.npz"

@@ -17,14 +17,14 @@ import torch
 from unetlab import sources
 from unetlab.conventions import IGNORE_INDEX, level_of
 from unetlab.encode import encode_labels, encode_png
-from unetlab.evaluation.label_maps import read_label_maps, read_spacing
-from unetlab.evaluation.results import read_per_image
-from unetlab.metrics._distance import inner_boundary, surface_sq_distances
 from unetlab.metrics.classes import COLUMNS as PER_IMAGE_COLUMNS
+from unetlab.metrics.distance import inner_boundary, surface_sq_distances
 from unetlab.report.collect import Model, Results
 from unetlab.report.findings import describe
 from unetlab.report.learner import learner_data
 from unetlab.report.views import model_rows
+from unetlab.runs.label_maps import read_label_maps, read_spacing
+from unetlab.runs.results import read_per_image
 
 
 def image_values(per_image: torch.Tensor, metric: str) -> np.ndarray:

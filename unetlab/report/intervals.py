@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from unetlab.evaluation.bootstrap import LEVEL, RESAMPLES, draw_weights, percentile_interval, two_level_indices
-from unetlab.evaluation.results import EMPTY, NONEMPTY
+from unetlab.bootstrap import LEVEL, RESAMPLES, draw_weights, percentile_interval, two_level_indices
 from unetlab.metrics.classes import COLUMNS
 from unetlab.metrics.functional import DISTANCE_METRICS, METRIC_NAMES
+from unetlab.runs.results import EMPTY, NONEMPTY
 
 BOOTSTRAP_SEED = 0
 LINEAR = COLUMNS  # the eight metrics and empty_rate: means over images, bootstrapped as means

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 from unetlab import sources
 from unetlab.conventions import feature_keys, level_of, skips_to_str, str_to_skips
-from unetlab.evaluation.results import NONEMPTY
 from unetlab.metrics.functional import DISTANCE_METRICS
 from unetlab.report.collect import EMPTY_RATE, OBJECT_COUNT, Model, Results, Stat, skip_order
 from unetlab.report.intervals import Diff
+from unetlab.runs.results import NONEMPTY
 
 BOUNDARY_METRICS = ("hd95", "assd", "nsd", "bf1")
 

@@ -9,7 +9,8 @@ split with ``(seed, epoch)`` and hands each rank a disjoint slice: ranks see dif
 resumed run) sees the same ones. Rank 0 alone writes checkpoints, metrics.json and results.csv. Validation during
 training uses Lightning's sampler, which pads the val split with repeated images up to a multiple of the world size
 (so val/* is exact when that split's size is a multiple of it); the final test runs on ``UnpaddedShards``, so test/*
-counts every test image once, and results.csv comes from the single-process evaluation on rank 0.
+counts every test image once. Training knows nothing of evaluation: ``unetlab-eval`` scores a trained run, and the main
+job's grid composes the two (``unetlab.grid.job``).
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ from omegaconf import DictConfig, OmegaConf
 from unetlab.atomic import write_json
 from unetlab.conventions import check_depth, parse_skips
 from unetlab.data.sampling import unpadded
+from unetlab.runs.run_dir import DIE_WITH_PARENT, claim_config, die_with_parent, hold_run_dir
 from unetlab.training.console import quiet_console
-from unetlab.training.loggers import uses_wandb
 from unetlab.training.precision import resolve_precision
-from unetlab.training.run_dir import DIE_WITH_PARENT, claim_config, die_with_parent, hold_run_dir
 from unetlab.training.task import count_parameters
 
 
@@ -57,13 +57,6 @@ def check_config(cfg: DictConfig) -> None:
             f"data.image_size={size} is not a multiple of 2**model.depth = {factor} (model.depth={depth}); "
             f"use e.g. data.image_size={max(factor, int(size) // factor * factor)}"
         )
-    if cfg.get("eval"):  # the evaluation after training: its keys checked now, not after the training
-        from unetlab.evaluation.options import EvalOptions
-
-        options = OmegaConf.to_object(OmegaConf.merge(EvalOptions, OmegaConf.to_container(cfg.eval, resolve=True)))
-        if options.shifts and not cfg.data._target_.endswith(".ShapesDataModule"):
-            raise ValueError(f"eval.shifts={options.shifts}: test-time shifts are drawn by the shapes data set "
-                             f"(data=shapes), not by {cfg.data._target_.rsplit('.', 1)[-1]}")  # fmt: skip
 
 
 def check_strategy(trainer: L.Trainer, loggers: list) -> None:
@@ -106,14 +99,6 @@ def build_loggers(cfg: DictConfig) -> list:
     return [logger]
 
 
-def finish_wandb() -> None:
-    """End the process-wide wandb run so the next job of a sweep starts its own."""
-    import wandb
-
-    if wandb.run is not None:
-        wandb.finish()
-
-
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train one model as configured; returns the final val/test metrics (also written to metrics.json).
 
@@ -135,7 +120,6 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists() and "test/dice" in json.loads(metrics_path.read_text()):
         print(f"[unetlab] {run_dir} is finished (metrics.json exists); not training again.")
-        evaluate_if_asked(cfg, run_dir)
         return json.loads(metrics_path.read_text())
 
     if cfg.get("threads"):
@@ -161,31 +145,26 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         print(f"[unetlab] resuming {run_dir} from checkpoints/last.ckpt ({epochs_done(last)} epoch(s) done)")
         ckpt_path = str(last)
 
-    try:
-        # Our own checkpoints hold partial(optimizer) hyperparameters, which weights-only loading refuses.
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
-        if trainer.interrupted:
-            raise KeyboardInterrupt("training was interrupted; re-run the same command to resume")
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        best = best_checkpoint(trainer)
-        test_loader = unpadded(datamodule.test_dataloader())
-        trainer.test(
-            task,
-            dataloaders=test_loader,
-            ckpt_path=best,
-            weights_only=False,
-            verbose=trainer.progress_bar_callback is not None,  # without bars (parallel jobs) no table either
-        )
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
-        metrics["params"] = float(count_parameters(net))
-        # ddp_spawn does not send the loop's progress back to the main process; the last checkpoint has it.
-        metrics["epochs"] = float(max(trainer.current_epoch, epochs_done(last)))
-        if trainer.is_global_zero:
-            write_json(metrics_path, metrics)
-            evaluate_if_asked(cfg, run_dir)  # its results go to this run's wandb run, still open
-    finally:
-        if uses_wandb(cfg):
-            finish_wandb()
+    # Our own checkpoints hold partial(optimizer) hyperparameters, which weights-only loading refuses.
+    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+    if trainer.interrupted:
+        raise KeyboardInterrupt("training was interrupted; re-run the same command to resume")
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    best = best_checkpoint(trainer)
+    test_loader = unpadded(datamodule.test_dataloader())
+    trainer.test(
+        task,
+        dataloaders=test_loader,
+        ckpt_path=best,
+        weights_only=False,
+        verbose=trainer.progress_bar_callback is not None,  # without bars (parallel jobs) no table either
+    )
+    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    metrics["params"] = float(count_parameters(net))
+    # ddp_spawn does not send the loop's progress back to the main process; the last checkpoint has it.
+    metrics["epochs"] = float(max(trainer.current_epoch, epochs_done(last)))
+    if trainer.is_global_zero:
+        write_json(metrics_path, metrics)
     return metrics
 
 
@@ -202,18 +181,3 @@ def epochs_done(last: Path) -> int:
     if not last.exists():
         return 0
     return torch.load(last, map_location="cpu", weights_only=False, mmap=True)["epoch"] + 1
-
-
-def evaluate_if_asked(cfg: DictConfig, run_dir: Path) -> None:
-    """With ``eval`` set in the config (as ``unetlab-ablate`` does), evaluate the best checkpoint once.
-
-    Its progress bars follow the trainer's: jobs trained side by side (no bars) evaluate without them too.
-    """
-    if not cfg.get("eval") or (run_dir / "results.csv").exists():
-        return
-    from unetlab.evaluation.evaluate import EvalOptions, run_eval
-
-    eval_cfg = OmegaConf.merge(EvalOptions, OmegaConf.to_container(cfg.eval, resolve=True))  # the rest at defaults
-    eval_cfg.progress = eval_cfg.progress and cfg.trainer.get("enable_progress_bar", True)
-    best = sorted((run_dir / "checkpoints").glob("best-*.ckpt"))
-    run_eval(best[-1] if best else run_dir / "checkpoints" / "last.ckpt", eval_cfg, cfg=cfg)

@@ -8,7 +8,7 @@ Its extent is summarised by the radius around the unit's centre holding 50% and 
 as a Chebyshev (square) distance so that ``2 * radius + 1`` compares directly with the theoretical side: a square of
 Chebyshev radius ``r`` around the centre holds ``2r + 1`` pixels a side. The unit's centre is the centre of the
 ``jump x jump`` block of input pixels it sits on; in the encoder that is also its field's centre, in the decoder the
-field can sit a few px off it (see ``unetlab.explain.receptive_field``). The gradient is zero outside the theoretical
+field can sit a few px off it (see ``unetlab.receptive_field``). The gradient is zero outside the theoretical
 field, so ``radius95 <= (size - 1) / 2`` up to that offset; fields larger than the image are clipped by it.
 """
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from unetlab.explain.receptive_field import RF, receptive_fields, unit_field
 from unetlab.models.unet import UNet
+from unetlab.receptive_field import RF, receptive_fields, unit_field
 
 FRACTIONS = (0.5, 0.95)
 
