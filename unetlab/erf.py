@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from unetlab.models.unet import UNet
+from unetlab.models import protocol
+from unetlab.models.protocol import UNetLike
 from unetlab.receptive_field import RF, receptive_fields, unit_field
 
 FRACTIONS = (0.5, 0.95)
@@ -98,17 +99,17 @@ def gradient_mass(feature: Tensor, x: Tensor, unit: tuple[int, int], retain_grap
 
 
 def effective_receptive_fields(
-    net: UNet, images: Tensor, keys: Sequence[str] | None = None, batch_size: int = 16
+    net: UNetLike, images: Tensor, keys: Sequence[str] | None = None, batch_size: int = 16
 ) -> dict[str, ERF]:
     """ERF of the centre unit of each key (default: every feature key), averaged over ``images`` (N, C, H, W).
 
     The centre unit of a key whose map is (h, w) is ``(h // 2, w // 2)``; one forward pass per batch, one backward
     pass per key (``torch.autograd.grad`` of the unit's channel sum). Runs in eval mode.
     """
-    keys = list(net.feature_keys if keys is None else keys)
-    unknown = [key for key in keys if key not in net.feature_keys]
+    keys = list(protocol.feature_keys(net) if keys is None else keys)
+    unknown = [key for key in keys if key not in protocol.feature_keys(net)]
     if unknown:
-        raise ValueError(f"unknown feature key(s) {unknown}; this U-Net has {', '.join(net.feature_keys)}")
+        raise ValueError(f"unknown feature key(s) {unknown}; this U-Net has {', '.join(protocol.feature_keys(net))}")
     if images.ndim != 4 or len(images) == 0:
         raise ValueError(f"effective_receptive_fields needs images (N, C, H, W) with N >= 1, got {tuple(images.shape)}")
     parameter = next(net.parameters())
@@ -117,7 +118,7 @@ def effective_receptive_fields(
     with eval_mode(net):
         for batch in images.split(batch_size):
             x = batch.to(device=parameter.device, dtype=parameter.dtype).requires_grad_(True)
-            features = net.features(x)
+            features = protocol.features(net, x)
             for i, key in enumerate(keys):
                 feature = features[key]
                 units[key] = (feature.shape[-2] // 2, feature.shape[-1] // 2)

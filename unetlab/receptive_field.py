@@ -24,7 +24,8 @@ from typing import NamedTuple
 from torch import nn
 
 from unetlab.conventions import level_of
-from unetlab.models.unet import UNet
+from unetlab.models import protocol
+from unetlab.models.protocol import UNetLike
 
 # A field function maps an inclusive range of unit indices (along one axis) to the inclusive range of input pixels
 # that can change them. Every layer here is monotone, so mapping the end points of a range is exact.
@@ -157,30 +158,32 @@ def _identity(first: int, last: int) -> tuple[int, int]:
     return first, last
 
 
-def field_functions(net: UNet, axis: int = 0) -> dict[str, _Key]:
+def field_functions(net: UNetLike, axis: int = 0) -> dict[str, _Key]:
     """For every feature key: its field function, jump, and the period of its field pattern (``_Key``).
 
-    Walks ``net.encoder`` (blocks in order), ``net.decoder`` (``up``, then the skip from the same level when the
-    level is in ``net.skip_levels``, then ``conv``) and ``net.head``.
+    Walks the model's stages (``UNetLike.stage``): the encoder levels in order, then each decoder level (``up``, then
+    the skip from the same level when the level is in ``net.skip_levels``, then ``merge``), then the head.
     """
     out: dict[str, _Key] = {}
     current = _Key(_identity, Fraction(1), frozenset({Fraction(1)}))
-    for level, block in enumerate(net.encoder):
+    for level in range(net.depth + 1):
+        (block,) = net.stage(f"enc{level}")
         current = out[f"enc{level}"] = _extend(current, leaf_layers(block), axis)
     for level in reversed(range(net.depth)):
-        block = net.decoder[level]
-        current = _extend(current, leaf_layers(block.up), axis)
+        up, merge = net.stage(f"dec{level}")
+        current = _extend(current, leaf_layers(up), axis)
         if level in net.skip_levels:
             skip = out[f"enc{level}"]
             if skip.jump != current.jump:
                 raise ValueError(f"dec{level}: skip jump {skip.jump} and up-path jump {current.jump} differ")
             current = _Key(_union(current.field, skip.field), current.jump, current.path_jumps | skip.path_jumps)
-        current = out[f"dec{level}"] = _extend(current, leaf_layers(block.conv), axis)
-    out["logits"] = _extend(current, leaf_layers(net.head), axis)
+        current = out[f"dec{level}"] = _extend(current, leaf_layers(merge), axis)
+    (head,) = net.stage("logits")
+    out["logits"] = _extend(current, leaf_layers(head), axis)
     return out
 
 
-def path_field_functions(net: UNet, axis: int = 0) -> dict[str, dict[str, FieldFn]]:
+def path_field_functions(net: UNetLike, axis: int = 0) -> dict[str, dict[str, FieldFn]]:
     """For every feature key, the field function of each path from the input to it, by path name: ``input`` for the
     encoder keys; for the decoder keys and the logits ``bottleneck`` (down to enc{D} and up again) and ``skip i`` for
     every kept skip at a level i at or below... above the key (entering the decoder at level i). The hull of a key's
@@ -190,17 +193,18 @@ def path_field_functions(net: UNet, axis: int = 0) -> dict[str, dict[str, FieldF
                                           range(net.depth + 1)}  # fmt: skip
     paths = {"bottleneck": keys[f"enc{net.depth}"].field}
     for level in reversed(range(net.depth)):
-        block = net.decoder[level]
-        paths = {name: _through(leaf_layers(block.up), field, axis) for name, field in paths.items()}
+        up, merge = net.stage(f"dec{level}")
+        paths = {name: _through(leaf_layers(up), field, axis) for name, field in paths.items()}
         if level in net.skip_levels:
             paths[f"skip {level}"] = keys[f"enc{level}"].field
-        paths = {name: _through(leaf_layers(block.conv), field, axis) for name, field in paths.items()}
+        paths = {name: _through(leaf_layers(merge), field, axis) for name, field in paths.items()}
         out[f"dec{level}"] = paths
-    out["logits"] = {name: _through(leaf_layers(net.head), field, axis) for name, field in paths.items()}
+    (head,) = net.stage("logits")
+    out["logits"] = {name: _through(leaf_layers(head), field, axis) for name, field in paths.items()}
     return out
 
 
-def path_fields(net: UNet, key: str, size: tuple[int, int]) -> dict[str, tuple[list[tuple[int, int]], ...]]:
+def path_fields(net: UNetLike, key: str, size: tuple[int, int]) -> dict[str, tuple[list[tuple[int, int]], ...]]:
     """Per path of ``key`` (``path_field_functions``): the inclusive input rows ``(lo, hi)`` of every unit row and the
     input columns of every unit column of a key map of an image of ``size`` (H, W); unclipped."""
     _check_key(net, key)
@@ -213,12 +217,13 @@ def path_fields(net: UNet, key: str, size: tuple[int, int]) -> dict[str, tuple[l
     }
 
 
-def _check_key(net: UNet, key: str) -> None:
-    if key not in net.feature_keys:
-        raise KeyError(f"unknown feature key {key!r}; this depth-{net.depth} U-Net has {', '.join(net.feature_keys)}")
+def _check_key(net: UNetLike, key: str) -> None:
+    if key not in protocol.feature_keys(net):
+        keys = ", ".join(protocol.feature_keys(net))
+        raise KeyError(f"unknown feature key {key!r}; this depth-{net.depth} U-Net has {keys}")
 
 
-def unit_field(net: UNet, key: str, y: int, x: int) -> tuple[int, int, int, int]:
+def unit_field(net: UNetLike, key: str, y: int, x: int) -> tuple[int, int, int, int]:
     """Exact input box ``(y0, y1, x0, x1)`` (half-open, unclipped) of unit ``(y, x)`` of feature ``key``.
 
     ``image[..., y0:y1, x0:x1]`` (after padding where the box leaves the image) is the unit's receptive field.
@@ -232,7 +237,7 @@ def unit_field(net: UNet, key: str, y: int, x: int) -> tuple[int, int, int, int]
     return tuple(boxes)
 
 
-def _axis_fields(net: UNet, axis: int) -> dict[str, RF]:
+def _axis_fields(net: UNetLike, axis: int) -> dict[str, RF]:
     fields = {}
     for key, info in field_functions(net, axis).items():
         jump = info.jump
@@ -243,7 +248,7 @@ def _axis_fields(net: UNet, axis: int) -> dict[str, RF]:
     return fields
 
 
-def receptive_fields(net: UNet) -> dict[str, RF]:
+def receptive_fields(net: UNetLike) -> dict[str, RF]:
     """Theoretical receptive field of every feature key (enc0..encD, dec{D-1}..dec0, logits), in forward order.
 
     ``size`` is the largest field over unit positions and over the paths reaching a key (skip and deep path).

@@ -22,7 +22,8 @@ from torch import Tensor
 from unetlab import sources
 from unetlab.bootstrap import percentile_interval
 from unetlab.erf import FRACTIONS, eval_mode, gradient_mass, unit_centre
-from unetlab.models.unet import UNet
+from unetlab.models import protocol
+from unetlab.models.protocol import UNetLike
 from unetlab.receptive_field import receptive_fields
 
 ERF_METRICS = ("size50", "size95", "theoretical")
@@ -42,7 +43,7 @@ def mirror_canvas(images: Tensor, side: int) -> Tensor:
     return images[..., index(height)[:, None], index(width)[None, :]]
 
 
-def canvas_side(net: UNet, height: int) -> int:
+def canvas_side(net: UNetLike, height: int) -> int:
     """The smallest multiple of ``2**depth`` at least the largest encoder field plus the image side."""
     fields = receptive_fields(net)
     largest = max(fields[f"enc{level}"].size for level in range(net.depth + 1))
@@ -50,7 +51,7 @@ def canvas_side(net: UNet, height: int) -> int:
     return step * math.ceil((largest + height) / step)
 
 
-def per_image_ring_masses(net: UNet, canvas: Tensor, keys: list[str]) -> dict[str, tuple[Tensor, Tensor]]:
+def per_image_ring_masses(net: UNetLike, canvas: Tensor, keys: list[str]) -> dict[str, tuple[Tensor, Tensor]]:
     """Per key, each image's gradient mass of the centre unit on the Chebyshev rings around the unit's centre
     (``chebyshev_rings``): (rings (K,), masses (N, K)). A map is reduced to its rings at once, so memory holds one
     (S, S) map at a time."""
@@ -61,7 +62,7 @@ def per_image_ring_masses(net: UNet, canvas: Tensor, keys: list[str]) -> dict[st
     with eval_mode(net):
         for image in canvas:
             x = image[None].to(device=parameter.device, dtype=parameter.dtype).requires_grad_(True)
-            features = net.features(x)
+            features = protocol.features(net, x)
             for i, key in enumerate(keys):
                 unit = (features[key].shape[-2] // 2, features[key].shape[-1] // 2)
                 grad = gradient_mass(features[key], x, unit, retain_graph=i < len(keys) - 1)
@@ -90,7 +91,7 @@ def mass_radii(rings: Tensor, masses: Tensor, fraction: float) -> Tensor:
     return torch.where(total.squeeze(-1) > 0, radius, torch.nan)
 
 
-def erf_rows(net: UNet, init: UNet, images: Tensor, indices: Tensor) -> list[dict]:
+def erf_rows(net: UNetLike, init: UNetLike, images: Tensor, indices: Tensor) -> list[dict]:
     """The ``erf/<key>`` and ``erf_init/<key>`` rows of the trained ``net`` and the random-init ``init`` on
     ``images`` (N, C, H, W), intervals over ``indices`` (R, N) (the first ``RESAMPLES`` used)."""
     keys = [f"enc{level}" for level in range(net.depth + 1)]

@@ -32,8 +32,8 @@ from unetlab.evaluation.probes import train_probes
 from unetlab.evaluation.rows import object_rows, source_rows, tolerance_rows
 from unetlab.evaluation.shifts import score_shifts, susceptibility_row
 from unetlab.evaluation.skip_ablation import decode_variants, shapley_values, subsets
-from unetlab.explain.viz import random_init_like
 from unetlab.metrics import BoundaryMetrics, ObjectMetrics
+from unetlab.models import protocol
 from unetlab.runs.checkpoint import LoadedRun, load_run
 from unetlab.runs.label_maps import LabelMapRecorder
 from unetlab.runs.results import COLUMNS, run_columns, write_per_image, write_results
@@ -106,8 +106,8 @@ def evaluate(
     with torch.no_grad():
         for images, masks in tqdm(loader, desc="test", disable=not options.progress, leave=False):
             images, masks = images.to(options.device), masks.to(options.device)
-            encoded = net.encode(images)
-            decoded = net.decode(encoded)
+            encoded = protocol.encode(net, images)
+            decoded = protocol.decode(net, encoded)
             prediction = decoded["logits"].argmax(dim=1)
             metrics[sources.MODEL].update(prediction, masks)
             if sources.MODEL in objects:
@@ -165,7 +165,7 @@ def evaluate(
     if options.erf:
         test = datamodule.datasets["test"]
         images = torch.stack([test[i][0] for i in range(min(options.erf_images, len(test)))])
-        init = random_init_like(net, int(run.cfg.get("seed", 0))).to(options.device)
+        init = protocol.random_init_like(net, int(run.cfg.get("seed", 0))).to(options.device)
         erf_indices = resample_indices(len(images), ERF_RESAMPLES, seed=options.seed)
         rows += erf_rows(net, init, images.to(options.device), erf_indices)
         phase.done("effective receptive fields")

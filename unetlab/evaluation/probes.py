@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from unetlab.conventions import IGNORE_INDEX, feature_keys
 from unetlab.evaluation.floors import read_out
-from unetlab.models.unet import UNet
+from unetlab.models import protocol
+from unetlab.models.protocol import UNetLike
 
 
 class Standardised(nn.Module):
@@ -104,7 +105,7 @@ def _pool(dataset: Dataset, size: int, seed: int) -> list[int]:
 
 
 def pool_features(
-    net: UNet,
+    net: UNetLike,
     dataset: Dataset,
     keys: Sequence[str],
     pool: int,
@@ -122,7 +123,7 @@ def pool_features(
     with torch.no_grad():
         for chunk in tqdm(range(0, len(indices), batch_size), desc="probe features", disable=not progress, leave=False):
             images, masks = default_collate([dataset[i] for i in indices[chunk : chunk + batch_size]])
-            features = net.features(images.to(device))
+            features = protocol.features(net, images.to(device))
             for key in keys:
                 cached[key].append(features[key].contiguous())  # (b, C_k, H/2**i, W/2**i)
             pool_masks.append(masks.to(device))
@@ -130,7 +131,7 @@ def pool_features(
 
 
 def train_probes(
-    net: UNet,
+    net: UNetLike,
     dataset: Dataset,
     num_classes: int,
     steps: int = 100,

@@ -27,7 +27,8 @@ from unetlab.bootstrap import percentile_interval
 from unetlab.conventions import feature_keys, level_of
 from unetlab.data.shifts import shift_name
 from unetlab.metrics import BoundaryMetrics
-from unetlab.models.unet import UNet
+from unetlab.models import protocol
+from unetlab.models.protocol import UNetLike
 
 POSITIONS = 256  # feature positions sampled per image and key (all of them when the map is smaller)
 BINS = 32  # histogram bins per channel
@@ -53,7 +54,7 @@ def check_shifts(shifts: Sequence[str], datamodule) -> None:
         )
 
 
-def sample_positions(net: UNet, height: int, width: int, seed: int) -> dict[str, Tensor]:
+def sample_positions(net: UNetLike, height: int, width: int, seed: int) -> dict[str, Tensor]:
     """Per feature key (``logits`` aside), ``POSITIONS`` flat positions of its map drawn once (seeded): (P,) int64."""
     generator = torch.Generator().manual_seed(seed)
     positions = {}
@@ -63,9 +64,9 @@ def sample_positions(net: UNet, height: int, width: int, seed: int) -> dict[str,
     return positions
 
 
-def feature_samples(net: UNet, images: Tensor, positions: dict[str, Tensor]) -> dict[str, Tensor]:
+def feature_samples(net: UNetLike, images: Tensor, positions: dict[str, Tensor]) -> dict[str, Tensor]:
     """The activations of every key at its positions: key -> (N, C, P) float32 on the CPU."""
-    features = net.features(images)
+    features = protocol.features(net, images)
     return {key: features[key].flatten(2)[..., at.to(images.device)].float().cpu() for key, at in positions.items()}
 
 
@@ -113,7 +114,7 @@ def susceptibility_row(source: str, inside: Tensor, shifted: Tensor, indices: Te
 
 
 def score_shifts(
-    net: UNet,
+    net: UNetLike,
     datamodule,
     shifts: Sequence[str],
     new_metric: Callable[[], BoundaryMetrics],

@@ -14,8 +14,9 @@ from typing import TypeVar
 
 from torch import Tensor
 
-from unetlab.models.skip_ablation import ablation_transform
-from unetlab.models.unet import UNet
+from unetlab.models import protocol
+from unetlab.models.protocol import UNetLike
+from unetlab.models.skip_ablation import ablation_transform, check_ablation
 
 V = TypeVar("V", float, Tensor)
 
@@ -45,7 +46,7 @@ def shapley_values(players: Sequence[int], value: Callable[[tuple[int, ...]], V]
 
 
 def decode_variants(
-    net: UNet,
+    net: UNetLike,
     encoded: Sequence[Tensor],
     variants: Mapping[str, Mapping[int, str]],
     intact: Mapping[str, Tensor] | None = None,
@@ -56,17 +57,17 @@ def decode_variants(
     which skips at levels ``>= j`` a variant ablates, and how. Variants that agree there share that state: for the
     ``2**K`` subsets of ``K`` kept skips, level ``j`` runs once per subset of the kept skips at ``>= j`` (level D-1
     once or twice, level 0 ``2**K`` times) instead of ``2**K`` times at every level. Same operations in the same
-    order as ``net.decode(encoded, ablation_transform(ablation))``, so the logits are identical to it.
+    order as ``protocol.decode(net, encoded, ablation_transform(ablation))``, so the logits are identical to it.
 
     Args:
-        encoded: ``net.encode(x)``, the features of levels 0..D.
+        encoded: ``protocol.encode(net, x)``, the features of levels 0..D.
         variants: name -> ablation ({level: mode}, kept skips only; ``{}`` is the intact model).
-        intact: ``net.decode(encoded)`` when the caller has it already: the unablated states are taken from it
+        intact: ``protocol.decode(net, encoded)`` when the caller has it already: the unablated states are taken from it
             instead of being computed again.
     Returns: name -> logits (B, K, H, W).
     """
     for ablation in variants.values():
-        net.check_ablation(ablation)
+        check_ablation(net, ablation)
 
     def key(ablation: Mapping[int, str], level: int) -> tuple:
         return tuple(sorted((lv, mode) for lv, mode in ablation.items() if lv >= level))
@@ -84,6 +85,7 @@ def decode_variants(
                 next_states[state_key] = intact[f"dec{level}"]
             else:
                 state = states[key(ablation, level + 1)]
-                next_states[state_key] = net.decode_level(level, state, encoded, transforms[name])
+                skip = protocol.skip_of(net, level, encoded, transforms[name])
+                next_states[state_key] = net.decode_level(level, state, skip)
         states = next_states
     return {name: net.head(states[key(ablation, 0)]) for name, ablation in variants.items()}

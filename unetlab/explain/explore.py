@@ -20,7 +20,8 @@ from unetlab.conventions import level_of
 from unetlab.encode import encode_labels, encode_png, to_uint8_rgb
 from unetlab.erf import eval_mode, gradient_mass
 from unetlab.explain.topk import TopUnits, top_patches
-from unetlab.models.unet import UNet
+from unetlab.models import protocol
+from unetlab.models.protocol import UNetLike
 from unetlab.receptive_field import path_fields, receptive_fields
 
 
@@ -32,27 +33,27 @@ def grid_units(height: int, width: int, per_side: int) -> list[tuple[int, int]]:
     return [(u, v) for u in rows for v in cols]
 
 
-def erf_maps(net: UNet, images: Tensor, key: str, units: Sequence[tuple[int, int]]) -> Tensor:
+def erf_maps(net: UNetLike, images: Tensor, key: str, units: Sequence[tuple[int, int]]) -> Tensor:
     """(U, H, W) mean over ``images`` (N, C, H, W) of |d (channel sum of ``key`` at unit u) / d input|, input channels
     summed: one backward pass per unit, all images at once."""
     parameter = next(net.parameters())
     x = images.to(device=parameter.device, dtype=parameter.dtype).requires_grad_(True)
     out = torch.zeros(len(units), *images.shape[-2:], dtype=torch.float64)
     with eval_mode(net):
-        feature = net.features(x)[key]
+        feature = protocol.features(net, x)[key]
         for i, unit in enumerate(units):
             out[i] = gradient_mass(feature, x, unit, retain_graph=i < len(units) - 1) / len(images)
     return out
 
 
-def field_data(net: UNet, images: Tensor, per_side: int = 6, keys: Sequence[str] | None = None) -> dict:
+def field_data(net: UNetLike, images: Tensor, per_side: int = 6, keys: Sequence[str] | None = None) -> dict:
     """The explorer's ``fields``: for every key (default all but the logits) its level, largest field size, jump,
     paths (rows and columns of every unit, inclusive, unclipped) and ERF heat maps (0..255, each scaled to its own
     maximum) of a ``per_side`` x ``per_side`` grid of units, over ``images`` (N, C, H, W)."""
     size = tuple(images.shape[-2:])
     fields = receptive_fields(net)
     out = {}
-    for key in keys or [key for key in net.feature_keys if key != "logits"]:
+    for key in keys or [key for key in protocol.feature_keys(net) if key != "logits"]:
         level = level_of(key)
         units = grid_units(size[0] // 2**level, size[1] // 2**level, per_side)
         maps = erf_maps(net, images, key, units)
@@ -71,7 +72,7 @@ def field_data(net: UNet, images: Tensor, per_side: int = 6, keys: Sequence[str]
     return out
 
 
-def unit_data(net: UNet, dataset, tops: dict[str, TopUnits]) -> dict:
+def unit_data(net: UNetLike, dataset, tops: dict[str, TopUnits]) -> dict:
     """The explorer's ``units``: per key of ``tops`` and channel, its patches (position of the source image in
     ``images``, its index in ``dataset``, half-open unclipped box, unit, activation, the crop as PNG with the padding in
     grey), and the source images they come from, on one brightness scale (that of the data set's first images)."""

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from unetlab.erf import ERF
 from unetlab.explain.topk import Patch, TopUnits, top_patches
-from unetlab.models.unet import UNet
+from unetlab.models.protocol import UNetLike
 from unetlab.receptive_field import RF, centre, receptive_fields
 
 OUTSIDE_IMAGE = "#8fa7bf"  # padding where a field leaves the image
@@ -151,7 +151,7 @@ def grid_figure(top: TopUnits, rows: list[list[Patch]], rf: RF, num_classes: int
     return figure
 
 
-def save_grid(net: UNet, dataset, top: TopUnits, path: Path, num_classes: int | None = None) -> Path:
+def save_grid(net: UNetLike, dataset, top: TopUnits, path: Path, num_classes: int | None = None) -> Path:
     """Crop the patches of ``top`` from ``dataset`` (items ``(image, mask, ...)``) and write ``grid_figure`` as a PNG
     at ``path``; ``num_classes`` defaults to the network's."""
     rows = top_patches(net, dataset, top)

@@ -18,31 +18,25 @@ import torch
 from torch import Tensor
 
 from unetlab.erf import eval_mode
-from unetlab.models.unet import UNet
+from unetlab.models import protocol
+from unetlab.models.protocol import UNetLike
 from unetlab.receptive_field import unit_field
 
 
-def key_channels(net: UNet, key: str) -> int:
+def key_channels(net: UNetLike, key: str) -> int:
     """Number of channels of feature ``key``."""
-    if key not in net.feature_keys:
-        raise ValueError(f"unknown feature key {key!r}; this depth-{net.depth} U-Net has {', '.join(net.feature_keys)}")
-    if key == "logits":
-        return net.num_classes
-    return net.widths[int(key.removeprefix("enc").removeprefix("dec"))]
+    protocol.check_key(net, key)
+    return net.channels(key)
 
 
-def forward_to(net: UNet, x: Tensor, keys: Iterable[str]) -> dict[str, Tensor]:
+def forward_to(net: UNetLike, x: Tensor, keys: Iterable[str]) -> dict[str, Tensor]:
     """The feature maps ``keys`` of ``x``; runs only the encoder when every key is an encoder key."""
     keys = list(keys)
     if all(key.startswith("enc") for key in keys):
-        net.check_input(x)
         last_level = max(int(key.removeprefix("enc")) for key in keys)
-        features = {}
-        for level, block in enumerate(net.encoder[: last_level + 1]):
-            x = block(x)
-            features[f"enc{level}"] = x
+        features = {f"enc{level}": feature for level, feature in enumerate(protocol.encode(net, x, up_to=last_level))}
     else:
-        features = net.features(x)
+        features = protocol.features(net, x)
     return {key: features[key] for key in keys}
 
 
@@ -84,7 +78,7 @@ class TopUnits:
 
 
 def top_units(
-    net: UNet,
+    net: UNetLike,
     loader: Iterable[tuple[Tensor, Tensor]],
     channels: Mapping[str, Sequence[int]],
     k: int = 9,
@@ -123,7 +117,7 @@ def top_units(
     return out
 
 
-def check_channels(net: UNet, key: str, channels: Sequence[int]) -> None:
+def check_channels(net: UNetLike, key: str, channels: Sequence[int]) -> None:
     """Raise a clear error for channel indices the key does not have."""
     available = key_channels(net, key)
     bad = [channel for channel in channels if not 0 <= int(channel) < available]
@@ -157,7 +151,7 @@ class Patch:
     image_index: int
 
 
-def top_patches(net: UNet, dataset, top: TopUnits) -> list[list[Patch]]:
+def top_patches(net: UNetLike, dataset, top: TopUnits) -> list[list[Patch]]:
     """Crop every top unit's receptive field from its image and mask: one list of k patches per channel."""
     rows = []
     for row in range(len(top.channels)):

@@ -28,21 +28,22 @@ from unetlab.explain.explore import field_data, unit_data
 from unetlab.explain.options import VizOptions
 from unetlab.explain.pictures import plot_erf_maps, plot_fields, save_grid
 from unetlab.explain.topk import TopUnits, key_channels, top_units
-from unetlab.models.unet import UNet
+from unetlab.models import protocol
+from unetlab.models.protocol import UNetLike
 from unetlab.runs.checkpoint import LoadedRun, load_run
 from unetlab.runs.wandb_job import wandb_job
 
 LABELS = ("trained", "random init")
 
 
-def choose_channels(net: UNet, keys: Sequence[str], channels: int | Sequence[int]) -> dict[str, list[int]]:
+def choose_channels(net: UNetLike, keys: Sequence[str], channels: int | Sequence[int]) -> dict[str, list[int]]:
     """Channel indices per key: ``channels`` = N means channels 0..N-1; a list is taken as is. Clear errors for
     unknown keys and for more channels than a key has."""
-    unknown = [key for key in keys if key not in net.feature_keys]
+    unknown = [key for key in keys if key not in protocol.feature_keys(net)]
     if unknown:
         raise ValueError(
             f"viz.keys names {', '.join(map(repr, unknown))}, but this depth-{net.depth} U-Net has the feature keys "
-            f"{', '.join(net.feature_keys)}"
+            f"{', '.join(protocol.feature_keys(net))}"
         )
     chosen = {}
     for key in keys:
@@ -60,18 +61,6 @@ def choose_channels(net: UNet, keys: Sequence[str], channels: int | Sequence[int
                 raise ValueError(f"viz.channels={list(channels)}: {key} has channels 0..{available - 1} (bad: {bad})")
             chosen[key] = [int(c) for c in channels]
     return chosen
-
-
-def random_init_like(net: UNet, seed: int) -> UNet:
-    """A freshly initialised U-Net of the same architecture (BatchNorm running stats at their defaults)."""
-    torch.manual_seed(seed)
-    return UNet(
-        in_channels=net.in_channels,
-        num_classes=net.num_classes,
-        depth=net.depth,
-        base_channels=net.widths[0],
-        skips=list(net.skip_levels),
-    )
 
 
 def _summary(erfs_by_label: dict[str, dict[str, ERF]], tops: dict[str, TopUnits]) -> dict:
@@ -143,7 +132,7 @@ def run_viz(
     erfs = {
         LABELS[0]: effective_receptive_fields(net, images, batch_size=options.batch_size),
         LABELS[1]: effective_receptive_fields(
-            random_init_like(net, options.seed).to(options.device, memory_format=torch.channels_last),
+            protocol.random_init_like(net, options.seed).to(options.device, memory_format=torch.channels_last),
             images,
             batch_size=options.batch_size,
         ),

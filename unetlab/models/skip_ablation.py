@@ -6,13 +6,14 @@ average-pooled by ``2**k`` and bilinearly upsampled (detail finer than ``2**k`` 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-SkipTransform = Callable[[int, Tensor], Tensor]  # (level, skip (B, C, h, w)) -> (B, C, h, w)
+from unetlab.conventions import skips_to_str
+from unetlab.models.protocol import SkipTransform, UNetLike
 
 
 def parse_ablation_mode(mode: str) -> tuple[str, int]:
@@ -64,3 +65,16 @@ def ablation_transform(
         return cache[key]
 
     return transform
+
+
+def check_ablation(net: UNetLike, ablation: Mapping[int, str]) -> dict[int, str]:
+    """``{level: mode}`` with int levels, checked against the model's skips and the allowed modes."""
+    checked = {}
+    for level, mode in ablation.items():
+        level = int(level)
+        if level not in net.skip_levels:
+            kept = skips_to_str(net.skip_levels)
+            raise ValueError(f"cannot ablate the skip at level {level}: this U-Net keeps skips at levels {kept}")
+        parse_ablation_mode(mode)
+        checked[level] = mode
+    return checked

@@ -8,6 +8,8 @@ channels. A depth-``D`` U-Net has encoder levels ``0..D`` (``D`` is the bottlene
 Blocks follow Ronneberger et al. (2015) with same-padding: two 3x3 conv-BN-ReLU per level, 2x2 max-pool
 down, 2x2 stride-2 transposed conv up. A removed skip (``skips``) has no input channels in its decoder
 block, so the parameter count drops; a kept skip can be ablated at test time with ``ablate_skips``.
+
+``UNet`` implements the ``UNetLike`` protocol (``unetlab.models.protocol``), which is all that measurements use.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from unetlab.conventions import check_depth, feature_keys, parse_skips, skips_to_str
-from unetlab.models.skip_ablation import SkipTransform, ablation_transform, parse_ablation_mode
+from unetlab.conventions import check_depth, level_of, parse_skips
+from unetlab.models import protocol
+from unetlab.models.protocol import SkipTransform, check_key
+from unetlab.models.skip_ablation import ablation_transform, check_ablation
 
 
 class ConvBlock(nn.Module):
@@ -124,41 +128,47 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(widths[0], num_classes, kernel_size=1)
         self._ablated_skips: dict[int, str] = {}  # {level: mode} inside ablate_skips
 
+    # --- the UNetLike protocol (unetlab/models/protocol.py): what every measurement uses ---------------------------
+
+    spatial_dims = 2
+
+    def channels(self, key: str) -> int:
+        """Channels of feature ``key``: ``base_channels * 2**i`` at level i, ``num_classes`` for the logits."""
+        check_key(self, key)
+        return self.num_classes if key == "logits" else self.widths[level_of(key)]
+
+    def encode_level(self, level: int, x: Tensor) -> Tensor:
+        """Encoder level ``level``: the image (level 0) or enc{level-1} -> enc{level}, (B, widths[level], H/2**level,
+        W/2**level)."""
+        return self.encoder[level](x)
+
+    def decode_level(self, level: int, x: Tensor, skip: Tensor | None) -> Tensor:
+        """Decoder level ``level``: ``x`` (B, widths[level+1], h, w), the state of level ``level + 1``, and the skip
+        (B, widths[level], 2h, 2w) or None -> (B, widths[level], 2h, 2w). The skip is concatenated after ``up``."""
+        return self.decoder[level](x, skip)
+
+    # head: the 1x1 conv made in __init__, dec0 (B, base, H, W) -> logits (B, K, H, W)
+
+    def stage(self, key: str) -> tuple[nn.Module, ...]:
+        """``(encoder[i],)`` for enc<i>; ``(decoder[i].up, decoder[i].conv)`` for dec<i>; ``(head,)`` for logits."""
+        check_key(self, key)
+        if key == "logits":
+            return (self.head,)
+        level = level_of(key)
+        if key.startswith("enc"):
+            return (self.encoder[level],)
+        return self.decoder[level].up, self.decoder[level].conv
+
+    # --- conveniences over the protocol ------------------------------------------------------------------------------
+
     @property
     def feature_keys(self) -> list[str]:
         """Feature keys in forward order: enc0..encD, dec{D-1}..dec0, logits."""
-        return feature_keys(self.depth)
-
-    def check_input(self, x: Tensor) -> None:
-        """Raise a clear error for inputs the U-Net cannot take."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"UNet expects (B, {self.in_channels}, H, W) input, got shape {tuple(x.shape)}")
-        height, width = x.shape[-2:]
-        factor = 2**self.depth
-        if height % factor or width % factor:
-            raise ValueError(
-                f"input size {height}x{width} is not a multiple of 2**depth = {factor} (depth {self.depth}); "
-                f"resize or crop to a multiple of {factor}"
-            )
+        return protocol.feature_keys(self)
 
     def encode(self, x: Tensor) -> list[Tensor]:
         """Encoder features [enc0, ..., encD]; enc_i is (B, base*2**i, H/2**i, W/2**i)."""
-        self.check_input(x)
-        features = []
-        for block in self.encoder:
-            x = block(x)
-            features.append(x)
-        return features
-
-    def decode_level(
-        self, level: int, x: Tensor, encoded: Sequence[Tensor], skip_transform: SkipTransform | None = None
-    ) -> Tensor:
-        """One decoder level: ``x`` (B, widths[level+1], h, w), the state of level ``level + 1``, up to level
-        ``level`` (B, widths[level], 2h, 2w) with its skip ``encoded[level]`` (through ``skip_transform``) if kept."""
-        skip = encoded[level] if level in self.skip_levels else None
-        if skip is not None and skip_transform is not None:
-            skip = skip_transform(level, skip)
-        return self.decoder[level](x, skip)
+        return protocol.encode(self, x)
 
     def decode(self, encoded: Sequence[Tensor], skip_transform: SkipTransform | None = None) -> dict[str, Tensor]:
         """Decoder features and logits from encoder features; ``skip_transform(level, skip)`` may change each kept
@@ -168,13 +178,7 @@ class UNet(nn.Module):
         """
         if skip_transform is None and self._ablated_skips:
             skip_transform = ablation_transform(self._ablated_skips)
-        x = encoded[self.depth]
-        out: dict[str, Tensor] = {}
-        for level in reversed(range(self.depth)):
-            x = self.decode_level(level, x, encoded, skip_transform)
-            out[f"dec{level}"] = x
-        out["logits"] = self.head(x)
-        return out
+        return protocol.decode(self, encoded, skip_transform)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C_in, H, W) -> logits (B, K, H, W)."""
@@ -183,21 +187,7 @@ class UNet(nn.Module):
     def features(self, x: Tensor) -> dict[str, Tensor]:
         """Every feature map, in order: enc0..encD, dec{D-1}..dec0, logits."""
         encoded = self.encode(x)
-        out = {f"enc{level}": feature for level, feature in enumerate(encoded)}
-        out.update(self.decode(encoded))
-        return out
-
-    def check_ablation(self, ablation: Mapping[int, str]) -> dict[int, str]:
-        """Validate {level: mode} against this model's kept skips and the allowed modes."""
-        checked = {}
-        for level, mode in ablation.items():
-            level = int(level)
-            if level not in self.skip_levels:
-                kept = skips_to_str(self.skip_levels)
-                raise ValueError(f"cannot ablate the skip at level {level}: this U-Net keeps skips at levels {kept}")
-            parse_ablation_mode(mode)
-            checked[level] = mode
-        return checked
+        return {f"enc{level}": feature for level, feature in enumerate(encoded)} | self.decode(encoded)
 
     @contextlib.contextmanager
     def ablate_skips(self, ablation: Mapping[int, str]) -> Iterator[UNet]:
@@ -207,7 +197,7 @@ class UNet(nn.Module):
         """
         if self.training:
             raise RuntimeError("ablate_skips is a test-time ablation: call net.eval() first")
-        checked = self.check_ablation(ablation)
+        checked = check_ablation(self, ablation)
         previous = self._ablated_skips
         self._ablated_skips = {**previous, **checked}
         try:

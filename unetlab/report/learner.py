@@ -19,7 +19,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from unetlab.conventions import level_of
-from unetlab.models.unet import UNet
+from unetlab.models import protocol
+from unetlab.models.protocol import UNetLike
 from unetlab.receptive_field import layer_geometry, leaf_layers, path_field_functions, receptive_fields
 from unetlab.report.collect import Model, Results
 from unetlab.report.views import Table
@@ -68,19 +69,18 @@ def layers_text(layers: list[nn.Module]) -> str:
     return ", ".join(name if count == 1 else f"{count} × {name}" for name, count in runs)
 
 
-def field_rows(net: UNet) -> list[KeyRow]:
-    """One row per feature key (enc0..encD, dec{D-1}..dec0) in forward order, walking ``net.encoder`` and, per
-    decoder level, ``up``, the skip (where kept) and ``conv``, as ``receptive_fields`` walks them."""
+def field_rows(net: UNetLike) -> list[KeyRow]:
+    """One row per feature key (enc0..encD, dec{D-1}..dec0) in forward order, walking the model's stages: each
+    encoder level, and per decoder level ``up``, the skip (where kept) and ``merge``, as ``receptive_fields`` does."""
     fields = receptive_fields(net)
-    layers = {f"enc{level}": layers_text(leaf_layers(block)) for level, block in enumerate(net.encoder)}
+    layers = {f"enc{level}": layers_text(leaf_layers(*net.stage(f"enc{level}"))) for level in range(net.depth + 1)}
     for level in reversed(range(net.depth)):
-        block = net.decoder[level]
+        up, merge = net.stage(f"dec{level}")
         skip = [f"+ skip from enc{level}"] if level in net.skip_levels else []
-        layers[f"dec{level}"] = ", ".join([layers_text(leaf_layers(block.up)), *skip,
-                                          layers_text(leaf_layers(block.conv))])  # fmt: skip
+        layers[f"dec{level}"] = ", ".join([layers_text(leaf_layers(up)), *skip, layers_text(leaf_layers(merge))])
     return [
         KeyRow(key, level_of(key), layers[key], fields[key].jump, fields[key].size)
-        for key in net.feature_keys
+        for key in protocol.feature_keys(net)
         if key != "logits"
     ]
 
@@ -103,18 +103,18 @@ def with_article(number: int | float) -> str:
     return f"{'an' if text.startswith('8') or text in ('11', '18') else 'a'} {text}"
 
 
-def paragraphs(net: UNet, rows: list[KeyRow], image_side: int | None) -> list[tuple[str, str]]:
+def paragraphs(net: UNetLike, rows: list[KeyRow], image_side: int | None) -> list[tuple[str, str]]:
     """The three paragraphs ``(lead, text)``: why deeper units see more, why a coarser grid costs location, how a
     skip gives the decoder the fine grid back; every number from ``rows`` and ``net``'s layers."""
     by_key = {row.key: row for row in rows}
     deepest = by_key[f"enc{net.depth}"]
     conv = next(m for m in net.modules() if isinstance(m, nn.Conv2d))
-    pool = next(m for m in net.encoder[1].modules() if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)))
+    pool = next(m for m in leaf_layers(*net.stage("enc1")) if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)))
     conv_k, pool_k, pool_s = layer_geometry(conv, 0)[0], *layer_geometry(pool, 0)[:2]
     # The first two encoder keys by the recurrence, term by term, from one input pixel.
     sums, field, jump = [], 1, 1
     for level in range(min(2, net.depth + 1)):
-        terms, jump = recurrence_terms(leaf_layers(net.encoder[level]), field, jump)
+        terms, jump = recurrence_terms(leaf_layers(*net.stage(f"enc{level}")), field, jump)
         verb = "sees " if level == 0 else ""
         sums.append(f"enc{level} {verb}{field + sum(terms)} px ({' + '.join(map(str, [field, *terms]))})")
         field += sum(terms)
@@ -142,7 +142,7 @@ def paragraphs(net: UNet, rows: list[KeyRow], image_side: int | None) -> list[tu
         f"{with_article(deepest.jump)}-px grid: it knows what is in the image, not exactly where its edges are."
     )
     finest = by_key["dec0"]
-    up = next(m for m in net.decoder[0].up.modules() if isinstance(m, nn.ConvTranspose2d))
+    up = next(m for m in leaf_layers(net.stage("dec0")[0]) if isinstance(m, nn.ConvTranspose2d))
     up_k, up_s = layer_geometry(up, 0)[:2]
     largest = "the largest field of any key" if finest.size >= max(row.size for row in rows) else "a large field"
     skip_text = ""
@@ -232,7 +232,7 @@ def model_config(results: Results, model: Model) -> Path | None:
     return None
 
 
-def described_model(results: Results) -> tuple[Model, UNet] | None:
+def described_model(results: Results) -> tuple[Model, UNetLike] | None:
     """The deepest all-skip model and its network, built from its run's config (weights play no part in a field:
     untrained, one input channel, two classes), or None when there is no such model or no config."""
     model = deepest_all_skip(results)
@@ -247,7 +247,7 @@ def image_side(model: Model) -> int | None:
     return int(model.image_size) if str(model.image_size).isdecimal() else None
 
 
-def describe(results: Results) -> tuple[Model, UNet, list[KeyRow], list[tuple[str, str]]] | None:
+def describe(results: Results) -> tuple[Model, UNetLike, list[KeyRow], list[tuple[str, str]]] | None:
     """The model, its network, its rows and paragraphs, or None (``described_model``)."""
     found = described_model(results)
     if found is None:

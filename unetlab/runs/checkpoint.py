@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from unetlab.conventions import parse_skips
 from unetlab.data.module import SegmentationDataModule
-from unetlab.models.unet import UNet
+from unetlab.models.protocol import UNetLike
 
 
 @dataclass
@@ -24,7 +24,7 @@ class LoadedRun:
     """A trained run: ``cfg`` (saved config + overrides), ``net`` (eval mode), ``datamodule`` (set up)."""
 
     cfg: DictConfig
-    net: UNet
+    net: UNetLike
     datamodule: SegmentationDataModule
     run_dir: Path
 
