@@ -43,7 +43,7 @@ class KeyRow:
     size: int
 
     @property
-    def encoder(self) -> bool:
+    def in_encoder(self) -> bool:
         return self.key.startswith("enc")
 
 
@@ -174,17 +174,17 @@ def fields_figure(rows: list[KeyRow], title: str, image_side: int | None, skip_l
     large field on a coarse grid, dec0's large field on a fine grid."""
     figure = Figure(figsize=(7.5, 5.0), layout="constrained")
     ax = figure.add_subplot()
-    encoder = [row for row in rows if row.encoder]
-    decoder = [encoder[-1], *(row for row in rows if not row.encoder)]  # the decoder starts from the bottleneck
+    encoder = [row for row in rows if row.in_encoder]
+    decoder = [encoder[-1], *(row for row in rows if not row.in_encoder)]  # the decoder starts from the bottleneck
     ax.plot([r.jump for r in encoder], [r.size for r in encoder], "o-", color=ENCODER_COLOUR, lw=1.5, ms=8,
             label="encoder keys (forward: down the encoder)")  # fmt: skip
     ax.plot([r.jump for r in decoder], [r.size for r in decoder], "-", color=DECODER_COLOUR, lw=1.5)
     ax.plot([r.jump for r in decoder[1:]], [r.size for r in decoder[1:]], "s", color=DECODER_COLOUR, ms=8,
             label="decoder keys (forward: up the decoder)")  # fmt: skip
     for row in rows:
-        colour = ENCODER_COLOUR if row.encoder else DECODER_COLOUR
+        colour = ENCODER_COLOUR if row.in_encoder else DECODER_COLOUR
         ax.annotate(f"{row.key} ({row.size} px)", (row.jump, row.size), textcoords="offset points", fontsize=8.5,
-                    xytext=(8, -13) if row.encoder else (0, 9), ha="left" if row.encoder else "center",
+                    xytext=(8, -13) if row.in_encoder else (0, 9), ha="left" if row.in_encoder else "center",
                     color=colour, fontweight="bold")  # fmt: skip
     by_key = {row.key: row for row in rows}
     for i, level in enumerate(skip_levels):
