@@ -17,6 +17,7 @@ from unetlab.evaluation.probes import train_probes
 from unetlab.grid.job import train_then_evaluate
 from unetlab.metrics import BoundaryMetrics
 from unetlab.metrics.functional import DISTANCE_METRICS, METRIC_NAMES
+from unetlab.models import protocol
 from unetlab.runs.checkpoint import load_config, load_run, load_state_dict
 from unetlab.runs.results import COLUMNS, read_per_image, read_results, write_results
 from unetlab.sources import is_objects
@@ -151,19 +152,19 @@ def test_a_grid_job_evaluates_after_training_with_its_eval_keys(trained, capsys)
 
 class FloorFeatures(UNet):
     """A stand-in whose level-i features are the area-averaged class fractions at level i: the most a level-i map
-    can know of the masks, and where the resolution floor's optimisation starts."""
+    can know of the masks, and where the resolution floor's optimisation starts. Written through the protocol's
+    members, which is all that the probes read."""
 
-    def features(self, x):
-        masks = x[:, 0].round().long()
-        fractions = class_fractions(masks, 2)
-        out = {}
-        for level in range(self.depth + 1):
-            pooled = torch.nn.functional.avg_pool2d(fractions, 2**level) if level else fractions
-            out[f"enc{level}"] = pooled
-            if level < self.depth:
-                out[f"dec{level}"] = pooled
-        out["logits"] = fractions
-        return out
+    def encode_level(self, level, x):
+        if level == 0:
+            return class_fractions(x[:, 0].round().long(), 2)
+        return torch.nn.functional.avg_pool2d(x, 2)
+
+    def decode_level(self, level, x, skip):
+        return skip  # dec<i> is enc<i>: every skip is kept
+
+    def head(self, x):
+        return x
 
 
 def test_no_probe_beats_the_resolution_floor_of_its_level():
@@ -175,7 +176,7 @@ def test_no_probe_beats_the_resolution_floor_of_its_level():
     dataset = torch.utils.data.TensorDataset(masks[:, None].float(), masks)
     net = FloorFeatures(in_channels=1, num_classes=2, depth=3, base_channels=1)
     probes = train_probes(net, dataset, 2, steps=100, progress=False)
-    feats = net.features(masks[:, None].float())
+    feats = protocol.features(net, masks[:, None].float())
     probe_hd95, floor_hd95 = {}, {}
     for key, probe in probes.items():
         level = level_of(key)

@@ -108,7 +108,7 @@ def evaluate(
             images, masks = images.to(options.device), masks.to(options.device)
             encoded = protocol.encode(net, images)
             decoded = protocol.decode(net, encoded)
-            prediction = decoded["logits"].argmax(dim=1)
+            prediction = protocol.labels(decoded["logits"])
             metrics[sources.MODEL].update(prediction, masks)
             if sources.MODEL in objects:
                 objects[sources.MODEL].update(prediction.cpu(), masks.cpu())
@@ -117,11 +117,11 @@ def evaluate(
                 labels.add("truth", masks)
                 labels.add(sources.MODEL, prediction)
             for source, logits in decode_variants(net, encoded, ablations, intact=decoded).items():
-                metrics[source].update(logits.argmax(dim=1), masks)
+                metrics[source].update(protocol.labels(logits), masks)
             if probes is not None:
                 features = {f"enc{level}": feature for level, feature in enumerate(encoded)} | decoded
                 for key, probe in probes.items():
-                    probe_labels = probe(features[key], masks.shape[-2:]).argmax(dim=1)
+                    probe_labels = protocol.labels(probe(features[key], masks.shape[-2:]))
                     metrics[sources.probe(key)].update(probe_labels, masks)
                     if sources.probe(key) in objects:
                         objects[sources.probe(key)].update(probe_labels.cpu(), masks.cpu())

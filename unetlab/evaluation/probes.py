@@ -78,14 +78,18 @@ class NetworkLoss:
         self.eps = eps
         # Two classes: both terms from the logit difference z = l1 - l0 alone (p1 = sigmoid(z), log p_t =
         # -softplus(-(2t - 1) z)): the same numbers with a third of the element-wise work of the general case.
-        self.sign = (2 * self.target - 1).float()  # (B, 1, H, W): +1 on class 1, -1 on class 0
+        self.negative_sign = (1 - 2 * self.target).float()  # (B, 1, H, W): -1 on class 1, +1 on class 0
         self.foreground = (self.target == 1).float() * self.valid
+        self.all_valid = bool(self.valid.all())  # no pixel ignored: the masking below would multiply by ones
 
     def __call__(self, logits: Tensor) -> Tensor:
         if logits.shape[1] == 2:
             z = (logits[:, 1:] - logits[:, :1]).float()  # (B, 1, H, W)
-            cross_entropy = (F.softplus(-self.sign * z) * self.valid).sum() / self.valid_count
-            probs = torch.sigmoid(z) * self.valid
+            terms = F.softplus(self.negative_sign * z)
+            probs = torch.sigmoid(z)
+            if not self.all_valid:
+                terms, probs = terms * self.valid, probs * self.valid
+            cross_entropy = terms.sum() / self.valid_count
             dice = (2 * (probs * self.foreground).sum() + self.eps) / (probs.sum() + self.counts[1] + self.eps)
             return cross_entropy + 1 - dice
         log_probs = logits.float().log_softmax(dim=1)  # (B, K, H, W)

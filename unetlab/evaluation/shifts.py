@@ -144,7 +144,7 @@ def score_shifts(
             split = datamodule.shifted_split("test", shift)
             metric = metrics[shift_source(shift)] = new_metric()
             for images, masks in DataLoader(split, batch_size=batch_size, shuffle=False):
-                metric.update(net(images.to(device)).argmax(dim=1), masks.to(device))
+                metric.update(protocol.labels(protocol.logits(net, images.to(device))), masks.to(device))
             for key, values in samples(split).items():
                 hists[susceptibility_source(shift, key)] = histograms(inside[key], values)
     return metrics, hists

@@ -135,6 +135,20 @@ def features(net: UNetLike, x: Tensor) -> dict[str, Tensor]:
     return {f"enc{level}": feature for level, feature in enumerate(encoded)} | decode(net, encoded)
 
 
+def logits(net: UNetLike, x: Tensor) -> Tensor:
+    """The model's logits (B, K, *spatial) of ``x``."""
+    return decode(net, encode(net, x))["logits"]
+
+
+def labels(logits: Tensor) -> Tensor:
+    """The label map of ``logits`` (B, K, *spatial) -> (B, *spatial) int64: the argmax over classes, a tie going to the
+    lower class. Two classes compare their two logits instead: the same labels, ~10x faster than ``argmax`` on
+    channels-last logits on a CPU (it runs for every source of every test batch)."""
+    if logits.shape[1] == 2:
+        return (logits[:, 1] > logits[:, 0]).long()
+    return logits.argmax(dim=1)
+
+
 def random_init_like(net: nn.Module, seed: int) -> nn.Module:
     """A copy of ``net`` with every module re-initialised under ``torch.manual_seed(seed)``, in the order the modules
     were made: for a model whose constructor initialises each module as it makes it (ours), the weights of
