@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unetlab import UNet
-from unetlab.evaluation.skip_ablation import decode_variants, shapley_values, subsets
+from unetlab.evaluation.ablations import decode_variants, shapley_values, subsets
 from unetlab.models.skip_ablation import ablation_transform
 from unetlab.sources import ablation as ablation_source
 

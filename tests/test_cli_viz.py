@@ -51,6 +51,8 @@ def test_cli_writes_pngs_into_the_run_dir(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out_dir = tmp_path / "run" / "viz"
     assert str(out_dir) in proc.stdout
+    phases = [line for line in proc.stdout.splitlines() if line.startswith("[unetlab] run viz: ")]
+    assert len(phases) == 5 and phases[0].startswith("[unetlab] run viz: effective receptive fields of 6 keys")
     for name in ("fields.png", "erf_maps.png", "top9_enc1.png", "top9_dec0.png"):
         check_png(out_dir / name)
     summary = json.loads((out_dir / "fields.json").read_text())

@@ -87,7 +87,11 @@ def test_results_table_has_every_source_metric_and_class(trained):
         counts = {r["source"].rsplit("/", 1)[1]: r["n"] for r in rows if r["metric"] == "detected"}
         assert counts["all"] == sum(n for name, n in counts.items() if name != "all") > 16, source
     per_image = read_per_image(run_dir / "per_image.npz")
-    assert set(per_image) == expected
+    assert set(per_image) == expected | objects  # the per-object sources as their per-image sums
+    for source in objects:  # (M, C-1, 7): the rows are ratios of their sums over the images
+        sums = per_image[source].sum(dim=0)[0]
+        detected = next(r for r in table if (r["source"], r["metric"], r["class"]) == (source, "detected", "1"))
+        assert detected["n"] == int(sums[0]) and (not sums[0] or detected["value"] == pytest.approx(sums[1] / sums[0]))
     model_dice = next(r for r in table if (r["source"], r["metric"], r["class"]) == ("model", "dice", "1"))
     assert per_image["model"][:, 0, METRICS.index("dice")].mean().item() == pytest.approx(model_dice["value"])
     first = table[0]

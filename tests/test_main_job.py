@@ -145,7 +145,9 @@ def test_shrunken_main_job_runs_end_to_end(tmp_path):
         assert "max_epochs: 1" in config and f"depth: {depth}" in config
         log = (run / "train.log").read_text()  # the run's own lines, though the console was shared
         assert f"[unetlab] {name} epoch 1/1: train/loss" in log and f"[unetlab] {name} eval: probes of" in log
-        assert "test/dice" in json.loads((run / "metrics.json").read_text())
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert "eval/model/dice" in metrics and "val/dice" in metrics  # trained, then evaluated
+        assert "test/dice" not in metrics  # no second test pass: the evaluation scored the test split
         with open(run / "results.csv") as handle:
             rows = list(csv.DictReader(handle))
         sources = {row["source"] for row in rows}

@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader
 
 from unetlab.conventions import level_of
 from unetlab.data.shapes import ShapesDataModule
+from unetlab.evaluation.ablations import decode_variants
 from unetlab.evaluation.evaluate import evaluate
 from unetlab.evaluation.options import EvalOptions
-from unetlab.evaluation.skip_ablation import decode_variants
 from unetlab.explain.topk import top_units
 from unetlab.models import protocol
 from unetlab.models.protocol import UNetLike
@@ -189,3 +189,16 @@ def test_command_folders_import_none_of_each_other():
                     if parts[0] == "unetlab" and len(parts) > 1 and parts[1] in COMMANDS and parts[1] != folder:
                         offences.append(f"{folder}/{path.name}:{node.lineno} imports {node.module}")
     assert not offences, offences
+
+
+def test_every_package_folder_ships_in_a_regular_install():
+    """pyproject.toml lists its packages by name: a folder missing there works in an editable install and fails in a
+    regular one (``pip install .``)."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {
+        "unetlab" + "".join(f".{part}" for part in init.parent.relative_to(PACKAGE).parts)
+        for init in PACKAGE.rglob("__init__.py")
+    }
+    assert folders <= listed, sorted(folders - listed)

@@ -29,7 +29,7 @@ from tests.helpers import run_cli
 from unetlab.bootstrap import percentile_interval, resample_indices, two_level_indices, two_level_means
 from unetlab.cli.report import dirs_to_override
 from unetlab.conventions import feature_keys
-from unetlab.evaluation.rows import object_rows
+from unetlab.evaluation.rows import object_rows, object_sums
 from unetlab.metrics.classes import COLUMNS
 from unetlab.metrics.objects import bin_edges, bin_names
 from unetlab.report import ReportError, make_report
@@ -55,8 +55,9 @@ from unetlab.report.findings import (
     vanishing_floor,
 )
 from unetlab.report.intervals import Diff
-from unetlab.report.views import ablation_modes, layer_objects, layer_objects_table, mode_order
-from unetlab.runs.results import read_results, write_results
+from unetlab.report.queries import ablation_modes, layer_objects, mode_order
+from unetlab.report.tables import layer_objects_table
+from unetlab.runs.results import read_per_image, read_results, write_per_image, write_results
 
 PLOTS = ["answer", "boundary_vs_depth", "probes_vs_floor", "shapley", "dice_vs_depth", "params_vs_depth"]
 BOUNDARY = "Boundary metrics by depth and skip set"
@@ -283,26 +284,12 @@ def test_the_same_values_plus_noise_are_not_significant(tmp_path):
     assert gives(sentence, diff) and "not significant" in sentence
 
 
-def test_without_per_image_values_the_rows_intervals_are_used_and_noted(tmp_path):
+def test_a_run_without_per_image_values_is_refused_with_the_command_that_evaluates_it(tmp_path):
+    """Every comparison is paired on the runs' per-image values: a run without per_image.npz (an older evaluation) is
+    named, with the command that evaluates it again, instead of being compared unpaired."""
     write_grid(tmp_path / "grid", npz=False)
-    results = collect([tmp_path / "grid"])
-    model = model_of(results, 2, ())
-    rows = []
-    for seed in SEEDS:
-        with open(tmp_path / "grid" / run_name(2, (), seed) / "results.csv", newline="") as handle:
-            rows += [
-                r for r in csv.DictReader(handle) if (r["source"], r["metric"], r["class"]) == ("model", "hd95", "mean")
-            ]
-    stat = results.get(model, "model", "hd95")
-    assert stat.low == pytest.approx(mean(float(r["ci_low"]) for r in rows))
-    assert stat.high == pytest.approx(mean(float(r["ci_high"]) for r in rows))
-    # unpaired: all vs none at depth 3 differ (their intervals do not overlap), a small difference is undecided
-    far = results.difference((model_of(results, 3, EVERY), "model"), (model_of(results, 3, ()), "model"))
-    near = results.difference((model_of(results, 3, (2,)), "model"), (model_of(results, 3, ()), "model"))
-    assert not far.paired and far.significant is True and near.significant is None
-    make_report([tmp_path / "grid"], tmp_path / "out")
-    notes = (tmp_path / "out" / "report.md").read_text().split("## Notes", 1)[1]
-    assert "per_image.npz" in notes and f"{len(results.models)} of {len(results.models)} models" in notes
+    with pytest.raises(ReportError, match=r"per_image.npz: no per_image.npz.*unetlab-eval ckpt=.*checkpoints"):
+        collect([tmp_path / "grid"])
 
 
 # ---- findings -----------------------------------------------------------------------------------------------
@@ -550,6 +537,7 @@ def add_object_rows(grid: Path, detects, placed=None, spurious=None) -> None:
         rows = read_results(path)
         run = {key: rows[0][key] for key in ("run", "dataset", "image_size", "depth", "skips", "params", "seed")}
         depth, skips = rows[0]["depth"], rows[0]["skips"]
+        per_image = read_per_image(path.with_name("per_image.npz"))  # the per-object sums go beside the rest
         keys = feature_keys(depth, logits=False)
         for source in ("model", *(f"floor/{level}" for level in range(depth + 1)), *(f"probe/{k}" for k in keys)):
             sums = torch.zeros(IMAGES, 1, len(names), 7, dtype=torch.float64)
@@ -562,7 +550,9 @@ def add_object_rows(grid: Path, detects, placed=None, spurious=None) -> None:
                 sums[:, 0, b, 1:6] = found[:, None] * torch.tensor([1.0, hd95, 1.0, hd95**2, 1.0])
                 sums[:, 0, b, 6] = 0.0 if spurious is None else spurious(depth, skips, source, name)
             rows += object_rows(source, sums, names, indices)
+            per_image |= object_sums(source, sums, names)
         write_results(path, run, rows)
+        write_per_image(path.with_name("per_image.npz"), per_image)
 
 
 def test_object_findings_name_the_sizes_lost_to_resolution_and_to_the_missing_skips(tmp_path):
@@ -637,6 +627,35 @@ def test_found_vs_placed_tells_missed_from_misplaced_by_layer(tmp_path):
     assert every in md and none in md and (tmp_path / "out" / "report_found_vs_placed.png").is_file()
     title = table_block(md, layer_objects_table(results).title)
     assert "| enc0 | 0 | 1 | 1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] | 0.00 [0.00, 0.00] | 0.60 [0.60, 0.60] |" in title
+
+
+def test_per_object_numbers_are_bootstrapped_and_compared_paired_from_the_per_image_sums(tmp_path):
+    """The all-skip model of depth 3 finds the small objects in every image, the no-skip one in the first half of the
+    images only: the difference of their detected shares is paired image by image (the same draws for both), so its
+    interval is the bootstrap of that half-and-half split alone; each model's own interval is the two-level one."""
+
+    def detects(depth, skips, source, name):
+        return 1.0 if skips != "none" or name != "0-4" else 0.5
+
+    write_grid(tmp_path / "grid", drop_one=None, singles=None)
+    add_object_rows(tmp_path / "grid", detects)
+    results = collect([tmp_path / "grid"])
+    every, none = model_of(results, 3, EVERY), model_of(results, 3, ())
+    source = "objects/0-4"
+    diff = results.difference((every, source), (none, source), "detected")
+    assert diff.paired and diff.seeds == SEEDS and diff.significant
+    assert diff.value == pytest.approx(0.5)
+    # the per-image detected share is 1 - (1 for the first half, 0 for the rest): the bootstrap of a 0/1 mean
+    samples = results.samples[none].objects[source]  # (S, M, 1, 7)
+    found = samples[..., 0, 1] / samples[..., 0, 0]  # (S, M)
+    seed_w, image_w = results.draws.weights(len(SEEDS), found.shape[1])
+    expected = percentile_interval(((image_w @ (1 - found).T) * seed_w).sum(dim=1))
+    assert (diff.low, diff.high) == pytest.approx(expected)
+    stat = results.get(none, source, "detected")
+    assert stat.mean == pytest.approx(0.5) and stat.low < 0.5 < stat.high
+    assert results.get(every, source, "detected").low == 1.0  # every image finds every object
+    same = results.difference((every, "objects/8-16"), (none, "objects/8-16"), "detected")
+    assert same.paired and same.value == 0 and not same.significant
 
 
 def test_html_is_self_contained(report):

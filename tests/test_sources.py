@@ -26,7 +26,7 @@ def test_names_round_trip():
     for base in (sources.MODEL, "floor/3", "probe/dec0"):
         name = sources.objects(base, "4-8")
         assert sources.is_objects(name) and sources.objects_of(name) == (base, "4-8")
-        assert sources.kind(name) == "objects" and not sources.in_per_image(name)
+        assert sources.kind(name) == "objects" and sources.in_per_image(name)  # their per-image sums
     assert sources.objects(sources.MODEL, sources.ALL_SIZES) == "objects/all"
     assert [sources.kind(s) for s in ("model", "probe/enc0", "shapley/mean/1", "erf_init/enc1")] == [
         "model", "probe", "shapley", "erf_init"

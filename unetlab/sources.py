@@ -119,7 +119,7 @@ def shift_of(source: str) -> str | None:
 
 
 def in_per_image(source: str) -> bool:
-    """Whether ``per_image.npz`` holds a source's per-image values: not for the per-object rows, the domain
-    susceptibility (one distance between two distributions of the whole split) and the effective receptive fields
-    (one gradient map averaged over images)."""
-    return not (is_objects(source) or source.startswith(ROWS_ONLY))
+    """Whether ``per_image.npz`` holds a source's per-image values (per-object sources: their per-image sums): not
+    for the domain susceptibility (one distance between two distributions of the whole split) and the effective
+    receptive fields (one gradient map averaged over images)."""
+    return not source.startswith(ROWS_ONLY)

@@ -142,26 +142,6 @@ def app_errors(prog: str, output_key: str = "hydra.run.dir (hydra.sweep.dir with
         sys.exit(f"{prog}: error: {one_line(err)}")
 
 
-def check_types(cfg: DictConfig, section: str, config_name: str) -> None:
-    """Raise a ValueError naming the key when a ``section.*`` value has another type than its default in
-    ``conf/<config_name>.yaml``: an integer for an integer, a number for a float, true/false for a bool. Unchecked,
-    a wrong type fails deep in the app. Keys whose default is a string, a list or null are left to the app. (The
-    eval and viz keys are typed by their schemas instead: ``register_schema``.)"""
-    defaults = OmegaConf.to_container(OmegaConf.load(files("unetlab.conf") / f"{config_name}.yaml")[section])
-    kinds = {bool: "true or false", int: "an integer", float: "a number"}
-    for key, default in defaults.items():
-        kind = type(default)
-        if kind not in kinds:
-            continue
-        value = cfg[section][key]
-        if kind is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        else:
-            ok = type(value) is kind  # bool is an int subclass: true is no integer, 1 is no bool
-        if not ok:
-            raise ValueError(f"{section}.{key}={value!r} is not allowed; use {kinds[kind]}")
-
-
 def check_device(key: str, device: str) -> None:
     """Raise a ValueError naming ``key`` unless ``device`` is a torch device this machine has: unchecked, torch fails
     at the first tensor moved there, with a traceback."""
@@ -193,5 +173,7 @@ def _skipset(skips, depth) -> str:
     return skips_to_path(parse_skips(skips, int(depth)))
 
 
-# ${skipset:${model.skips},${model.depth}} -> "0_1_2_3" | "none": stable run-directory names for sweeps.
-OmegaConf.register_new_resolver("skipset", _skipset, replace=True)
+def register_resolvers() -> None:
+    """``${skipset:${model.skips},${model.depth}}`` -> ``0_1_2_3`` | ``none``: stable run-directory names for the
+    grid's sweeps (``unetlab.grid.run.SWEEP_SUBDIR``). Registered by the commands that compose a training config."""
+    OmegaConf.register_new_resolver("skipset", _skipset, replace=True)

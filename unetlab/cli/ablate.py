@@ -14,31 +14,34 @@ from unetlab.cli import CONFIG_PATH, app_errors, check_launcher, task_errors
 FORWARD = (
     "data", "model", "trainer", "task", "logger", "eval", "callbacks", "threads", "hydra/launcher", "hydra.launcher",
 )  # fmt: skip
-FORWARDED: list[str] = []
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="ablate")
-def _main(cfg: DictConfig) -> None:
-    from unetlab.grid.run import run_ablation
-
-    experiment = HydraConfig.get().runtime.choices["experiment"]
-    # RuntimeError: a training job failed (it has printed why).
-    with task_errors("unetlab-ablate", extra=(RuntimeError,)):
-        run_ablation(cfg, experiment, FORWARDED)
-
-
-def main() -> None:
-    check_launcher("unetlab-ablate")
-    args = sys.argv[1:]
+def split_forwarded(args: list[str]) -> tuple[list[str], list[str]]:
+    """The command line split into the overrides for the training jobs (``FORWARD`` heads) and the rest."""
 
     def forwarded(arg: str) -> bool:
         head = arg.split("=", 1)[0].lstrip("+~")
         return "=" in arg and any(head == key or head.startswith(key + ".") for key in FORWARD)
 
-    FORWARDED[:] = [arg for arg in args if forwarded(arg)]
-    sys.argv = [sys.argv[0], *[a for a in args if a not in FORWARDED]]
+    return [a for a in args if forwarded(a)], [a for a in args if not forwarded(a)]
+
+
+def main() -> None:
+    check_launcher("unetlab-ablate")
+    forwarded, own = split_forwarded(sys.argv[1:])
+    sys.argv = [sys.argv[0], *own]
+
+    @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="ablate")
+    def ablate(cfg: DictConfig) -> None:
+        from unetlab.grid.run import run_ablation
+
+        experiment = HydraConfig.get().runtime.choices["experiment"]
+        # RuntimeError: a training job failed (it has printed why).
+        with task_errors("unetlab-ablate", extra=(RuntimeError,)):
+            run_ablation(cfg, experiment, forwarded)
+
     with app_errors("unetlab-ablate", output_key="out_dir"):
-        _main()
+        ablate()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from unetlab.cli import CONFIG_PATH, app_errors, check_types, task_errors
+from unetlab.cli import CONFIG_PATH, app_errors, register_schema, task_errors
+from unetlab.report.options import ReportOptions
+
+register_schema("report", ReportOptions)
 
 # Hydra options followed by a value of their own, which is not a folder.
 VALUE_OPTIONS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
@@ -58,17 +61,15 @@ def _main(cfg: DictConfig) -> None:
 
     if OmegaConf.is_missing(cfg.report, "dirs"):
         sys.exit("unetlab-report: error: name the folders to read: unetlab-report DIR... (or report.dirs=[a,b])")
-    dirs = cfg.report.dirs
-    dirs = [dirs] if isinstance(dirs, str) else list(dirs)
     with task_errors("unetlab-report"):  # ReportError is a ValueError
-        check_types(cfg, "report", "report")
+        options = OmegaConf.to_object(cfg.report)  # checked once: types by Hydra, values by __post_init__
         html = make_report(
-            [Path(d) for d in dirs],
-            out_dir=cfg.report.out_dir,
-            log_wandb=cfg.report.wandb,
-            wandb_mode=cfg.report.wandb_mode,
-            project=cfg.report.project,
-            group=cfg.report.group,
+            [Path(d) for d in options.dirs],
+            out_dir=options.out_dir,
+            log_wandb=options.wandb,
+            wandb_mode=options.wandb_mode,
+            project=options.project,
+            group=options.group,
         )
     print(f"[unetlab] wrote {html.with_suffix('.md')} and {html} (plots beside them)")
 

@@ -11,8 +11,7 @@ reuses its features.
 from __future__ import annotations
 
 import json
-import logging
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,18 +23,20 @@ from tqdm.auto import tqdm
 from unetlab import sources
 from unetlab.atomic import write_json
 from unetlab.bootstrap import resample_indices
+from unetlab.evaluation.ablations import shapley_values, subsets
 from unetlab.evaluation.erf_rows import RESAMPLES as ERF_RESAMPLES
 from unetlab.evaluation.erf_rows import erf_rows
-from unetlab.evaluation.floors import cached_floor
 from unetlab.evaluation.options import EvalOptions
+from unetlab.evaluation.parts import AblationPart, FloorPart, ModelPart, Part, ProbePart, TestBatch
 from unetlab.evaluation.probes import train_probes
-from unetlab.evaluation.rows import object_rows, source_rows, tolerance_rows
+from unetlab.evaluation.rows import object_rows, object_sums, source_rows, tolerance_rows
 from unetlab.evaluation.shifts import score_shifts, susceptibility_row
-from unetlab.evaluation.skip_ablation import decode_variants, shapley_values, subsets
 from unetlab.metrics import BoundaryMetrics, ObjectMetrics
 from unetlab.models import protocol
+from unetlab.models.protocol import UNetLike
 from unetlab.runs.checkpoint import LoadedRun, load_run
 from unetlab.runs.label_maps import LabelMapRecorder
+from unetlab.runs.phases import Phases
 from unetlab.runs.results import COLUMNS, run_columns, write_per_image, write_results
 from unetlab.runs.run_dir import hold_run_dir
 from unetlab.runs.wandb_job import wandb_job
@@ -45,121 +46,67 @@ def evaluate(
     run: LoadedRun, options: EvalOptions, labels: LabelMapRecorder | None = None
 ) -> tuple[list[dict], dict[str, Tensor]]:
     """All rows of ``run``'s results table (``source_rows``: value, std, n, empty rate, interval, unit; then the
-    model's ``nsd@τ``, ``bf1@τ`` rows and the per-object rows), and the per-image values behind the first:
-    source -> (M, C-1, 9) (``BoundaryMetrics.per_image_values``).
+    model's ``nsd@τ``, ``bf1@τ`` rows and the per-object rows), and the per-image values behind them: a boundary
+    source -> (M, C-1, 9) (``BoundaryMetrics.per_image_values``), a per-object source -> (M, C-1, 7) sums
+    (``object_sums``).
 
-    ``labels``: if given, receives the label maps of the model, the probes, the floors and the ground truth of the
-    first test images (``label_maps.py``)."""
-    phase = Phases(run.run_dir.name, quiet=options.progress)  # a line per phase where no bar shows progress
+    One pass over the test split feeds every part (``parts.py``): the model, its test-time ablations, its probes and
+    the resolution floors; then the shifts and the ERFs, which need passes of their own. ``labels``: if given,
+    receives the label maps of the model, the probes, the floors and the ground truth of the first test images."""
+    phase = Phases(run.run_dir.name, "eval", quiet=options.progress)  # a line per phase where no bar shows progress
     # channels_last: same maths, faster convolutions on CPU (scripts/bench_train.py).
     net = run.net.eval().to(options.device, memory_format=torch.channels_last)
     datamodule = run.datamodule
-    num_classes, ignore = net.num_classes, datamodule.ignore_index
-    kept = net.skip_levels
 
     def new_metric(tolerances: tuple[float, ...] = ()) -> BoundaryMetrics:
-        return BoundaryMetrics(num_classes, options.tolerance, ignore, datamodule.spacing, tolerances=tolerances).to(
-            options.device
+        return BoundaryMetrics(
+            net.num_classes, options.tolerance, datamodule.ignore_index, datamodule.spacing, tolerances=tolerances
+        ).to(options.device)
+
+    def new_objects() -> ObjectMetrics:
+        return ObjectMetrics(
+            net.num_classes, datamodule.ignore_index, datamodule.spacing, bins=tuple(options.object_bins)
         )
 
-    def new_object_metric() -> ObjectMetrics:
-        return ObjectMetrics(num_classes, ignore, datamodule.spacing, bins=tuple(options.object_bins))
-
-    probes = None
-    if options.probes:
-        probes = train_probes(
-            net,
-            datamodule.datasets["train"],
-            num_classes,
-            steps=options.probe_steps,
-            batch_size=options.batch_size,
-            pool=options.probe_images,
-            seed=probe_pool_seed(options.seed, run.cfg),
-            ignore_index=ignore,
-            device=options.device,
-            progress=options.progress,
-        )
-        phase.done(f"probes of {len(probes)} keys fit")
-
-    ablations = {
-        sources.ablation(mode, ablated): {level: mode for level in ablated}
-        for mode in options.ablate_modes
-        for ablated in subsets(kept)
-        if ablated
-    }
-    metrics: dict[str, BoundaryMetrics] = {sources.MODEL: new_metric(tuple(options.tolerances))}
-    metrics.update({source: new_metric() for source in ablations})
-    if probes is not None:
-        metrics.update({sources.probe(key): new_metric() for key in probes})
-    if options.floors:
-        metrics.update({sources.floor(level): new_metric() for level in range(net.depth + 1)})
-    objects: dict[str, ObjectMetrics] = {}  # per-object metrics of the model and the floors, by the source's name
-    if options.objects:
-        objects[sources.MODEL] = new_object_metric()
-        if options.floors:
-            objects.update({sources.floor(level): new_object_metric() for level in range(net.depth + 1)})
-        if probes is not None:  # found vs placed, layer by layer: the probes' objects beside the floors'
-            objects.update({sources.probe(key): new_object_metric() for key in probes})
-
+    parts = measurement_parts(run, net, options, new_metric, new_objects if options.objects else None, phase)
     loader = DataLoader(datamodule.datasets["test"], batch_size=options.batch_size, shuffle=False)
-    test_masks: list[Tensor] = []
     with torch.no_grad():
         for images, masks in tqdm(loader, desc="test", disable=not options.progress, leave=False):
-            images, masks = images.to(options.device), masks.to(options.device)
-            encoded = protocol.encode(net, images)
-            decoded = protocol.decode(net, encoded)
-            prediction = protocol.labels(decoded["logits"])
-            metrics[sources.MODEL].update(prediction, masks)
-            if sources.MODEL in objects:
-                objects[sources.MODEL].update(prediction.cpu(), masks.cpu())
-            if labels is not None:
-                labels.add_images(images)
-                labels.add("truth", masks)
-                labels.add(sources.MODEL, prediction)
-            for source, logits in decode_variants(net, encoded, ablations, intact=decoded).items():
-                metrics[source].update(protocol.labels(logits), masks)
-            if probes is not None:
-                features = {f"enc{level}": feature for level, feature in enumerate(encoded)} | decoded
-                for key, probe in probes.items():
-                    probe_labels = protocol.labels(probe(features[key], masks.shape[-2:]))
-                    metrics[sources.probe(key)].update(probe_labels, masks)
-                    if sources.probe(key) in objects:
-                        objects[sources.probe(key)].update(probe_labels.cpu(), masks.cpu())
-                    if labels is not None:
-                        labels.add(sources.probe(key), probe_labels)
-            if options.floors:
-                test_masks.append(masks.cpu())
+            batch = TestBatch.of(net, images.to(options.device), masks.to(options.device))
+            for part in parts:
+                part.update(batch, labels)
     phase.done("test split scored: the model, its probes and its ablations")
-    if options.floors:  # once per set of test masks and level, shared by every model (cached_floor)
-        shapes = {tuple(m.shape[-2:]) for m in test_masks}
-        groups = [torch.cat(test_masks)] if len(shapes) == 1 else test_masks  # native sizes: one batch at a time
-        for level in range(net.depth + 1):
-            for masks in groups:
-                floor = cached_floor(masks, level, num_classes, ignore)
-                metrics[sources.floor(level)].update(floor.to(options.device), masks.to(options.device))
-                if sources.floor(level) in objects:
-                    objects[sources.floor(level)].update(floor, masks)
-                if labels is not None:
-                    labels.add(sources.floor(level), floor)
-        phase.done(f"floors of levels 0..{net.depth}")
-    shifted, shift_histograms = {}, {}
+    for part in parts:
+        part.finish(labels)
+        if part.done:
+            phase.done(part.done)
+    boundary = {source: metric for part in parts for source, metric in part.boundary.items()}
+    objects = {source: metric for part in parts for source, metric in part.objects.items()}
+
+    shift_histograms = {}
     if options.shifts:
         shifted, shift_histograms = score_shifts(
             net, datamodule, options.shifts, new_metric, options.batch_size, options.device, options.seed,
             options.progress,
         )  # fmt: skip
+        boundary |= shifted
         phase.done(f"{len(options.shifts)} shifts")
-    per_image = {source: metric.per_image_values() for source, metric in {**metrics, **shifted}.items()}
+    per_image = {source: metric.per_image_values() for source, metric in boundary.items()}
     for mode in options.ablate_modes:
-        per_image.update(shapley_per_image(per_image, kept, mode))
+        per_image.update(shapley_per_image(per_image, net.skip_levels, mode))
+
     indices = resample_indices(len(per_image[sources.MODEL]), options.resamples, seed=options.seed)
+    unit = datamodule.unit
     rows = []
     for source, values in per_image.items():
-        rows += source_rows(source, values, indices, unit=datamodule.unit, empty_rate=sources.kind(source) != "shapley")
-    model = metrics[sources.MODEL]
+        rows += source_rows(source, values, indices, unit=unit, empty_rate=sources.kind(source) != "shapley")
+    model = boundary[sources.MODEL]
     rows += tolerance_rows(sources.MODEL, model.tolerance_values(), model.tolerance_columns, indices)
+    sums = {}
     for source, metric in objects.items():
-        rows += object_rows(source, metric.per_image_values(), metric.bin_names, indices, unit=datamodule.unit)
+        values = metric.per_image_values()
+        rows += object_rows(source, values, metric.bin_names, indices, unit=unit)
+        sums |= object_sums(source, values, metric.bin_names)
     rows += [susceptibility_row(source, *hists, indices) for source, hists in shift_histograms.items()]
     phase.done(f"{len(rows)} rows with intervals")
     if options.erf:
@@ -169,23 +116,48 @@ def evaluate(
         erf_indices = resample_indices(len(images), ERF_RESAMPLES, seed=options.seed)
         rows += erf_rows(net, init, images.to(options.device), erf_indices)
         phase.done("effective receptive fields")
-    return rows, per_image
+    return rows, per_image | sums
 
 
-class Phases:
-    """Prints ``[unetlab] <run> eval: <what> (<seconds> s)`` as each phase of an evaluation ends, unless ``quiet``
-    (a progress bar shows it): side by side in a grid, no stretch of an evaluation goes without a line."""
-
-    def __init__(self, run: str, quiet: bool):
-        self.run, self.quiet, self.start = run, quiet, time.perf_counter()
-
-    def done(self, what: str) -> None:
-        now = time.perf_counter()
-        line = f"[unetlab] {self.run} eval: {what} ({now - self.start:.1f} s)"
-        if not self.quiet:
-            print(line, flush=True)
-        logging.getLogger("unetlab").info(line)  # train.log, where the run is evaluated at the end of training
-        self.start = now
+def measurement_parts(
+    run: LoadedRun,
+    net: UNetLike,
+    options: EvalOptions,
+    new_metric: Callable[..., BoundaryMetrics],
+    new_objects: Callable[[], ObjectMetrics] | None,
+    phase: Phases,
+) -> list[Part]:
+    """The parts that ``options`` asks for, in the order their sources go to the table: the model, the ablations of
+    every non-empty subset of the kept skips in each mode, the probes (fit here), the floors."""
+    parts: list[Part] = [ModelPart(new_metric(tuple(options.tolerances)), new_objects() if new_objects else None)]
+    ablations = {
+        sources.ablation(mode, ablated): {level: mode for level in ablated}
+        for mode in options.ablate_modes
+        for ablated in subsets(net.skip_levels)
+        if ablated
+    }
+    if ablations:
+        parts.append(AblationPart(net, ablations, new_metric))
+    if options.probes:
+        probes = train_probes(
+            net,
+            run.datamodule.datasets["train"],
+            net.num_classes,
+            steps=options.probe_steps,
+            batch_size=options.batch_size,
+            pool=options.probe_images,
+            seed=probe_pool_seed(options.seed, run.cfg),
+            ignore_index=run.datamodule.ignore_index,
+            device=options.device,
+            progress=options.progress,
+        )
+        phase.done(f"probes of {len(probes)} keys fit")
+        parts.append(ProbePart(probes, new_metric, new_objects))
+    if options.floors:
+        parts.append(
+            FloorPart(net.depth, net.num_classes, run.datamodule.ignore_index, new_metric, new_objects, options.device)
+        )
+    return parts
 
 
 def probe_pool_seed(seed: int, cfg: DictConfig) -> int:
@@ -220,12 +192,22 @@ def summarize(rows: list[dict], depth: int) -> str:
     )]  # fmt: skip
     if (sources.floor(0), "hd95", "mean") in table:
         lines.append("hd95 by level (px):  level  probe/enc  probe/dec  floor")
-        for level in range(depth + 1):
-            enc = table.get((sources.probe(f"enc{level}"), "hd95", "mean"), float("nan"))
-            dec = table.get((sources.probe(f"dec{level}"), "hd95", "mean"), float("nan"))
-            floor = table.get((sources.floor(level), "hd95", "mean"), float("nan"))
+        series = by_level(rows, depth)
+        for level, (enc, dec, floor) in enumerate(zip(*series.values(), strict=True)):
             lines.append(f"{'':21s}{level:5d}  {enc:9.2f}  {dec:9.2f}  {floor:5.2f}")
     return "\n".join(lines)
+
+
+def by_level(rows: list[dict], depth: int, metric: str = "hd95") -> dict[str, list[float]]:
+    """The mean ``metric`` of the encoder probes, the decoder probes and the floors at levels 0..depth (NaN where a
+    level has none): the console summary and the wandb line plot."""
+    table = {row["source"]: row["value"] for row in rows if row["metric"] == metric and row["class"] == "mean"}
+    levels = range(depth + 1)
+    return {
+        "probe enc": [table.get(sources.probe(f"enc{i}"), float("nan")) for i in levels],
+        "probe dec": [table.get(sources.probe(f"dec{i}"), float("nan")) for i in levels],
+        "floor": [table.get(sources.floor(i), float("nan")) for i in levels],
+    }
 
 
 def log_to_wandb(
@@ -243,14 +225,8 @@ def log_to_wandb(
         from unetlab.runs.wandb_masks import class_labels, mask_overlay, predict
 
         log = {"eval/results": wandb.Table(columns=columns, data=table_rows)}
-        table = {(row["source"], row["metric"], row["class"]): row["value"] for row in rows}
         levels = list(range(run.net.depth + 1))
-        series = {
-            "probe enc": [table.get((sources.probe(f"enc{i}"), "hd95", "mean")) for i in levels],
-            "probe dec": [table.get((sources.probe(f"dec{i}"), "hd95", "mean")) for i in levels],
-            "floor": [table.get((sources.floor(i), "hd95", "mean")) for i in levels],
-        }
-        series = {k: [float("nan") if v is None else v for v in ys] for k, ys in series.items()}
+        series = by_level(rows, run.net.depth)
         log["eval/hd95_by_level"] = wandb.plot.line_series(
             xs=levels, ys=list(series.values()), keys=list(series), title="hd95 (px) by level", xname="level"
         )
@@ -281,7 +257,9 @@ def run_eval(
     ``eval_cfg``: ``eval.*`` keys, any left out at their ``EvalOptions`` default; ``overrides``: run keys (``data``,
     ``model``, ...) merged into the run's saved config (``load_config``); ``cfg``: the run's config if already loaded.
     """
-    options = OmegaConf.to_object(OmegaConf.merge(EvalOptions, eval_cfg))  # types checked, then __post_init__
+    if not isinstance(eval_cfg, EvalOptions):  # checked once: types by the merge, values by __post_init__
+        eval_cfg = OmegaConf.to_object(OmegaConf.merge(EvalOptions, eval_cfg))
+    options = eval_cfg
     run = load_run(ckpt, overrides, cfg=cfg)
     with hold_run_dir(run.run_dir):
         return _write_eval(run, options)

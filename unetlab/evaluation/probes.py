@@ -84,7 +84,10 @@ class NetworkLoss:
 
     def __call__(self, logits: Tensor) -> Tensor:
         if logits.shape[1] == 2:
-            z = (logits[:, 1:] - logits[:, :1]).float()  # (B, 1, H, W)
+            # unbind, not slicing: the same numbers, but its backward stacks the two gradients where a slice's backward
+            # fills a zero tensor per slice (measured: 9 % of an L-BFGS evaluation)
+            background, foreground = logits.unbind(1)
+            z = (foreground - background).unsqueeze(1).float()  # (B, 1, H, W)
             terms = F.softplus(self.negative_sign * z)
             probs = torch.sigmoid(z)
             if not self.all_valid:

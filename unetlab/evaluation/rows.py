@@ -136,3 +136,13 @@ def object_rows(source: str, sums: Tensor, bin_names: Sequence[str], indices: Te
                 "ci_high": float(bounds[1, g, b, -1]), "unit": "",
             })  # fmt: skip
     return rows
+
+
+def object_sums(source: str, sums: Tensor, bin_names: Sequence[str]) -> dict[str, Tensor]:
+    """The per-image object sums of ``source`` (M, C-1, B, 7) (``ObjectMetrics.per_image_values``) by per-object
+    source, one per bin and one for ``all`` (every size pooled): ``objects/4-8`` -> (M, C-1, 7), columns
+    ``OBJECT_COLUMNS``. ``per_image.npz`` keeps them beside the boundary values, so the report pairs per-object
+    comparisons as it pairs every other."""
+    out = {sources.objects(source, name): sums[:, :, b] for b, name in enumerate(bin_names)}
+    out[sources.objects(source, sources.ALL_SIZES)] = sums.sum(dim=2)
+    return out

@@ -31,6 +31,7 @@ from unetlab.explain.topk import TopUnits, key_channels, top_units
 from unetlab.models import protocol
 from unetlab.models.protocol import UNetLike
 from unetlab.runs.checkpoint import LoadedRun, load_run
+from unetlab.runs.phases import Phases
 from unetlab.runs.wandb_job import wandb_job
 
 LABELS = ("trained", "random init")
@@ -126,6 +127,7 @@ def run_viz(
     out_dir = Path(options.out_dir) if options.out_dir else run.run_dir / "viz"
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"depth {net.depth}, skips {skips_to_str(net.skip_levels)}"
+    phase = Phases(run.run_dir.name, "viz")  # the ERFs and the drawing have no bar of their own
 
     num_erf = min(options.erf_images, len(dataset))
     images = torch.stack([dataset[i][0] for i in range(num_erf)])
@@ -137,6 +139,7 @@ def run_viz(
             batch_size=options.batch_size,
         ),
     }
+    phase.done(f"effective receptive fields of {len(erfs[LABELS[0]])} keys, trained and at random init")
     image_size = tuple(images.shape[-2:])
     paths = {
         "fields": plot_fields(
@@ -153,10 +156,13 @@ def run_viz(
             "dashed: theoretical field; solid, dotted: squares holding 95%, 50% of the gradient mass",
         ),
     }
+    phase.done("fields.png and erf_maps.png drawn")
     loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=False)
     tops = top_units(net, loader, chosen, k=options.top_k, progress=options.progress)
+    phase.done(f"top-{options.top_k} units of {len(tops)} keys over the {options.split} split")
     for key, result in tops.items():
         paths[f"top{options.top_k}_{key}"] = save_grid(net, dataset, result, out_dir / f"top{options.top_k}_{key}.png")
+    phase.done(f"{len(tops)} top-{options.top_k} grids drawn")
     json_path = out_dir / "fields.json"
     write_json(json_path, _summary(erfs, tops))
     explore_path = out_dir / "explore.json"  # the explorer's fields and units views (unetlab/explain/explore.py)
@@ -167,6 +173,7 @@ def run_viz(
         "units": unit_data(net, dataset, tops),
     }
     replace_atomically(explore_path, lambda tmp: tmp.write_text(json.dumps(explore, separators=(",", ":"))))
+    phase.done("the explorer's fields and units data")
     print(f"Receptive fields ({name}): theoretical size and jump (px); effective radii (px) holding 50% / 95%")
     print("of the gradient mass around the centre unit, trained and at random init:")
     print(format_erf_table(erfs))

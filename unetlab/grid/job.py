@@ -2,18 +2,17 @@
 (``unetlab-eval``'s ``run_eval``) with the grid's ``eval.*`` keys. The two commands know nothing of each other; this
 is where "train, then evaluate" is composed.
 
-``unetlab-ablate`` runs it as Hydra sweeps over the training config (``python -m unetlab.grid.job -m ...``); it
-reads the training keys as ``unetlab-train`` does, plus ``eval`` (null, or the ``eval.*`` keys: ``EvalOptions``).
+``unetlab-ablate`` runs it as Hydra sweeps over the training config (``python -m unetlab.cli.grid_job -m ...``, its
+thin entry point); it reads the training keys as ``unetlab-train`` does, plus ``eval`` (null, or the ``eval.*`` keys:
+``EvalOptions``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from unetlab.cli import CONFIG_PATH, app_errors, task_errors
 from unetlab.evaluation.options import EvalOptions
 
 
@@ -51,18 +50,3 @@ def train_then_evaluate(cfg: DictConfig) -> None:
         train(cfg)
         if options is not None and rank_zero_only.rank == 0 and not (run_dir / "results.csv").exists():
             run_eval(best_or_last(run_dir), options, cfg=cfg)
-
-
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
-def _main(cfg: DictConfig) -> None:
-    with task_errors("unetlab-ablate"):
-        train_then_evaluate(cfg)
-
-
-def main() -> None:
-    with app_errors("unetlab-ablate"):
-        _main()
-
-
-if __name__ == "__main__":
-    main()

@@ -14,6 +14,7 @@ import glob
 import io
 import itertools
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -121,15 +122,17 @@ def expand_sweep(sweep: list[str]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*choices)]
 
 
-def check_grid(experiment: str, sweeps: list[list[str]], forwarded: Sequence[str]) -> None:
+def check_grid(experiment: str, sweeps: list[list[str]], forwarded: Sequence[str]) -> list:
     """Compose every job's training config as its sweep will and check it as ``unetlab-train`` does, so that a config
-    error stops the grid before the first model trains (ValueError naming the job and the key)."""
+    error stops the grid before the first model trains (ValueError naming the job and the key). Returns the composed
+    configs, in the sweeps' order."""
     from hydra import compose
     from hydra.utils import instantiate
 
     from unetlab.grid.job import eval_options
     from unetlab.training.train import check_config
 
+    configs = []
     for sweep in sweeps:
         for job in expand_sweep(sweep):
             try:
@@ -137,11 +140,13 @@ def check_grid(experiment: str, sweeps: list[list[str]], forwarded: Sequence[str
                 check_config(cfg)
                 eval_options(cfg)
                 instantiate(cfg.data)  # the data module checks its keys here; files are read only in setup()
+                configs.append(cfg)
             except (HydraException, OmegaConfBaseException, ValueError) as err:
                 if isinstance(err, InstantiationException) and err.__cause__ is not None:
                     err = err.__cause__  # the data module's own message names the key
                 message = str(err).split("\n")[0]
                 raise ValueError(f"the grid's job {' '.join(job)}: {message}") from None
+    return configs
 
 
 def train_overrides(forwarded: Sequence[str]) -> list[str]:
@@ -252,7 +257,7 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
     grid = cfg.ablate
     vary = check_vary(grid.get("vary"))
     sweeps = plan_sweeps(grid.depths, grid.skips, grid.get("deepest_skips", []), grid.seeds, vary)
-    check_grid(experiment, sweeps, forwarded)
+    configs = check_grid(experiment, sweeps, forwarded)
     keys = drawn_keys(grid.get("viz_keys"), max(grid.depths))
     total = sum(count_jobs(sweep) for sweep in sweeps)
     parallel = parallel_overrides(int(grid.get("jobs", 1)), forwarded)
@@ -266,8 +271,8 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
             print(f"[unetlab-ablate] sweep {index}/{len(sweeps)}: jobs {done + 1}-{done + jobs} of {total}: "
                   f"{' '.join(sweep)}", flush=True)  # fmt: skip
             command = [
-                sys.executable, "-m", "unetlab.grid.job", "--multirun", "hydra.job.name=train",  # train.log
-                f"experiment={experiment}", *sweep,
+                sys.executable, "-m", "unetlab.cli.grid_job", "--multirun", "hydra.job.name=train",  # train.log
+                f"experiment={experiment}", "test=false", *sweep,  # the evaluation scores the test split
                 f"run_group={grid.name}", f"hydra.sweep.dir={runs_dir}",
                 f"hydra.sweep.subdir='{sweep_subdir(list(vary))}'",
                 *parallel, *forwarded,
@@ -288,13 +293,11 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
         pictures = draw_units(drawn, max(grid.depths), keys, out_dir)
     phases["viz"] = time.time() - start - sum(phases.values())
 
-    from hydra import compose
-
     from unetlab.report import make_report
     from unetlab.runs.wandb_job import uses_wandb
 
-    # When the training jobs log to wandb (their composed config says so), the report's plots go there too, once.
-    log_wandb = uses_wandb(compose("train", overrides=[f"experiment={experiment}", *train_overrides(forwarded)]))
+    # When the training jobs log to wandb (their composed configs say so), the report's plots go there too, once.
+    log_wandb = any(uses_wandb(cfg) for cfg in configs)
     with silent_wandb():
         html = make_report([runs_dir], out_dir, pictures=pictures, log_wandb=log_wandb, group=grid.name)
     phases["report"] = time.time() - start - sum(phases.values())
@@ -309,6 +312,18 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
         count, found = sum(map(len, offline.values())), " ".join(p for p, runs in offline.items() if runs)
         print(f"[unetlab-ablate] {count} offline wandb runs; upload them with: wandb sync {found}", flush=True)
     return html
+
+
+@contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """Only warnings and errors of logger ``name`` inside the block."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 @contextmanager
@@ -345,7 +360,7 @@ def draw_units(run_dir: Path, depth: int, keys: list[str], out_dir: Path) -> lis
         from unetlab.explain.viz import run_viz
 
         print(f"[unetlab-ablate] receptive fields and top-9 patches of {run_dir.name} -> {viz_dir}", flush=True)
-        with contextlib.redirect_stdout(io.StringIO()):  # its table and file list are in viz/ and in the report
-            paths = run_viz(checkpoints[-1], {"keys": keys, "out_dir": str(viz_dir)})
+        with contextlib.redirect_stdout(io.StringIO()), quiet_logger("unetlab"):  # its table, file list and phase
+            paths = run_viz(checkpoints[-1], {"keys": keys, "out_dir": str(viz_dir)})  # lines: in viz/, the report
         write_json(record, {**wanted, "paths": {name: str(p) for name, p in paths.items()}})
     return report_pictures(paths, f"the depth-{depth} all-skip model ({run_dir.name})", keys)

@@ -25,7 +25,7 @@ from unetlab.report.findings import (
     significant,
 )
 from unetlab.report.intervals import Diff
-from unetlab.report.views import ablation_modes, shapley
+from unetlab.report.queries import ablation_modes, shapley
 
 HD95 = "hd95 (95 % of the predicted boundary lies within this distance of the true one, and the other way round)"
 
@@ -125,8 +125,8 @@ def detail_carrier(results: Results) -> str | None:
     where = "the full-resolution skip" if best == 0 else f"the skip from the 1/{2**best}-resolution level"
     how = (
         f"when each skip is stripped at test time of only the detail it adds beyond the next coarser level (the "
-        f"`{mode}` ablation), level {best}'s share of the hd95 the skips save in the depth-{model.depth} all-skip "
-        f"U-Net (its Shapley value) is {amount(phi)}"
+        f"`{mode}` ablation), level {best}'s share of the hd95 the skips save in {model.described} (its "
+        f"Shapley value) is {amount(phi)}"
     )
     if significant(lead):
         verdict = f"{amount(lead)} more than level {runner_up}'s"

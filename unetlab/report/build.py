@@ -17,10 +17,10 @@ from unetlab.report.findings import findings
 from unetlab.report.intervals import one_thread
 from unetlab.report.learner import learner_part
 from unetlab.report.published import published_findings
+from unetlab.report.queries import ablation_modes
 from unetlab.report.render import Document, Part, Section, to_html, to_markdown
-from unetlab.report.views import (
+from unetlab.report.tables import (
     BOUNDARY_METRICS,
-    ablation_modes,
     ablation_tables,
     layer_objects_table,
     metric_table,

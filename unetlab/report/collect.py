@@ -3,8 +3,9 @@
 A *model* is one point of the grid: ``(dataset, image_size, depth, skips)``. Its runs (usually one per seed) are
 averaged; ``std`` is the sample standard deviation over runs (NaN with a single run); ``low``, ``high`` the 95 %
 interval over seeds and test images, a two-level bootstrap of the ``per_image.npz`` beside each results.csv
-(``unetlab/report/intervals.py``). A model with a run that lacks it (an older evaluation) falls back to the rows' own
-image-bootstrap intervals, averaged over its runs.
+(``unetlab/report/intervals.py``), per-object numbers included, so every comparison is paired. A run without usable
+per-image values is refused, naming it. Only the whole-split statistics (the domain susceptibility, the effective
+receptive fields) and the tolerance sweep keep their rows' own intervals, averaged over the runs.
 """
 
 from __future__ import annotations
@@ -58,7 +59,22 @@ class Model:
         return str_to_skips(self.skips)
 
     def __str__(self) -> str:
+        """``depth 3, skips all``, ``depth 3, skips 0,2``: the model in a note or an error message."""
         return f"depth {self.depth}, skips {self.skip_label}"
+
+    @property
+    def described(self) -> str:
+        """``the depth-3 all-skip U-Net``, ``the depth-3 U-Net with skips 0,2``: the model in a sentence."""
+        if self.skip_label == "all":
+            return f"the depth-{self.depth} all-skip U-Net"
+        if self.skip_label == "none":
+            return f"the depth-{self.depth} no-skip U-Net"
+        return f"the depth-{self.depth} U-Net with skips {self.skips}"
+
+    @property
+    def legend(self) -> str:
+        """``depth 3, all skips``, ``depth 3, skips {0,2}``: the model in a figure's legend or panel title."""
+        return f"depth {self.depth}, {skip_set_name(self.skip_label)}"
 
 
 @dataclass(frozen=True)
@@ -105,8 +121,9 @@ class Results:
         """``sum(weight * mean of (model, source))`` as a ``Diff`` with its paired two-level interval, e.g.
         ``[(1, a, "model"), (-1, b, "model")]`` for a minus b; None where a term has no number.
 
-        Without per-image values the value is still given, without an interval: two models count as different only
-        where their own intervals do not overlap, anything else is undecided (``significant`` None)."""
+        For a number that no per-image values give (the domain susceptibility, a tolerance row) the value comes
+        without a paired interval, and two such numbers differ significantly only where their own intervals do not
+        overlap."""
         stats = [self.get(model, source, metric, class_) for _, model, source in terms]
         if not terms or any(stat is None or math.isnan(stat.mean) for stat in stats):
             return None
@@ -115,17 +132,17 @@ class Results:
             diff = paired_contrast(samples, metric, class_, self.draws)
             if diff is not None:
                 return diff
+        # A number that no per-image values give (a whole-split statistic, a tolerance row): the rows' intervals.
         value = sum(weight * stat.mean for (weight, _, _), stat in zip(terms, stats, strict=True))
         if len(terms) == 1:  # one number: its own interval, scaled
             weight, (stat,) = terms[0][0], stats
             low, high = sorted((weight * stat.low, weight * stat.high))
             return replace(Diff.from_interval(value, low, high), paired=False)
-        significant = None
+        apart = False
         if len(terms) == 2 and terms[0][0] * terms[1][0] < 0:
             a, b = stats
-            if a.high < b.low or b.high < a.low:  # False with NaN bounds
-                significant = True
-        return Diff(value, float("nan"), float("nan"), significant, paired=False)
+            apart = a.high < b.low or b.high < a.low  # False with NaN bounds
+        return Diff(value, float("nan"), float("nan"), apart, paired=False)
 
     def difference(
         self, a: tuple[Model, str], b: tuple[Model, str], metric: str = "hd95", class_: str = "mean"
@@ -165,6 +182,11 @@ def skip_order(label: str) -> tuple:
         return (1,)
     levels = str_to_skips(label)
     return (2, -len(levels), levels)
+
+
+def skip_set_name(label: str) -> str:
+    """``all skips``, ``no skips``, ``skips {0,2}``: a skip set (a ``skip_label``) in a legend or a column name."""
+    return {"all": "all skips", "none": "no skips"}.get(label, f"skips {{{label}}}")
 
 
 def find_results(dirs: Sequence[Path]) -> list[Path]:
@@ -275,11 +297,18 @@ def aggregate(rows_by_file: Iterable[tuple[Path, list[dict]] | tuple[Path, list[
 
     samples = {}
     for model, arrays in per_image.items():
-        if all(a is not None for a in arrays) and len({len(next(iter(a.values()))) for a in arrays}) == 1:
-            sources = set.intersection(*(set(a) for a in arrays))
-            samples[model] = Samples(
-                tuple(seeds[model]), {s: torch.stack([a[s] for a in arrays]) for s in sorted(sources)}
-            )
+        if any(a is None for a in arrays):  # collect() refuses such runs; aggregate() called directly skips the model
+            continue
+        if len({len(next(iter(a.values()))) for a in arrays}) != 1:
+            raise ReportError(f"{model} ({model.dataset}): its runs {', '.join(runs[model])} were scored on different "
+                              "numbers of test images; evaluate them on the same test split")  # fmt: skip
+        names = sorted(set.intersection(*(set(a) for a in arrays)))
+        stacked = {s: torch.stack([a[s] for a in arrays]) for s in names}
+        samples[model] = Samples(
+            tuple(seeds[model]),
+            {s: v for s, v in stacked.items() if not sources.is_objects(s)},
+            {s: v for s, v in stacked.items() if sources.is_objects(s)},
+        )
     draws = Draws()
     bootstrapped = set()
     for model, model_samples in samples.items():
@@ -288,8 +317,8 @@ def aggregate(rows_by_file: Iterable[tuple[Path, list[dict]] | tuple[Path, list[
             if key in stats:
                 stats[key] = replace(stats[key], low=low, high=high)
                 bootstrapped.add(key)
-    # The rest: the rows' own intervals (older runs; the rows that per_image.npz lacks: per object, nsd@τ, bf1@τ,
-    # the domain susceptibility)
+    # The rest: the rows' own intervals (the rows that per_image.npz lacks: nsd@τ, bf1@τ, the domain susceptibility,
+    # the effective receptive fields)
     for key, bounds in row_intervals.items():
         if key in stats and key not in bootstrapped:
             low, high = (summarize(side).mean for side in zip(*bounds, strict=True))
@@ -301,7 +330,6 @@ def aggregate(rows_by_file: Iterable[tuple[Path, list[dict]] | tuple[Path, list[
             f"the runs of {setting[0]} at {setting[1]} px measure distances in different units "
             f"({', '.join(sorted(found))}): one report averages numbers of one unit; report those runs separately"
         )
-    notes += fallback_notes(per_image, runs, samples)
     notes += seed_set_notes(seeds)
     return Results(
         stats=stats,
@@ -313,23 +341,6 @@ def aggregate(rows_by_file: Iterable[tuple[Path, list[dict]] | tuple[Path, list[
         draws=draws,
         units={setting: next(iter(found)) for setting, found in units.items()},
     )
-
-
-def fallback_notes(per_image: dict[Model, list], runs: dict[Model, list[str]], samples: dict) -> list[str]:
-    """Say which models' intervals come from the rows (older runs without per_image.npz)."""
-    lacking = [model for model in sorted(per_image) if model not in samples]
-    if not lacking:
-        return []
-    runs_without = sum(1 for model in lacking for a in per_image[model] if a is None)
-    names = "; ".join(f"{model} ({model.dataset})" for model in lacking[:6]) + ("; ..." if len(lacking) > 6 else "")
-    return [
-        f"{len(lacking)} of {len(per_image)} models have a run without usable per-image values "
-        f"({runs_without} runs without {PER_IMAGE_NAME}, e.g. evaluated before it was written, or with runs scored on "
-        f"different numbers of images): {names}. Their intervals are the rows' own ci_low, ci_high (a bootstrap over "
-        "the test images of one seed, averaged over the runs; the spread over seeds is not in them), and their "
-        "comparisons are not paired: a difference counts as significant only where the two models' intervals do "
-        "not overlap, otherwise it is left undecided."
-    ]
 
 
 def seed_set_notes(seeds: dict[Model, list[int]]) -> list[str]:
@@ -362,15 +373,14 @@ def summarize(values: Sequence[float]) -> Stat:
 def collect(dirs: Sequence[Path]) -> Results:
     """Find, read, check and aggregate every results.csv under ``dirs`` (with the per_image.npz beside each)."""
 
-    problems = []
-
-    def read(path: Path) -> tuple[Path, list[dict], dict | None]:
+    def read(path: Path) -> tuple[Path, list[dict], dict]:
         rows = load_rows(path)
         per_image, why = load_per_image(path, rows)
-        if per_image is None and path.with_name(PER_IMAGE_NAME).exists():  # a missing one is in the fallback note
-            problems.append(f"{path.with_name(PER_IMAGE_NAME)}: {why}; the run counts as one without per-image values")
+        if per_image is None:
+            raise ReportError(
+                f"{path.with_name(PER_IMAGE_NAME)}: {why}. The report pairs every comparison on the runs' per-image "
+                f"values; evaluate the run again: unetlab-eval ckpt={path.parent}/checkpoints/<best or last>.ckpt"
+            )
         return path, rows, per_image
 
-    results = aggregate(read(path) for path in find_results(dirs))
-    results.notes += problems
-    return results
+    return aggregate(read(path) for path in find_results(dirs))

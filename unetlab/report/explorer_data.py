@@ -20,9 +20,8 @@ from unetlab.encode import encode_labels, encode_png
 from unetlab.metrics.classes import COLUMNS as PER_IMAGE_COLUMNS
 from unetlab.metrics.distance import inner_boundary, surface_sq_distances
 from unetlab.report.collect import Model, Results
-from unetlab.report.findings import describe
 from unetlab.report.learner import learner_data
-from unetlab.report.views import model_rows
+from unetlab.report.queries import model_rows
 from unetlab.runs.label_maps import read_label_maps, read_spacing
 from unetlab.runs.results import read_per_image
 
@@ -119,7 +118,7 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
     images = [
         {
             "index": index,
-            "why": f"{describe(reference)[0].upper()}{describe(reference)[1:]} {why} (hd95 {hd95[index]:.2f} px)",
+            "why": f"{reference.described[0].upper()}{reference.described[1:]} {why} (hd95 {hd95[index]:.2f} px)",
             "png": encode_png(first[index]["image"]),
             "truth": encode_labels(first[index]["truth"]),
         }
@@ -144,7 +143,7 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
         run = found[model]
         entries.append({
             "id": f"d{model.depth}-s{model.skips}",
-            "label": describe(model).removeprefix("the "),
+            "label": model.described.removeprefix("the "),
             "depth": model.depth,
             "skips": [] if model.skips == "none" else [int(s) for s in model.skips.split(",")],
             "run": run.name,

@@ -19,7 +19,7 @@ from unetlab.conventions import level_of
 from unetlab.metrics.functional import DISTANCE_METRICS
 from unetlab.report.collect import EMPTY_RATE, OBJECT_COUNT, Model, Results
 from unetlab.report.intervals import Diff
-from unetlab.report.views import (
+from unetlab.report.queries import (
     LAYER_METRICS,
     LayerObjects,
     ablation_modes,
@@ -52,37 +52,27 @@ def signed(value: float) -> str:
 
 
 def interval(diff: Diff, unit: str | None = None) -> str:
-    """``−0.50 px [−0.56, −0.45]``; ``, not significant`` where the interval holds 0; without per-image values
-    (older runs) no paired interval, and significant only where the two models' own intervals do not overlap."""
+    """``−0.50 px [−0.56, −0.45]``; ``, not significant`` where the interval holds 0. A number that no per-image values
+    give (a whole-split statistic) has no paired interval: significant only where the two numbers' intervals are
+    apart."""
     unit = f" {UNIT.get()}" if unit is None else unit
     text = f"{sign(diff.value)}{unit}"
     if not (math.isnan(diff.low) or math.isnan(diff.high)):
         text += f" [{sign(diff.low)}, {sign(diff.high)}]"
-    else:
-        text += " (unpaired: no per-image values)"
-    if diff.significant is False:
+    elif not diff.paired:
+        text += " (a whole-split statistic: no paired interval; significant only where the intervals are apart)"
+    if not diff.significant:
         text += ", not significant"
-    elif diff.significant is None:
-        text += ", significance undecided"
     return text
 
 
 def significant(diff: Diff | None) -> bool:
-    return diff is not None and diff.significant is True
+    return diff is not None and diff.significant
 
 
 def levels_text(levels: list[int]) -> str:
     names = [str(level) for level in levels]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def describe(model: Model) -> str:
-    """``the depth-3 all-skip U-Net``, ``the depth-3 U-Net with skips 0,2``."""
-    if model.skip_label == "all":
-        return f"the depth-{model.depth} all-skip U-Net"
-    if model.skip_label == "none":
-        return f"the depth-{model.depth} no-skip U-Net"
-    return f"the depth-{model.depth} U-Net with skips {model.skips}"
 
 
 def models_with(results: Results, label: str) -> dict[int, Model]:
@@ -181,7 +171,7 @@ def no_skip_trend(results: Results) -> list[str]:
 def all_vs_none(results: Results) -> str | None:
     """All-skip against no-skip hd95 at every depth that has both, paired; ASSD too at the deepest."""
     every, none = models_with(results, "all"), models_with(results, "none")
-    parts, lower, higher, level, undecided = [], [], [], [], []
+    parts, lower, higher, level = [], [], [], []
     deepest = None
     for depth in sorted(set(every) & set(none)):
         diff = results.difference((every[depth], "model"), (none[depth], "model"))
@@ -190,10 +180,7 @@ def all_vs_none(results: Results) -> str | None:
         deepest = depth
         with_skips, without = (results.value(m[depth], "model", "hd95") for m in (every, none))
         parts.append(f"depth {depth}: {px(with_skips)} vs {px(without)}, {interval(diff)}")
-        if diff.significant is None:
-            undecided.append(depth)
-        else:
-            (level if not diff.significant else lower if diff.value < 0 else higher).append(depth)
+        (level if not diff.significant else lower if diff.value < 0 else higher).append(depth)
     if not parts:
         return None
     verdicts = []
@@ -201,7 +188,6 @@ def all_vs_none(results: Results) -> str | None:
         (lower, "lower hd95"),
         (higher, "raise hd95"),
         (level, "make no significant difference"),
-        (undecided, "leave it undecided"),
     ):
         if depths:
             where = "at every depth" if len(depths) == len(parts) > 1 else f"at depth {levels_text(depths)}"
@@ -279,7 +265,7 @@ def best_single(results: Results, singles: dict[int, Model]) -> str:
 
 def floor_gap(diff: Diff, floor: str = "it") -> str:
     """Above or below the floor by the gap's sign; "at" it where the gap is not significant."""
-    where = "at" if diff.significant is False else "above" if diff.value > 0 else "below"
+    where = "at" if not diff.significant else "above" if diff.value > 0 else "below"
     return f"{where} {floor}"
 
 
@@ -373,7 +359,7 @@ def layer_sentence(layers: LayerObjects, label: str) -> str | None:
     invented = max(usable, key=lambda i: spurious[i].mean)
     shown = [layers.keys.index(key) for key in ("enc0", f"enc{layers.depth}", "dec0") if key in layers.keys]
     sentence = (
-        f"Found vs placed in {describe(layers.models[label])} (linear probes, object by object): "
+        f"Found vs placed in {layers.models[label].described} (linear probes, object by object): "
         + "; ".join(row(i) for i in shown if i in usable)
         + f". Most objects missed, against what the floor finds: {layers.keys[missed]}; found objects placed "
         f"furthest above the floor: {layers.keys[misplaced]}; most spurious blobs: {layers.keys[invented]}"
@@ -454,7 +440,7 @@ def largest_shapley(results: Results, mode: str | None = None) -> str | None:
 
     model, values = max(every, key=lambda item: (item[0].depth, len(item[1])))
     total = results.compare([(1.0, model, source(level)) for level in values])
-    where = f"Shapley attribution ({mode} ablation) in {describe(model)}"
+    where = f"Shapley attribution ({mode} ablation) in {model.described}"
     order = ranked(values)
     best, runner_up = order[0], order[1]
     phi = results.compare([(1.0, model, source(best))])
@@ -546,7 +532,7 @@ def single_skip_ablation(results: Results, mode: str | None = None) -> str | Non
             continue
         order = sorted(costs, key=lambda level: (costs[level].value, level))
         cheapest, dearest = order[0], order[-1]
-        where = f"Ablating one skip at test time ({mode}) in {describe(model)}"
+        where = f"Ablating one skip at test time ({mode}) in {model.described}"
         if costs[dearest].value - costs[cheapest].value <= TIE:
             return f"{where} costs the same at every level (hd95 {interval(costs[cheapest])})."
         spread = results.difference(
@@ -600,7 +586,7 @@ def empty_predictions(results: Results) -> str | None:
         return "no image with both present" if nonempty is None else f"{px(nonempty)} where both are present"
 
     parts = [
-        f"{describe(model)}: {percent(share)} of its hd95 ({px(results.value(model, 'model', 'hd95'))}; empty in "
+        f"{model.described}: {percent(share)} of its hd95 ({px(results.value(model, 'model', 'hd95'))}; empty in "
         f"{rate_with_interval(results.get(model, 'model', EMPTY_RATE))} of test images, {placement(model)})"
         for model, share in sorted(heavy.items(), key=lambda item: -item[1])
     ]

@@ -13,15 +13,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from unetlab.bootstrap import LEVEL, RESAMPLES, draw_weights, percentile_interval, two_level_indices
-from unetlab.metrics.classes import COLUMNS
+from unetlab.metrics.classes import COLUMNS, OBJECT_COLUMNS
 from unetlab.metrics.functional import DISTANCE_METRICS, METRIC_NAMES
 from unetlab.runs.results import EMPTY, NONEMPTY
+from unetlab.sources import is_objects
 
 BOOTSTRAP_SEED = 0
 LINEAR = COLUMNS  # the eight metrics and empty_rate: means over images, bootstrapped as means
@@ -42,14 +43,52 @@ def one_thread() -> Iterator[None]:
 
 @dataclass
 class Samples:
-    """A model's per-image values: ``values[source]`` (S, M, C-1, 9), run ``s`` having seed ``seeds[s]``."""
+    """A model's per-image values: ``values[source]`` (S, M, C-1, 9) for the boundary sources and ``objects[source]``
+    (S, M, C-1, 7) sums for the per-object sources (columns ``OBJECT_COLUMNS``), run ``s`` having seed ``seeds[s]``."""
 
     seeds: tuple[int, ...]
     values: dict[str, Tensor]
+    objects: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def images(self) -> int:
         return next(iter(self.values.values())).shape[1]
+
+    def has(self, source: str, metric: str) -> bool:
+        """Whether the per-image values give ``metric`` of ``source``."""
+        if is_objects(source):
+            return metric in OBJECT_RATIOS and source in self.objects
+        return metric in LINEAR and source in self.values
+
+
+# A per-object metric as a ratio of per-image sums (``OBJECT_COLUMNS``): numerator, denominator (None: per image).
+OBJECT_RATIOS = {
+    "detected": ("detected", "objects"),
+    "hd95": ("hd95", "detected"),
+    "assd": ("assd", "detected"),
+    "spurious": ("spurious", None),
+}
+
+
+def object_terms(sums: Tensor, metric: str, class_: str) -> tuple[Tensor, Tensor]:
+    """(S, M, C-1, 7) sums -> numerator and denominator (S, M) of a per-object ``metric`` for one class, or for every
+    foreground class pooled (``mean``: the objects of all classes weigh the same, as in ``object_rows``)."""
+    numerator, denominator = OBJECT_RATIOS[metric]
+    picked = sums.sum(dim=2) if class_ == "mean" else sums[:, :, int(class_) - 1]  # (S, M, 7)
+    top = picked[..., OBJECT_COLUMNS.index(numerator)]
+    bottom = torch.ones_like(top) if denominator is None else picked[..., OBJECT_COLUMNS.index(denominator)]
+    return top, bottom
+
+
+def resampled_ratio(top: Tensor, bottom: Tensor, seed_w: Tensor, image_w: Tensor) -> Tensor:
+    """The two-level bootstrap of a ratio of sums (S, M) each: per resample, per seed the ratio of the drawn images'
+    sums, then the drawn seeds' mean (R,); NaN where a drawn seed has no denominator."""
+    return ((image_w @ top.T) / (image_w @ bottom.T) * seed_w).sum(dim=1)
+
+
+def ratio_value(top: Tensor, bottom: Tensor) -> float:
+    """The seeds' mean of each seed's ratio of sums over all images (the runs' rows averaged)."""
+    return float((top.sum(dim=1) / bottom.sum(dim=1)).mean())
 
 
 class Draws:
@@ -117,7 +156,36 @@ def model_intervals(samples: Samples, draws: Draws) -> dict[tuple[str, str, str]
                 out[(source, metric, class_)] = (float(low[g, s, m]), float(high[g, s, m]))
     if classes == 1:
         out.update({(source, metric, "mean"): bounds for (source, metric, _), bounds in list(out.items())})
-    return out
+    return out | object_intervals(samples, draws)
+
+
+def object_intervals(samples: Samples, draws: Draws) -> dict[tuple[str, str, str], tuple[float, float]]:
+    """(source, metric, class) -> the two-level interval of every per-object number (``OBJECT_RATIOS``) of the model's
+    per-object sources, for classes ``1..C-1`` and ``mean`` (the classes pooled): per resample, per seed the ratio of
+    the drawn images' sums, then the drawn seeds' mean (``resampled_ratio``). All in one product."""
+    if not samples.objects:
+        return {}
+    names = list(samples.objects)
+    sums = torch.stack([samples.objects[source] for source in names], dim=2)  # (S, M, sources, C-1, 7)
+    seeds, images, _, classes, _ = sums.shape
+    groups = {str(c + 1): sums[:, :, :, c] for c in range(classes)} | {"mean": sums.sum(dim=3)}
+    stacked = torch.stack(list(groups.values()), dim=2)  # (S, M, groups, sources, 7)
+    seed_w, image_w = draws.weights(seeds, images)
+    drawn = torch.einsum("rm,smq->rsq", image_w, stacked.reshape(seeds, images, -1))
+    drawn = drawn.reshape(len(image_w), seeds, *stacked.shape[2:])  # (R, S, groups, sources, 7)
+    columns = {name: OBJECT_COLUMNS.index(name) for name in OBJECT_COLUMNS}
+    ratios = []
+    for numerator, denominator in OBJECT_RATIOS.values():
+        top = drawn[..., columns[numerator]]
+        ratios.append(top if denominator is None else top / drawn[..., columns[denominator]])
+    per_seed = torch.stack(ratios, dim=-1)  # (R, S, groups, sources, metrics)
+    low, high = quantiles(torch.einsum("rs,rs...->r...", seed_w, per_seed))  # (groups, sources, metrics)
+    return {
+        (source, metric, class_): (float(low[g, s, m]), float(high[g, s, m]))
+        for g, class_ in enumerate(groups)
+        for s, source in enumerate(names)
+        for m, metric in enumerate(OBJECT_RATIOS)
+    }
 
 
 def per_image(values: Tensor, metric: str, class_: str) -> Tensor:
@@ -130,51 +198,74 @@ def per_image(values: Tensor, metric: str, class_: str) -> Tensor:
 class Diff:
     """A comparison: its value, its 95 % interval (NaN when not bootstrapped) and whether it is significant.
 
-    ``significant`` is None where it cannot be told; ``seeds`` are the seeds the bootstrap paired (empty: none).
+    ``significant``: the interval holds no 0 (without an interval: the two numbers' own intervals are apart);
+    ``seeds`` are the seeds the bootstrap paired (empty: none).
     """
 
     value: float
     low: float
     high: float
-    significant: bool | None
+    significant: bool
     paired: bool
     seeds: tuple[int, ...] = ()
 
     @classmethod
     def from_interval(cls, value: float, low: float, high: float, seeds: tuple[int, ...] = ()) -> Diff:
-        """Significant where the interval holds no 0 (an interval of width 0 at a non-zero value included)."""
+        """Significant where the interval holds no 0 (an interval of width 0 at a non-zero value included); no
+        interval (NaN bounds: no resample had a value) shows nothing."""
         if math.isnan(low) or math.isnan(high):
-            return cls(value, low, high, None, True, seeds)
+            return cls(value, low, high, False, True, seeds)
         return cls(value, low, high, not low <= 0 <= high, True, seeds)
 
 
 def paired_contrast(terms: Sequence[tuple[float, Samples, str]], metric: str, class_: str, draws: Draws) -> Diff | None:
     """``sum(weight * mean of (model, source))`` with its paired two-level interval; None where the terms cannot be
-    paired (different numbers of test images, or a source without per-image values).
+    paired (different numbers of test images, or a number that no per-image values give).
 
     Seeds that every model has are drawn jointly (the other runs are left out); models that share no seed (or repeat
-    one) get seed draws of their own, the image draws still shared."""
-    if metric not in LINEAR or any(source not in samples.values for _, samples, source in terms):
+    one) get seed draws of their own, the image draws still shared. A per-object metric is a ratio of sums, taken per
+    seed over the drawn images in every resample (``resampled_ratio``)."""
+    if any(not samples.has(source, metric) for _, samples, source in terms):
         return None
+    ratio = {is_objects(source) for _, _, source in terms}
+    if len(ratio) != 1:  # a per-object number against a per-image one: no common statistic
+        return None
+    (ratio,) = ratio
     images = {samples.images for _, samples, _ in terms}
     if len(images) != 1:
         return None
     (count,) = images
     unique = all(len(set(samples.seeds)) == len(samples.seeds) for _, samples, _ in terms)
     common = sorted(set.intersection(*(set(samples.seeds) for _, samples, _ in terms))) if unique else []
-    if common:  # one per-image, per-seed contrast: every term on the same seeds and images
+    if common:  # every term on the same seeds and images
+        seed_w, image_w = draws.weights(len(common), count)
+
+        def on_common(samples: Samples, table: Tensor) -> Tensor:
+            return table[[samples.seeds.index(seed) for seed in common]]
+
+        if ratio:
+            value, resampled = 0.0, torch.zeros(len(image_w), dtype=torch.float64)
+            for weight, samples, source in terms:
+                top, bottom = object_terms(on_common(samples, samples.objects[source]), metric, class_)
+                resampled += weight * resampled_ratio(top, bottom, seed_w, image_w)
+                value += weight * ratio_value(top, bottom)
+            return Diff.from_interval(value, *percentile_interval(resampled), seeds=tuple(common))
         contrast = sum(
-            weight * per_image(samples.values[source][[samples.seeds.index(seed) for seed in common]], metric, class_)
+            weight * per_image(on_common(samples, samples.values[source]), metric, class_)
             for weight, samples, source in terms
         )
-        seed_w, image_w = draws.weights(len(common), count)
         resampled = ((image_w @ contrast.T) * seed_w).sum(dim=1)  # (R,)
         return Diff.from_interval(float(contrast.mean()), *percentile_interval(resampled), seeds=tuple(common))
     _, image_w = draws.weights(1, count)  # the image draws are the same for any number of seeds
     value, resampled = 0.0, torch.zeros(len(image_w), dtype=torch.float64)
     for stream, (weight, samples, source) in enumerate(terms):
-        values = per_image(samples.values[source], metric, class_)  # (S, M)
         seed_w = draws.independent_seed_weights(len(samples.seeds), stream)
+        if ratio:
+            top, bottom = object_terms(samples.objects[source], metric, class_)
+            resampled += weight * resampled_ratio(top, bottom, seed_w, image_w)
+            value += weight * ratio_value(top, bottom)
+            continue
+        values = per_image(samples.values[source], metric, class_)  # (S, M)
         resampled += weight * ((image_w @ values.T) * seed_w).sum(dim=1)
         value += weight * float(values.mean())
     return Diff.from_interval(value, *percentile_interval(resampled))

@@ -23,7 +23,7 @@ from unetlab.models import protocol
 from unetlab.models.protocol import UNetLike
 from unetlab.receptive_field import layer_geometry, leaf_layers, path_field_functions, receptive_fields
 from unetlab.report.collect import Model, Results
-from unetlab.report.views import Table
+from unetlab.report.tables import Table
 
 HEADING = "Why deep units see more and place worse"
 COLUMNS = ["key", "level", "layers from the key before (kernel, stride)", "jump = grid cell (px)", "field (px)"]

@@ -14,9 +14,8 @@ import torch
 from matplotlib.figure import Figure
 
 from unetlab.metrics.functional import DISTANCE_METRICS
-from unetlab.report.collect import Results, Stat, skip_order
-from unetlab.report.views import (
-    BOUNDARY_METRICS,
+from unetlab.report.collect import Results, Stat, skip_order, skip_set_name
+from unetlab.report.queries import (
     LAYER_METRICS,
     ablation_modes,
     by_depth,
@@ -24,7 +23,6 @@ from unetlab.report.views import (
     detection_by_size,
     floor_detection_by_size,
     layer_objects,
-    metric_label,
     object_bins,
     params_by_depth,
     probe_panels,
@@ -33,6 +31,7 @@ from unetlab.report.views import (
     susceptibility,
     tolerances,
 )
+from unetlab.report.tables import BOUNDARY_METRICS, metric_label
 
 DPI = 110
 FIXED_COLORS = {"all": "#1f77b4", "none": "#d62728"}
@@ -55,10 +54,6 @@ def style(label: str, index: int) -> dict:
     }
 
 
-def skip_legend_label(label: str) -> str:
-    return {"all": "all skips", "none": "no skips"}.get(label, f"skips {{{label}}}")
-
-
 MAX_NAMED_SETS = 5  # more "other" skip sets than this are drawn as one grey group
 
 
@@ -79,10 +74,10 @@ def draw_by_depth(ax, series: dict[str, list[tuple[int, object]]], with_interval
     grouped = len(other_labels) > MAX_NAMED_SETS
     for label, points in series.items():
         if label in FIXED_COLORS:
-            kwargs, name = style(label, 0), skip_legend_label(label)
+            kwargs, name = style(label, 0), skip_set_name(label)
         else:
             index = other_labels.index(label)
-            kwargs, name = style(label, index), skip_legend_label(label)
+            kwargs, name = style(label, index), skip_set_name(label)
             if grouped:
                 kwargs = {"color": "#8c8c8c", "marker": "o", "markersize": 4, "linewidth": 0.8, "alpha": 0.8}
                 name = f"other skip sets ({len(other_labels)})" if index == 0 else None
@@ -207,7 +202,7 @@ def probes_vs_floor(results: Results, path: Path, metric: str = "hd95") -> Path 
                 [s.mean for _, s in points],
                 yerr=interval_bars([s for _, s in points]),
                 capsize=3,
-                label=f"probe, {skip_legend_label(label)}",
+                label=f"probe, {skip_set_name(label)}",
                 **kwargs,
             )
         floor = [(i, f) for i, f in zip(x, panel.floor, strict=True) if f is not None]
@@ -336,8 +331,7 @@ def draw_models(ax, x: list[float], series: dict) -> None:
         points = [(xi, s) for xi, s in zip(x, stats, strict=True) if s is not None and not math.isnan(s.mean)]
         if points:
             ax.errorbar([xi for xi, _ in points], [s.mean for _, s in points],
-                        yerr=interval_bars([s for _, s in points]), capsize=2, markersize=5,
-                        label=f"depth {model.depth}, {skip_legend_label(model.skip_label)}",
+                        yerr=interval_bars([s for _, s in points]), capsize=2, markersize=5, label=model.legend,
                         **model_style(model, others))  # fmt: skip
 
 
@@ -421,7 +415,7 @@ def susceptibility_by_key(results: Results, path: Path) -> Path | None:
             ax.errorbar(range(len(found)), [s.mean for _, s in found], yerr=interval_bars([s for _, s in found]),
                         capsize=2, marker="o", color=OTHER_COLORS[index % len(OTHER_COLORS)], label=name)  # fmt: skip
         ax.set_xticks(range(len(keys)), keys, rotation=45)
-        ax.set_title(f"depth {model.depth}, {skip_legend_label(model.skip_label)}")
+        ax.set_title(model.legend)
         ax.grid(True, alpha=0.3)
         ax.set_ylim(bottom=0)
     for ax in axes[len(models) :]:
@@ -485,12 +479,11 @@ def answer_figure(results: Results, path: Path) -> Path | None:
         return None
     fig = Figure(figsize=(7.5, 4.2), dpi=DPI)
     ax = fig.subplots()
-    names = {"all": "all skips", "none": "no skips"}
     for label, points in series.items():
         depths = [d for d, _ in points]
         stats = [s for _, s in points]
         kwargs = style(label, 0)
-        ax.plot(depths, [s.mean for s in stats], label=names[label], **kwargs)
+        ax.plot(depths, [s.mean for s in stats], label=skip_set_name(label), **kwargs)
         if not any(math.isnan(s.low) for s in stats):
             ax.fill_between(depths, [s.low for s in stats], [s.high for s in stats], color=kwargs["color"],
                             alpha=0.15, linewidth=0)  # fmt: skip
@@ -534,7 +527,6 @@ def found_vs_placed(results: Results, path: Path) -> Path | None:
     titles = {"detected": "objects found (share, higher is better)",
               "hd95": f"hd95 of the found objects ({results.unit}, lower is better)",
               "spurious": "spurious blobs per image (false positives)"}  # fmt: skip
-    names = {"all": "probe, all skips", "none": "probe, no skips"}
     for ax, metric in zip(axes, LAYER_METRICS, strict=True):
         bottleneck = layers.keys.index(f"enc{layers.depth}")
         ax.axvspan(bottleneck - 0.5, bottleneck + 0.5, color="#eeeeee", zorder=0)
@@ -544,8 +536,8 @@ def found_vs_placed(results: Results, path: Path) -> Path | None:
             ]
             if points:
                 ax.errorbar([i for i, _ in points], [s.mean for _, s in points],
-                            yerr=interval_bars([s for _, s in points]), capsize=3, label=names[label],
-                            **style(label, 0))  # fmt: skip
+                            yerr=interval_bars([s for _, s in points]), capsize=3,
+                            label=f"probe, {skip_set_name(label)}", **style(label, 0))  # fmt: skip
         floor = [
             (i, s) for i, s in zip(x, layers.floor[metric], strict=True) if s is not None and not math.isnan(s.mean)
         ]

@@ -20,10 +20,11 @@ from scipy import stats
 
 from unetlab import sources
 from unetlab.report.collect import Model, Results, Stat
-from unetlab.report.findings import UNIT, describe, levels_text
+from unetlab.report.findings import UNIT, levels_text
 from unetlab.report.findings import interval as diff_text
 from unetlab.report.intervals import Diff
-from unetlab.report.views import fmt, shifts
+from unetlab.report.queries import shifts
+from unetlab.report.tables import fmt
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 WILM = "Wilm et al. 2024 (Rethinking U-net skip connections for biomedical image segmentation)"
@@ -301,7 +302,7 @@ def luo(results: Results) -> list[Claim]:
             LUO,
             "the effective receptive field occupies only a fraction of the theoretical one (here: less than half its "
             "side, the side holding 95 % of the gradient mass).",
-            f"at the deepest encoder key (enc{level} of {describe(model)}) the ERF is {fmt(size, 0)} px of a "
+            f"at the deepest encoder key (enc{level} of {model.described}) the ERF is {fmt(size, 0)} px of a "
             f"{theoretical.mean:.0f} px theoretical field, a ratio of {fmt(ratio)}{half_mass(results, model, level)}.",
             fraction,
         )
@@ -340,7 +341,8 @@ def luo(results: Results) -> list[Claim]:
                 LUO,
                 "training enlarges the effective receptive field.",
                 f"trained against random-init ERF size at {len(changes)} encoder keys: larger at {larger}, smaller at "
-                f"{smaller} (intervals apart), the rest undecided; trained/init size {relative:.2f} on average.",
+                f"{smaller} (intervals apart), the rest with overlapping intervals; trained/init size "
+                f"{relative:.2f} on average.",
                 enlarged,
             )
         )

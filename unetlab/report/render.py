@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unetlab.report.views import Table
+from unetlab.report.tables import Table
 
 
 @dataclass

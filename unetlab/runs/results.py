@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from unetlab.atomic import replace_atomically, write_npz
 from unetlab.conventions import skips_to_str
 from unetlab.metrics.classes import COLUMNS as PER_IMAGE_COLUMNS
+from unetlab.metrics.classes import OBJECT_COLUMNS
 
 COLUMNS = [
     "run", "dataset", "image_size", "depth", "skips", "params", "seed",
@@ -68,16 +69,20 @@ def write_results(path: Path, run: dict, rows: Iterable[dict]) -> None:
 
 
 def write_per_image(path: Path, per_image: dict[str, Tensor]) -> None:
-    """``per_image.npz``: source -> (M, C-1, 9) float32 per-image values (columns ``PER_IMAGE_COLUMNS``), atomically."""
+    """``per_image.npz``, atomically: a boundary source -> (M, C-1, 9) float32 per-image values (columns
+    ``PER_IMAGE_COLUMNS``), a per-object source -> (M, C-1, 7) per-image sums (columns ``OBJECT_COLUMNS``)."""
     arrays = {source: values.float().numpy() for source, values in per_image.items()}
     arrays["columns"] = np.array(PER_IMAGE_COLUMNS)
+    arrays["object_columns"] = np.array(OBJECT_COLUMNS)
     write_npz(path, arrays)
 
 
 def read_per_image(path: Path) -> dict[str, Tensor]:
-    """The inverse of ``write_per_image``: source -> (M, C-1, 9) float64."""
+    """The inverse of ``write_per_image``: source -> (M, C-1, 9) or (M, C-1, 7) float64."""
     with np.load(path) as data:
-        return {key: torch.from_numpy(data[key]).double() for key in data.files if key != "columns"}
+        return {
+            key: torch.from_numpy(data[key]).double() for key in data.files if key not in ("columns", "object_columns")
+        }
 
 
 def read_results(path: Path) -> list[dict]:

@@ -13,6 +13,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from unetlab.conventions import IGNORE_INDEX
 from unetlab.metrics import BoundaryMetrics
+from unetlab.models import protocol
 
 
 def soft_dice_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX, eps: float = 1.0) -> Tensor:
@@ -88,7 +89,7 @@ class SegmentationTask(L.LightningModule):
         images, masks = batch
         logits = self(images)
         self.log(f"{stage}/loss", self.loss(logits, masks), sync_dist=True, batch_size=len(images))
-        metrics.update(logits.argmax(dim=1), masks)
+        metrics.update(protocol.labels(logits), masks)  # argmax over the classes
 
     def _log_metrics(self, stage: str, metrics: BoundaryMetrics) -> None:
         # BoundaryMetrics returns a dict (per class and mean); compute() syncs across ranks itself, so every rank

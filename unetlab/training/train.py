@@ -118,7 +118,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     metrics_path = run_dir / "metrics.json"
-    if metrics_path.exists() and "test/dice" in json.loads(metrics_path.read_text()):
+    if metrics_path.exists() and "epochs" in json.loads(metrics_path.read_text()):  # written once, at the end
         print(f"[unetlab] {run_dir} is finished (metrics.json exists); not training again.")
         return json.loads(metrics_path.read_text())
 
@@ -150,16 +150,15 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if trainer.interrupted:
         raise KeyboardInterrupt("training was interrupted; re-run the same command to resume")
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    best = best_checkpoint(trainer)
-    test_loader = unpadded(datamodule.test_dataloader())
-    trainer.test(
-        task,
-        dataloaders=test_loader,
-        ckpt_path=best,
-        weights_only=False,
-        verbose=trainer.progress_bar_callback is not None,  # without bars (parallel jobs) no table either
-    )
-    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    if cfg.get("test", True):  # the grid's jobs set test=false: their evaluation scores the test split itself
+        trainer.test(
+            task,
+            dataloaders=unpadded(datamodule.test_dataloader()),
+            ckpt_path=best_checkpoint(trainer),
+            weights_only=False,
+            verbose=trainer.progress_bar_callback is not None,  # without bars (parallel jobs) no table either
+        )
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     metrics["params"] = float(count_parameters(net))
     # ddp_spawn does not send the loop's progress back to the main process; the last checkpoint has it.
     metrics["epochs"] = float(max(trainer.current_epoch, epochs_done(last)))

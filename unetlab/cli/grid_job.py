@@ -1,0 +1,27 @@
+"""One job of ``unetlab-ablate``'s grid (``python -m unetlab.cli.grid_job -m ...``, run by the grid, not by users):
+train, then evaluate (``unetlab.grid.job``)."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from unetlab.cli import CONFIG_PATH, app_errors, register_resolvers, task_errors
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
+def _main(cfg: DictConfig) -> None:
+    from unetlab.grid.job import train_then_evaluate
+
+    with task_errors("unetlab-ablate"):
+        train_then_evaluate(cfg)
+
+
+def main() -> None:
+    register_resolvers()
+    with app_errors("unetlab-ablate"):
+        _main()
+
+
+if __name__ == "__main__":
+    main()
