@@ -579,7 +579,7 @@ def test_object_findings_name_the_sizes_lost_to_resolution_and_to_the_missing_sk
     assert "level 1 loses" not in floors and "16-32" not in floors
     skips = objects_without_skips(results)
     assert skips.startswith("At depth 3 ")
-    assert "0-4 px: 0% [0%, 0%] without skips against 100% [100%, 100%] with all; 4-8 px:" in skips
+    assert "0-4 px: 0% [0%, 0%] without skips against 100% [100%, 100%] with all (+1.00 [+1.00, +1.00]); 4-8" in skips
     assert "8-16" not in skips
     make_report([tmp_path / "grid"], tmp_path / "out")
     text = (tmp_path / "out" / "report.md").read_text()

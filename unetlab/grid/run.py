@@ -360,7 +360,8 @@ def draw_units(run_dir: Path, depth: int, keys: list[str], out_dir: Path) -> lis
         from unetlab.explain.viz import run_viz
 
         print(f"[unetlab-ablate] receptive fields and top-9 patches of {run_dir.name} -> {viz_dir}", flush=True)
-        with contextlib.redirect_stdout(io.StringIO()), quiet_logger("unetlab"):  # its table, file list and phase
-            paths = run_viz(checkpoints[-1], {"keys": keys, "out_dir": str(viz_dir)})  # lines: in viz/, the report
+        # Its table, file list, phase lines and bars: what they say is in viz/ and in the report.
+        with contextlib.redirect_stdout(io.StringIO()), quiet_logger("unetlab"):
+            paths = run_viz(checkpoints[-1], {"keys": keys, "out_dir": str(viz_dir), "progress": False})
         write_json(record, {**wanted, "paths": {name: str(p) for name, p in paths.items()}})
     return report_pictures(paths, f"the depth-{depth} all-skip model ({run_dir.name})", keys)

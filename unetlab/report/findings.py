@@ -651,8 +651,7 @@ def floor_object_counts(results: Results, level: int) -> list[str]:
 
 def objects_without_skips(results: Results) -> str | None:
     """At the deepest depth with both an all-skip and a no-skip model: the object sizes whose detection rate the skips
-    change, each difference with its interval (unpaired: per-object rows have no per-image values, so significant
-    only where the two models' intervals do not overlap)."""
+    change, each with the paired difference (all − none, from the per-image object sums) where it is significant."""
     every, none = models_with(results, "all"), models_with(results, "none")
     depths = sorted(set(every) & set(none), reverse=True)
     bins = object_bins(results)
@@ -660,18 +659,18 @@ def objects_without_skips(results: Results) -> str | None:
         parts = []
         for name in bins:
             source = sources.objects(sources.MODEL, name)
-            diff = results.difference((none[depth], source), (every[depth], source), "detected")
+            diff = results.difference((every[depth], source), (none[depth], source), "detected")
             if significant(diff):
                 with_all = results.get(every[depth], source, "detected")
                 without = results.get(none[depth], source, "detected")
                 parts.append(
                     f"{name} {UNIT.get()}: {rate_with_interval(without)} without skips against "
-                    f"{rate_with_interval(with_all)} with all"
+                    f"{rate_with_interval(with_all)} with all ({interval(diff, unit='')})"
                 )
         if parts:
             return (
-                f"At depth {depth} the skips change which objects are found (detected at IoU ≥ 0.5; the sizes whose "
-                f"intervals do not overlap): " + "; ".join(parts) + "."
+                f"At depth {depth} the skips change which objects are found (detected at IoU ≥ 0.5; the sizes where "
+                f"the paired difference, all − none, is significant): " + "; ".join(parts) + "."
             )
     return None
 
