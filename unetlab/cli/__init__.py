@@ -121,8 +121,8 @@ def task_errors(prog: str, extra: tuple[type[BaseException], ...] = ()) -> Itera
 @contextmanager
 def app_errors(prog: str, output_key: str = "hydra.run.dir (hydra.sweep.dir with -m)") -> Iterator[None]:
     """Around a Hydra app in ``main()``: the user errors Hydra raises itself (unknown config option or key, bad
-    override syntax, an output directory it cannot create) end as one line. ``main()`` must call the app itself:
-    Hydra names the job (and its log file) after the file of the app's caller.
+    override syntax, an output directory it cannot create) end as one line. Hydra names the job (and its log file)
+    after the module of the app's task function.
 
     Without HYDRA_FULL_ERROR=1 Hydra prints such errors itself, over several lines or with a traceback, and exits;
     set, it raises them to us."""
@@ -140,6 +140,15 @@ def app_errors(prog: str, output_key: str = "hydra.run.dir (hydra.sweep.dir with
         )
     except USER_ERRORS as err:
         sys.exit(f"{prog}: error: {one_line(err)}")
+
+
+def run_app(prog: str, app: Callable[[], object], *before: Callable[[], object]) -> None:
+    """A command's ``main()``: the ``before`` steps (rewriting the command line, registering resolvers), then the Hydra
+    ``app``; user errors of either end as one line (``app_errors``)."""
+    with app_errors(prog):
+        for step in before:
+            step()
+        app()
 
 
 def check_device(key: str, device: str) -> None:

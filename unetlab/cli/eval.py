@@ -8,9 +8,9 @@ from omegaconf import DictConfig
 from unetlab.cli import (
     CONFIG_PATH,
     accept_run_overrides,
-    app_errors,
     check_launcher,
     register_schema,
+    run_app,
     run_on_checkpoint,
 )
 from unetlab.evaluation.options import EvalOptions
@@ -26,10 +26,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    check_launcher("unetlab-eval")
-    accept_run_overrides()
-    with app_errors("unetlab-eval"):
-        _main()
+    run_app("unetlab-eval", _main, lambda: check_launcher("unetlab-eval"), accept_run_overrides)
 
 
 if __name__ == "__main__":

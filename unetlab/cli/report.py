@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from unetlab.cli import CONFIG_PATH, app_errors, register_schema, task_errors
+from unetlab.cli import CONFIG_PATH, register_schema, run_app, task_errors
 from unetlab.report.options import ReportOptions
 
 register_schema("report", ReportOptions)
@@ -75,9 +75,12 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    with app_errors("unetlab-report"):
-        sys.argv = dirs_to_override(sys.argv)  # ValueError: folders given both ways
-        _main()
+    run_app("unetlab-report", _main, rewrite_dirs)
+
+
+def rewrite_dirs() -> None:
+    """The bare folder arguments as ``report.dirs=[...]`` (ValueError: folders given both ways)."""
+    sys.argv = dirs_to_override(sys.argv)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from unetlab.cli import CONFIG_PATH, app_errors, check_launcher, register_resolvers, task_errors
+from unetlab.cli import CONFIG_PATH, check_launcher, register_resolvers, run_app, task_errors
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
@@ -18,10 +18,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    register_resolvers()
-    check_launcher("unetlab-train")
-    with app_errors("unetlab-train"):
-        _main()
+    run_app("unetlab-train", _main, register_resolvers, lambda: check_launcher("unetlab-train"))
 
 
 if __name__ == "__main__":

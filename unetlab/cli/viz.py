@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from unetlab.cli import CONFIG_PATH, accept_run_overrides, app_errors, register_schema, run_on_checkpoint
+from unetlab.cli import CONFIG_PATH, accept_run_overrides, register_schema, run_app, run_on_checkpoint
 from unetlab.explain.options import VizOptions
 
 register_schema("viz", VizOptions)
@@ -19,9 +19,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    accept_run_overrides()
-    with app_errors("unetlab-viz"):
-        _main()
+    run_app("unetlab-viz", _main, accept_run_overrides)
 
 
 if __name__ == "__main__":

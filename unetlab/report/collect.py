@@ -239,6 +239,8 @@ def load_per_image(path: Path, rows: list[dict]) -> tuple[dict[str, Tensor] | No
         return None, f"unreadable {PER_IMAGE_NAME} ({err})"
     images = {row["n"] for row in rows if row["source"] == "model"}
     missing = sorted({row["source"] for row in rows if sources.in_per_image(row["source"])} - set(per_image))
+    if missing and all(sources.is_objects(source) for source in missing):
+        return None, f"it has no per-object sums ({len(missing)} per-object sources; evaluated by an older unetlab)"
     if missing or any(values.ndim != 3 or len(values) not in images for values in per_image.values()):
         return None, "it does not match results.csv (its sources or its number of images)"
     return per_image, None
