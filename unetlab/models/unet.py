@@ -14,16 +14,14 @@ block, so the parameter count drops; a kept skip can be ablated at test time wit
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
 
 from unetlab.conventions import check_depth, level_of, parse_skips
-from unetlab.models import protocol
-from unetlab.models.protocol import SkipTransform, check_key
-from unetlab.models.skip_ablation import ablation_transform, check_ablation
+from unetlab.models.measured import MeasuredUNet
+from unetlab.models.protocol import check_key
 
 
 class ConvBlock(nn.Module):
@@ -76,7 +74,7 @@ class DecoderBlock(nn.Module):
         return self.conv(x)
 
 
-class UNet(nn.Module):
+class UNet(MeasuredUNet):
     """U-Net of depth 1..6 with all, none or any subset of its skip connections.
 
     Args:
@@ -126,7 +124,6 @@ class UNet(nn.Module):
         )
 
         self.head = nn.Conv2d(widths[0], num_classes, kernel_size=1)
-        self._ablated_skips: dict[int, str] = {}  # {level: mode} inside ablate_skips
 
     # --- the UNetLike protocol (unetlab/models/protocol.py): what every measurement uses ---------------------------
 
@@ -158,49 +155,3 @@ class UNet(nn.Module):
         if key.startswith("enc"):
             return (self.encoder[level],)
         return self.decoder[level].up, self.decoder[level].conv
-
-    # --- conveniences over the protocol ------------------------------------------------------------------------------
-
-    @property
-    def feature_keys(self) -> list[str]:
-        """Feature keys in forward order: enc0..encD, dec{D-1}..dec0, logits."""
-        return protocol.feature_keys(self)
-
-    def encode(self, x: Tensor) -> list[Tensor]:
-        """Encoder features [enc0, ..., encD]; enc_i is (B, base*2**i, H/2**i, W/2**i)."""
-        return protocol.encode(self, x)
-
-    def decode(self, encoded: Sequence[Tensor], skip_transform: SkipTransform | None = None) -> dict[str, Tensor]:
-        """Decoder features and logits from encoder features; ``skip_transform(level, skip)`` may change each kept
-        skip (default: the ablation of ``ablate_skips``, inside its block).
-
-        Returns {"dec{D-1}": ..., ..., "dec0": (B, base, H, W), "logits": (B, K, H, W)}.
-        """
-        if skip_transform is None and self._ablated_skips:
-            skip_transform = ablation_transform(self._ablated_skips)
-        return protocol.decode(self, encoded, skip_transform)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, C_in, H, W) -> logits (B, K, H, W)."""
-        return self.decode(self.encode(x))["logits"]
-
-    def features(self, x: Tensor) -> dict[str, Tensor]:
-        """Every feature map, in order: enc0..encD, dec{D-1}..dec0, logits."""
-        encoded = self.encode(x)
-        return {f"enc{level}": feature for level, feature in enumerate(encoded)} | self.decode(encoded)
-
-    @contextlib.contextmanager
-    def ablate_skips(self, ablation: Mapping[int, str]) -> Iterator[UNet]:
-        """Test-time ablation of kept skips inside a ``with`` block (eval mode only); restored on exit.
-
-        ``ablation`` maps a level to ``"zero"``, ``"mean"`` or ``"lowpass:k"`` (``unetlab.models.skip_ablation``).
-        """
-        if self.training:
-            raise RuntimeError("ablate_skips is a test-time ablation: call net.eval() first")
-        checked = check_ablation(self, ablation)
-        previous = self._ablated_skips
-        self._ablated_skips = {**previous, **checked}
-        try:
-            yield self
-        finally:
-            self._ablated_skips = previous

@@ -1,0 +1,116 @@
+"""Library U-Nets behind the protocol (``unetlab.models.adapters``): MONAI's BasicUNet. The adapter must compute exactly
+what the library computes, and a skip ablation must change exactly the tensor the library's decoder block receives
+(found by hooking the library's own module), at every level and in every mode."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from unetlab.data.shapes import ShapesDataModule
+from unetlab.evaluation.evaluate import evaluate
+from unetlab.evaluation.options import EvalOptions
+from unetlab.models import protocol
+from unetlab.models.adapters import adapt
+from unetlab.models.protocol import UNetLike
+from unetlab.models.skip_ablation import ablate_skip
+from unetlab.models.unet import UNet
+from unetlab.receptive_field import unit_field
+from unetlab.runs.checkpoint import LoadedRun
+
+monai_nets = pytest.importorskip("monai.networks.nets")
+
+FEATURES = (4, 4, 8, 16, 32, 4)
+MODES = ("zero", "mean", "lowpass:1")
+
+
+def basic_unet(norm="instance", in_channels: int = 1, classes: int = 2) -> nn.Module:
+    torch.manual_seed(0)
+    return monai_nets.BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=classes, features=FEATURES,
+                                norm=norm).eval()  # fmt: skip
+
+
+def test_the_adapter_computes_what_the_library_computes():
+    net = basic_unet(in_channels=3, classes=4)
+    u = adapt(net)
+    assert isinstance(u, UNetLike) and (u.depth, u.skip_levels) == (4, (0, 1, 2, 3))
+    assert (u.in_channels, u.num_classes, u.spatial_dims) == (3, 4, 2)
+    x = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        assert torch.equal(u(x), net(x))
+        features = u.features(x)
+    assert list(features) == u.feature_keys
+    for level in range(5):  # level i at H/2**i, as for our U-Net
+        assert tuple(features[f"enc{level}"].shape) == (2, FEATURES[level], 32 >> level, 48 >> level)
+    assert tuple(features["dec0"].shape) == (2, FEATURES[5], 32, 48)
+    assert [u.channels(key) for key in u.feature_keys] == [features[key].shape[1] for key in u.feature_keys]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+def test_a_skip_ablation_changes_only_what_the_librarys_decoder_block_receives(level, mode):
+    """``ablate_skips({level: mode})`` equals the library network with the second argument of ``upcat_{level+1}`` (the
+    encoder tensor it concatenates) replaced by its ablation, and nothing else."""
+    net = basic_unet()
+    u = adapt(net)
+    x = torch.randn(2, 1, 32, 32)
+    block = getattr(net, f"upcat_{level + 1}")
+    received = {}
+
+    def replace_skip(module, args):
+        received["skip"] = args[1]
+        return args[0], ablate_skip(args[1], mode)
+
+    handle = block.register_forward_pre_hook(replace_skip)
+    try:
+        with torch.no_grad():
+            expected = net(x)
+    finally:
+        handle.remove()
+    with torch.no_grad(), u.ablate_skips({level: mode}):
+        ablated = u(x)
+        encoded = u.encode(x)
+    assert torch.equal(received["skip"], encoded[level])  # the hooked tensor is enc{level}
+    assert torch.equal(ablated, expected)
+    with torch.no_grad():
+        assert not torch.equal(ablated, net(x))  # the ablation does change the output
+
+
+def test_an_adapted_library_unet_is_evaluated_whole(tmp_path):
+    """Model, probes, floors, ablations of every subset and Shapley values that sum to v(all) - v(none), image by
+    image, on MONAI's BasicUNet through the protocol alone."""
+    datamodule = ShapesDataModule(image_size=32, train_size=8, val_size=4, test_size=6, batch_size=4)
+    datamodule.setup("test")
+    u = adapt(basic_unet())
+    run = LoadedRun(OmegaConf.create({"seed": 0}), u, datamodule, tmp_path / "run")
+    options = EvalOptions(probe_steps=2, probe_images=8, ablate_modes=["zero"], objects=False, progress=False)
+    rows, per_image = evaluate(run, options)
+    sources = {row["source"] for row in rows}
+    assert {"model", "probe/enc4", "probe/dec0", "floor/4", "ablate/zero/0,1,2,3", "shapley/zero/0"} <= sources
+    total = sum(per_image[f"shapley/zero/{level}"] for level in range(4))
+    assert torch.allclose(total, per_image["model"] - per_image["ablate/zero/0,1,2,3"], atol=1e-9)
+
+
+def test_fields_of_a_batch_norm_basic_unet_bound_its_gradients():
+    """With BatchNorm (element-wise at test time) the theoretical fields come from the library's modules, and bound
+    a unit's input gradient; instance norm reads the whole image, so its fields are refused, naming the layer."""
+    u = adapt(basic_unet(norm="batch"))
+    x = torch.rand(1, 1, 64, 64, requires_grad=True)
+    feature = protocol.features(u, x)["enc2"]
+    feature[0, :, 8, 8].sum().backward()
+    y0, y1, x0, x1 = unit_field(u, "enc2", 8, 8)
+    touched = x.grad[0, 0].abs() > 0
+    inside = torch.zeros_like(touched)
+    inside[max(y0, 0) : y1, max(x0, 0) : x1] = True
+    assert touched.any() and not (touched & ~inside).any()
+    with pytest.raises(TypeError, match="InstanceNorm2d"):
+        unit_field(adapt(basic_unet()), "enc2", 8, 8)
+
+
+def test_adapt_names_what_it_cannot_adapt():
+    ours = UNet(depth=2)
+    assert adapt(ours) is ours
+    with pytest.raises(ValueError, match=r"no adapter for torch\.nn\.modules\.conv\.Conv2d; supported: .*BasicUNet"):
+        adapt(nn.Conv2d(1, 1, 1))

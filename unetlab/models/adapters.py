@@ -1,0 +1,79 @@
+"""Other libraries' U-Nets behind the ``UNetLike`` protocol (``docs/models.md``): ``adapt(net)`` wraps a built network
+so that every measurement of unetlab runs on it unchanged, and ``adapt(net)(x)`` equals ``net(x)`` exactly (the same
+modules, called in the same order on the same tensors).
+
+Supported so far: MONAI's ``BasicUNet``. Its levels follow our convention: ``conv_0`` is level 0 (``enc0`` at
+``H x W``), ``down_i`` level ``i`` (``enc{i}`` at ``H/2**i``), ``enc4`` the bottleneck; ``upcat_{i+1}`` is decoder
+level ``i``, which concatenates the skip ``enc{i}`` after up-sampling, and ``final_conv`` the head. Every level has its
+skip (``skip_levels`` is ``0..3``): BasicUNet cannot be built without one, so a skip ablation replaces the tensor that
+``upcat_{i+1}`` receives as its second argument, and nothing on the encoder path.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from unetlab.conventions import level_of
+from unetlab.models.measured import MeasuredUNet
+from unetlab.models.protocol import check_key
+
+
+class MonaiBasicUNet(MeasuredUNet):
+    """MONAI ``BasicUNet`` (depth 4, all four skips) as a ``UNetLike``: (B, C_in, *spatial) -> (B, K, *spatial)."""
+
+    depth = 4
+    skip_levels = (0, 1, 2, 3)
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        first = next(m for m in net.conv_0.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)))
+        self.in_channels = first.in_channels
+        self.num_classes = net.final_conv.out_channels
+        self.spatial_dims = len(first.kernel_size)
+        self._encoder = [net.conv_0, net.down_1, net.down_2, net.down_3, net.down_4]  # level i
+        self._decoder = [net.upcat_1, net.upcat_2, net.upcat_3, net.upcat_4]  # decoder level i: upcat_{i+1}
+        self.train(net.training)  # the wrapper starts in the network's own mode
+
+    def channels(self, key: str) -> int:
+        check_key(self, key)
+        if key == "logits":
+            return self.num_classes
+        block = self._encoder[level_of(key)] if key.startswith("enc") else self._decoder[level_of(key)].convs
+        convs = [m for m in block.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+        return convs[-1].out_channels
+
+    def encode_level(self, level: int, x: Tensor) -> Tensor:
+        return self._encoder[level](x)
+
+    def decode_level(self, level: int, x: Tensor, skip: Tensor | None) -> Tensor:
+        return self._decoder[level](x, skip)
+
+    def head(self, x: Tensor) -> Tensor:
+        return self.net.final_conv(x)
+
+    def stage(self, key: str) -> tuple[nn.Module, ...]:
+        check_key(self, key)
+        if key == "logits":
+            return (self.net.final_conv,)
+        level = level_of(key)
+        if key.startswith("enc"):
+            return (self._encoder[level],)
+        return self._decoder[level].upsample, self._decoder[level].convs
+
+
+ADAPTERS = {"monai.networks.nets.basic_unet.BasicUNet": MonaiBasicUNet}
+
+
+def adapt(net: nn.Module) -> MeasuredUNet:
+    """``net`` behind the ``UNetLike`` protocol: our own U-Net as it is, a supported library U-Net wrapped
+    (``ADAPTERS``); ValueError naming the class and the supported ones otherwise."""
+    from unetlab.models.protocol import UNetLike
+
+    if isinstance(net, MeasuredUNet) and isinstance(net, UNetLike):
+        return net
+    name = f"{type(net).__module__}.{type(net).__qualname__}"
+    if name not in ADAPTERS:
+        supported = ", ".join(sorted(ADAPTERS))
+        raise ValueError(f"no adapter for {name}; supported: {supported} (or implement UNetLike: docs/models.md)")
+    return ADAPTERS[name](net)
