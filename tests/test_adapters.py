@@ -114,3 +114,32 @@ def test_adapt_names_what_it_cannot_adapt():
     assert adapt(ours) is ours
     with pytest.raises(ValueError, match=r"no adapter for torch\.nn\.modules\.conv\.Conv2d; supported: .*BasicUNet"):
         adapt(nn.Conv2d(1, 1, 1))
+
+
+def test_model_monai_basicunet_trains_and_is_evaluated_from_its_run_dir(tmp_path):
+    """``model=monai_basicunet``: trained by Lightning like our U-Net, then evaluated from its checkpoint (the run
+    loaded back by its config, not by our U-Net's weight names) to a full results table."""
+    from tests.helpers import compose_train
+    from unetlab.grid.job import train_then_evaluate
+    from unetlab.runs.checkpoint import load_run
+    from unetlab.runs.results import read_results
+
+    run_dir = tmp_path / "run"
+    model = ["model=monai_basicunet", "model.depth=4", "model.base_channels=4"]
+    cfg = compose_train(run_dir, *model, "+eval.probe_steps=2", "+eval.ablate_modes=[zero]", "+eval.progress=false")
+    train_then_evaluate(cfg)
+    sources = {row["source"] for row in read_results(run_dir / "results.csv")}
+    assert {"model", "probe/enc4", "floor/4", "ablate/zero/0,1,2,3", "shapley/zero/3", "objects/all"} <= sources
+    run = load_run(next((run_dir / "checkpoints").glob("*.ckpt")))
+    assert type(run.net).__name__ == "MonaiBasicUNet" and run.net.net.down_4.convs is not None
+    assert sum(p.numel() for p in run.net.parameters()) == int(read_results(run_dir / "results.csv")[0]["params"])
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"), [("depth", 3, "model.depth=3"), ("skips", "none", "model.skips=none")]
+)
+def test_a_basicunet_it_cannot_build_is_one_line_naming_the_key(key, value, message):
+    from unetlab.models.adapters import monai_basic_unet
+
+    with pytest.raises(ValueError, match=message):
+        monai_basic_unet(1, 2, **{key: value})

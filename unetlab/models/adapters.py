@@ -65,6 +65,39 @@ class MonaiBasicUNet(MeasuredUNet):
 ADAPTERS = {"monai.networks.nets.basic_unet.BasicUNet": MonaiBasicUNet}
 
 
+def monai_basic_unet(
+    in_channels: int,
+    num_classes: int,
+    depth: int = 4,
+    base_channels: int = 32,
+    skips="all",
+    norm: str = "batch",
+    spatial_dims: int = 2,
+) -> MonaiBasicUNet:
+    """``model=monai_basicunet``: MONAI's ``BasicUNet`` with ``base_channels * 2**i`` channels at level ``i`` (as our
+    U-Net; ``base_channels`` again after the last up-sampling), adapted. BasicUNet is built at depth 4 with every skip
+    only: another ``model.depth`` or ``model.skips`` is a ValueError naming the key. ``norm``: MONAI's norm name;
+    ``batch`` (the default here, as our U-Net) keeps the theoretical fields computable, ``instance`` (MONAI's default)
+    makes every unit depend on the whole image."""
+    from unetlab.conventions import parse_skips
+
+    if depth != 4:
+        raise ValueError(f"model.depth={depth}: MONAI's BasicUNet has depth 4 only; use model.depth=4")
+    if parse_skips(skips, depth) != (0, 1, 2, 3):
+        raise ValueError(
+            f"model.skips={skips}: MONAI's BasicUNet cannot be built without a skip; use model.skips=all "
+            "(every skip can still be ablated at test time)"
+        )
+    try:
+        from monai.networks.nets import BasicUNet
+    except ImportError:
+        raise ValueError("model=monai_basicunet needs MONAI: pip install monai") from None
+    features = tuple(base_channels * 2**level for level in range(5)) + (base_channels,)
+    net = BasicUNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes, features=features,
+                    norm=norm)  # fmt: skip
+    return MonaiBasicUNet(net)
+
+
 def adapt(net: nn.Module) -> MeasuredUNet:
     """``net`` behind the ``UNetLike`` protocol: our own U-Net as it is, a supported library U-Net wrapped
     (``ADAPTERS``); ValueError naming the class and the supported ones otherwise."""

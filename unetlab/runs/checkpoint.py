@@ -29,6 +29,10 @@ class LoadedRun:
     run_dir: Path
 
 
+# The first conv's and the head's weights of our U-Net: their shapes give its input channels and classes.
+OUR_UNET_KEYS = ("encoder.0.layers.0.weight", "head.weight")
+
+
 def run_dir_of(ckpt_path: Path) -> Path:
     """``<run_dir>/checkpoints/x.ckpt`` -> ``<run_dir>``."""
     return ckpt_path.resolve().parent.parent
@@ -89,8 +93,8 @@ def load_state_dict(ckpt_path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise ValueError(f"checkpoint {ckpt_path} has no state_dict: is it a Lightning checkpoint from unetlab-train?")
     weights = {key.removeprefix("net."): value for key, value in state.items() if key.startswith("net.")}
-    if not all(key in weights for key in ("encoder.0.layers.0.weight", "head.weight")):
-        raise ValueError(f"checkpoint {ckpt_path} holds no unetlab U-Net weights (net.encoder.*, net.head.*)")
+    if not weights:
+        raise ValueError(f"checkpoint {ckpt_path} holds no network weights (net.*): is it from unetlab-train?")
     return weights
 
 
@@ -107,12 +111,15 @@ def load_run(
     state = load_state_dict(ckpt_path)
     datamodule = instantiate(cfg.data)
     datamodule.setup("test")
-    # The weights fix the channels: a data root given at eval time must not change them.
-    net = instantiate(
-        cfg.model,
-        in_channels=state["encoder.0.layers.0.weight"].shape[1],
-        num_classes=state["head.weight"].shape[0],
-    )
+    if all(key in state for key in OUR_UNET_KEYS):
+        # Our U-Net's weights fix the channels: a data root given at eval time must not change them.
+        channels = {"in_channels": state[OUR_UNET_KEYS[0]].shape[1], "num_classes": state[OUR_UNET_KEYS[1]].shape[0]}
+    else:  # another model (an adapter): the channels as the training chose them
+        channels = {
+            "in_channels": cfg.model.get("in_channels") or datamodule.in_channels,
+            "num_classes": cfg.model.get("num_classes") or datamodule.num_classes,
+        }
+    net = instantiate(cfg.model, **channels)
     try:
         missing, unexpected = net.load_state_dict(state, strict=False)
     except RuntimeError as err:  # a tensor of the wrong shape: the saved config and the weights disagree
