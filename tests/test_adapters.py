@@ -32,6 +32,27 @@ def basic_unet(norm="instance", in_channels: int = 1, classes: int = 2) -> nn.Mo
                                 norm=norm).eval()  # fmt: skip
 
 
+def dyn_unet(norm: str = "instance", classes: int = 2, res_block: bool = False) -> nn.Module:
+    torch.manual_seed(0)
+    return monai_nets.DynUNet(2, 1, classes, kernel_size=[3, 3, 3, 3, 3], strides=[1, 2, 2, 2, 2],
+                              upsample_kernel_size=[2, 2, 2, 2], filters=[4, 8, 16, 32, 32], norm_name=norm,
+                              res_block=res_block).eval()  # fmt: skip
+
+
+def skip_receiver(net: nn.Module, level: int) -> nn.Module:
+    """The library's own decoder block that receives encoder level ``level`` as its second argument, found the
+    library's way: BasicUNet's ``upcat_{level+1}``; the ``upsample`` of DynUNet's ``level``-th recursive skip layer."""
+    if isinstance(net, monai_nets.BasicUNet):
+        return getattr(net, f"upcat_{level + 1}")
+    layer = net.skip_layers
+    for _ in range(level):
+        layer = layer.next_layer
+    return layer.upsample
+
+
+LIBRARY_UNETS = {"basic_unet": basic_unet, "dyn_unet": dyn_unet}
+
+
 def test_the_adapter_computes_what_the_library_computes():
     net = basic_unet(in_channels=3, classes=4)
     u = adapt(net)
@@ -48,15 +69,33 @@ def test_the_adapter_computes_what_the_library_computes():
     assert [u.channels(key) for key in u.feature_keys] == [features[key].shape[1] for key in u.feature_keys]
 
 
+def test_dynunet_levels_follow_its_strides():
+    net = dyn_unet(classes=3)
+    u = adapt(net)
+    assert (u.depth, u.skip_levels, u.num_classes) == (4, (0, 1, 2, 3), 3)
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(u(x), net(x))
+        features = u.features(x)
+    assert [tuple(features[f"enc{level}"].shape[1:]) for level in range(5)] == [
+        (4, 32, 32), (8, 16, 16), (16, 8, 8), (32, 4, 4), (32, 2, 2)
+    ]  # fmt: skip
+    torch.manual_seed(0)
+    strided = monai_nets.DynUNet(2, 1, 2, kernel_size=[3, 3, 3], strides=[2, 2, 2], upsample_kernel_size=[2, 2])
+    with pytest.raises(ValueError, match=r"DynUNet strides \[2, 2, 2\]: the adapter needs a first stride of 1"):
+        adapt(strided)
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("level", [0, 1, 2, 3])
-def test_a_skip_ablation_changes_only_what_the_librarys_decoder_block_receives(level, mode):
-    """``ablate_skips({level: mode})`` equals the library network with the second argument of ``upcat_{level+1}`` (the
-    encoder tensor it concatenates) replaced by its ablation, and nothing else."""
-    net = basic_unet()
+@pytest.mark.parametrize("library", sorted(LIBRARY_UNETS))
+def test_a_skip_ablation_changes_only_what_the_librarys_decoder_block_receives(library, level, mode):
+    """``ablate_skips({level: mode})`` equals the library network with the second argument of its decoder block at
+    that level (the encoder tensor it concatenates) replaced by its ablation, and nothing else."""
+    net = LIBRARY_UNETS[library]()
     u = adapt(net)
     x = torch.randn(2, 1, 32, 32)
-    block = getattr(net, f"upcat_{level + 1}")
+    block = skip_receiver(net, level)
     received = {}
 
     def replace_skip(module, args):
@@ -93,10 +132,11 @@ def test_an_adapted_library_unet_is_evaluated_whole(tmp_path):
     assert torch.allclose(total, per_image["model"] - per_image["ablate/zero/0,1,2,3"], atol=1e-9)
 
 
-def test_fields_of_a_batch_norm_basic_unet_bound_its_gradients():
+@pytest.mark.parametrize("library", sorted(LIBRARY_UNETS))
+def test_fields_of_a_batch_norm_library_unet_bound_its_gradients(library):
     """With BatchNorm (element-wise at test time) the theoretical fields come from the library's modules, and bound
     a unit's input gradient; instance norm reads the whole image, so its fields are refused, naming the layer."""
-    u = adapt(basic_unet(norm="batch"))
+    u = adapt(LIBRARY_UNETS[library](norm="batch"))
     x = torch.rand(1, 1, 64, 64, requires_grad=True)
     feature = protocol.features(u, x)["enc2"]
     feature[0, :, 8, 8].sum().backward()
@@ -106,7 +146,10 @@ def test_fields_of_a_batch_norm_basic_unet_bound_its_gradients():
     inside[max(y0, 0) : y1, max(x0, 0) : x1] = True
     assert touched.any() and not (touched & ~inside).any()
     with pytest.raises(TypeError, match="InstanceNorm2d"):
-        unit_field(adapt(basic_unet()), "enc2", 8, 8)
+        unit_field(adapt(LIBRARY_UNETS[library]()), "enc2", 8, 8)
+    if library == "dyn_unet":
+        with pytest.raises(TypeError, match="residual blocks"):
+            unit_field(adapt(dyn_unet(norm="batch", res_block=True)), "enc2", 8, 8)
 
 
 def test_adapt_names_what_it_cannot_adapt():

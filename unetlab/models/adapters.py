@@ -2,11 +2,12 @@
 so that every measurement of unetlab runs on it unchanged, and ``adapt(net)(x)`` equals ``net(x)`` exactly (the same
 modules, called in the same order on the same tensors).
 
-Supported so far: MONAI's ``BasicUNet``. Its levels follow our convention: ``conv_0`` is level 0 (``enc0`` at
-``H x W``), ``down_i`` level ``i`` (``enc{i}`` at ``H/2**i``), ``enc4`` the bottleneck; ``upcat_{i+1}`` is decoder
-level ``i``, which concatenates the skip ``enc{i}`` after up-sampling, and ``final_conv`` the head. Every level has its
-skip (``skip_levels`` is ``0..3``): BasicUNet cannot be built without one, so a skip ablation replaces the tensor that
-``upcat_{i+1}`` receives as its second argument, and nothing on the encoder path.
+Supported so far: MONAI's ``BasicUNet`` and ``DynUNet`` (each class says how its levels map to ours). BasicUNet's
+levels follow our convention: ``conv_0`` is level 0 (``enc0`` at ``H x W``), ``down_i`` level ``i`` (``enc{i}`` at
+``H/2**i``), ``enc4`` the bottleneck; ``upcat_{i+1}`` is decoder level ``i``, which concatenates the skip ``enc{i}``
+after up-sampling, and ``final_conv`` the head. Every level has its skip (``skip_levels`` is ``0..3``): BasicUNet
+cannot be built without one, so a skip ablation replaces the tensor that ``upcat_{i+1}`` receives as its second
+argument, and nothing on the encoder path.
 """
 
 from __future__ import annotations
@@ -62,7 +63,61 @@ class MonaiBasicUNet(MeasuredUNet):
         return self._decoder[level].upsample, self._decoder[level].convs
 
 
-ADAPTERS = {"monai.networks.nets.basic_unet.BasicUNet": MonaiBasicUNet}
+class MonaiDynUNet(MeasuredUNet):
+    """MONAI ``DynUNet`` (nnU-Net's architecture) as a ``UNetLike``, for a first stride of 1 and strides of 2 after it
+    (level ``i`` at ``H/2**i``): ``input_block`` is level 0, ``downsamples[i-1]`` level ``i``, ``bottleneck`` level
+    ``D = len(strides) - 1``; decoder level ``i`` is the up-block that DynUNet pairs with encoder level ``i``
+    (``upsamples[D-1-i]``), which concatenates ``enc{i}`` after its transposed conv; ``output_block`` is the head.
+    Every level has its skip. Deep supervision heads are left out (they only add training outputs)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        strides = [tuple(s) if isinstance(s, (list, tuple)) else (s,) * net.spatial_dims for s in net.strides]
+        if any(s != 1 for s in strides[0]) or any(d != 2 for stride in strides[1:] for d in stride):
+            raise ValueError(
+                f"DynUNet strides {list(net.strides)}: the adapter needs a first stride of 1 and 2 after it, so that "
+                "level i is at 1/2**i of the input (unetlab's levels)"
+            )
+        self.net = net
+        self.depth = len(strides) - 1
+        self.skip_levels = tuple(range(self.depth))
+        self.in_channels, self.num_classes, self.spatial_dims = net.in_channels, net.out_channels, net.spatial_dims
+        self._encoder = [net.input_block, *net.downsamples, net.bottleneck]  # level i
+        self._decoder = list(net.upsamples)[::-1]  # decoder level i
+        self.train(net.training)
+
+    def channels(self, key: str) -> int:
+        check_key(self, key)
+        return self.num_classes if key == "logits" else self.net.filters[level_of(key)]
+
+    def encode_level(self, level: int, x: Tensor) -> Tensor:
+        return self._encoder[level](x)
+
+    def decode_level(self, level: int, x: Tensor, skip: Tensor | None) -> Tensor:
+        return self._decoder[level](x, skip)
+
+    def head(self, x: Tensor) -> Tensor:
+        return self.net.output_block(x)
+
+    def stage(self, key: str) -> tuple[nn.Module, ...]:
+        check_key(self, key)
+        if getattr(self.net.conv_block, "__name__", "") == "UnetResBlock":
+            raise TypeError(
+                "cannot compute a receptive field through DynUNet's residual blocks (res_block=True): their shortcut "
+                "is a second path, not a chain of layers"
+            )
+        if key == "logits":
+            return (self.net.output_block,)
+        level = level_of(key)
+        if key.startswith("enc"):
+            return (self._encoder[level],)
+        return self._decoder[level].transp_conv, self._decoder[level].conv_block
+
+
+ADAPTERS = {
+    "monai.networks.nets.basic_unet.BasicUNet": MonaiBasicUNet,
+    "monai.networks.nets.dynunet.DynUNet": MonaiDynUNet,
+}
 
 
 def monai_basic_unet(
