@@ -148,8 +148,10 @@ def test_fields_of_a_batch_norm_library_unet_bound_its_gradients(library):
     with pytest.raises(TypeError, match="InstanceNorm2d"):
         unit_field(adapt(LIBRARY_UNETS[library]()), "enc2", 8, 8)
     if library == "dyn_unet":
+        residual = adapt(dyn_unet(norm="batch", res_block=True))
+        assert [residual.channels(key) for key in residual.feature_keys][:5] == [4, 8, 16, 32, 32]
         with pytest.raises(TypeError, match="residual blocks"):
-            unit_field(adapt(dyn_unet(norm="batch", res_block=True)), "enc2", 8, 8)
+            unit_field(residual, "enc2", 8, 8)
 
 
 def test_adapt_names_what_it_cannot_adapt():

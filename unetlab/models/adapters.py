@@ -14,34 +14,41 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from unetlab.conventions import level_of
 from unetlab.models.measured import MeasuredUNet
-from unetlab.models.protocol import check_key
+from unetlab.models.protocol import check_key, stage_of_blocks
+
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-class MonaiBasicUNet(MeasuredUNet):
-    """MONAI ``BasicUNet`` (depth 4, all four skips) as a ``UNetLike``: (B, C_in, *spatial) -> (B, K, *spatial)."""
+class BlockUNet(MeasuredUNet):
+    """A U-Net given as its blocks: ``encoder[i]`` computes level ``i`` (from the image at 0, from level ``i-1``
+    after), ``decoder[i]`` is called ``decoder[i](state of level i+1, skip)`` and returns level ``i``'s decoder
+    state, ``head`` maps ``dec0`` to the logits; ``up`` and ``merge`` name the parts of a decoder block that run before
+    and after its skip joins (for the theoretical fields). The protocol's members follow from these; an adapter only
+    says which of the library's modules are which. Every level has its skip."""
 
-    depth = 4
-    skip_levels = (0, 1, 2, 3)
-
-    def __init__(self, net: nn.Module):
+    def __init__(
+        self,
+        net: nn.Module,
+        encoder: list[nn.Module],
+        decoder: list[nn.Module],
+        head: nn.Module,
+        up: str,
+        merge: str,
+    ):
         super().__init__()
-        self.net = net
-        first = next(m for m in net.conv_0.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)))
-        self.in_channels = first.in_channels
-        self.num_classes = net.final_conv.out_channels
-        self.spatial_dims = len(first.kernel_size)
-        self._encoder = [net.conv_0, net.down_1, net.down_2, net.down_3, net.down_4]  # level i
-        self._decoder = [net.upcat_1, net.upcat_2, net.upcat_3, net.upcat_4]  # decoder level i: upcat_{i+1}
+        self.net = net  # registers the library's modules once, under their own names
+        self._encoder, self._decoder, self._head, self._parts = encoder, decoder, head, (up, merge)
+        self.depth = len(encoder) - 1
+        self.skip_levels = tuple(range(self.depth))
+        first = next(m for m in encoder[0].modules() if isinstance(m, CONVS))
+        self.in_channels, self.spatial_dims = first.in_channels, len(first.kernel_size)
+        self.num_classes = [m for m in head.modules() if isinstance(m, CONVS)][-1].out_channels
         self.train(net.training)  # the wrapper starts in the network's own mode
 
     def channels(self, key: str) -> int:
         check_key(self, key)
-        if key == "logits":
-            return self.num_classes
-        block = self._encoder[level_of(key)] if key.startswith("enc") else self._decoder[level_of(key)].convs
-        convs = [m for m in block.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+        convs = [m for block in BlockUNet.stage(self, key) for m in block.modules() if isinstance(m, CONVS)]
         return convs[-1].out_channels
 
     def encode_level(self, level: int, x: Tensor) -> Tensor:
@@ -51,67 +58,47 @@ class MonaiBasicUNet(MeasuredUNet):
         return self._decoder[level](x, skip)
 
     def head(self, x: Tensor) -> Tensor:
-        return self.net.final_conv(x)
+        return self._head(x)
 
     def stage(self, key: str) -> tuple[nn.Module, ...]:
-        check_key(self, key)
-        if key == "logits":
-            return (self.net.final_conv,)
-        level = level_of(key)
-        if key.startswith("enc"):
-            return (self._encoder[level],)
-        return self._decoder[level].upsample, self._decoder[level].convs
+        return stage_of_blocks(self, key, self._encoder, self._decoder, self._head, self._parts)
 
 
-class MonaiDynUNet(MeasuredUNet):
+class MonaiBasicUNet(BlockUNet):
+    """MONAI ``BasicUNet`` (depth 4, all four skips): ``conv_0``, ``down_1..4``; decoder level ``i`` is
+    ``upcat_{i+1}`` (``upsample``, then ``convs`` after the skip joins); ``final_conv``."""
+
+    def __init__(self, net: nn.Module):
+        encoder = [net.conv_0, net.down_1, net.down_2, net.down_3, net.down_4]
+        decoder = [net.upcat_1, net.upcat_2, net.upcat_3, net.upcat_4]
+        super().__init__(net, encoder, decoder, net.final_conv, up="upsample", merge="convs")
+
+
+class MonaiDynUNet(BlockUNet):
     """MONAI ``DynUNet`` (nnU-Net's architecture) as a ``UNetLike``, for a first stride of 1 and strides of 2 after it
     (level ``i`` at ``H/2**i``): ``input_block`` is level 0, ``downsamples[i-1]`` level ``i``, ``bottleneck`` level
     ``D = len(strides) - 1``; decoder level ``i`` is the up-block that DynUNet pairs with encoder level ``i``
     (``upsamples[D-1-i]``), which concatenates ``enc{i}`` after its transposed conv; ``output_block`` is the head.
-    Every level has its skip. Deep supervision heads are left out (they only add training outputs)."""
+    Deep supervision heads are left out (they only add training outputs)."""
 
     def __init__(self, net: nn.Module):
-        super().__init__()
         strides = [tuple(s) if isinstance(s, (list, tuple)) else (s,) * net.spatial_dims for s in net.strides]
         if any(s != 1 for s in strides[0]) or any(d != 2 for stride in strides[1:] for d in stride):
             raise ValueError(
                 f"DynUNet strides {list(net.strides)}: the adapter needs a first stride of 1 and 2 after it, so that "
                 "level i is at 1/2**i of the input (unetlab's levels)"
             )
-        self.net = net
-        self.depth = len(strides) - 1
-        self.skip_levels = tuple(range(self.depth))
-        self.in_channels, self.num_classes, self.spatial_dims = net.in_channels, net.out_channels, net.spatial_dims
-        self._encoder = [net.input_block, *net.downsamples, net.bottleneck]  # level i
-        self._decoder = list(net.upsamples)[::-1]  # decoder level i
-        self.train(net.training)
-
-    def channels(self, key: str) -> int:
-        check_key(self, key)
-        return self.num_classes if key == "logits" else self.net.filters[level_of(key)]
-
-    def encode_level(self, level: int, x: Tensor) -> Tensor:
-        return self._encoder[level](x)
-
-    def decode_level(self, level: int, x: Tensor, skip: Tensor | None) -> Tensor:
-        return self._decoder[level](x, skip)
-
-    def head(self, x: Tensor) -> Tensor:
-        return self.net.output_block(x)
+        encoder = [net.input_block, *net.downsamples, net.bottleneck]
+        decoder = list(net.upsamples)[::-1]
+        super().__init__(net, encoder, decoder, net.output_block, up="transp_conv", merge="conv_block")
 
     def stage(self, key: str) -> tuple[nn.Module, ...]:
-        check_key(self, key)
         if getattr(self.net.conv_block, "__name__", "") == "UnetResBlock":
             raise TypeError(
                 "cannot compute a receptive field through DynUNet's residual blocks (res_block=True): their shortcut "
                 "is a second path, not a chain of layers"
             )
-        if key == "logits":
-            return (self.net.output_block,)
-        level = level_of(key)
-        if key.startswith("enc"):
-            return (self._encoder[level],)
-        return self._decoder[level].transp_conv, self._decoder[level].conv_block
+        return super().stage(key)
 
 
 ADAPTERS = {

@@ -68,6 +68,25 @@ class UNetLike(Protocol):
         ...
 
 
+def stage_of_blocks(
+    net: UNetLike,
+    key: str,
+    encoder: Sequence[nn.Module],
+    decoder: Sequence[nn.Module],
+    head: nn.Module,
+    parts: tuple[str, str],
+) -> tuple[nn.Module, ...]:
+    """``stage(key)`` of a U-Net given as blocks: ``(encoder[i],)`` for ``enc<i>``, the decoder block's two ``parts``
+    (its attributes that run before and after the skip joins) for ``dec<i>``, ``(head,)`` for ``logits``."""
+    check_key(net, key)
+    if key == "logits":
+        return (head,)
+    level = int(key[3:])
+    if key.startswith("enc"):
+        return (encoder[level],)
+    return tuple(getattr(decoder[level], part) for part in parts)
+
+
 def feature_keys(net: UNetLike, logits: bool = True) -> list[str]:
     """``enc0..encD, dec{D-1}..dec0[, logits]``: the model's feature keys in forward order."""
     return keys_of_depth(net.depth, logits=logits)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from unetlab.conventions import check_depth, level_of, parse_skips
 from unetlab.models.measured import MeasuredUNet
-from unetlab.models.protocol import check_key
+from unetlab.models.protocol import check_key, stage_of_blocks
 
 
 class ConvBlock(nn.Module):
@@ -148,10 +148,4 @@ class UNet(MeasuredUNet):
 
     def stage(self, key: str) -> tuple[nn.Module, ...]:
         """``(encoder[i],)`` for enc<i>; ``(decoder[i].up, decoder[i].conv)`` for dec<i>; ``(head,)`` for logits."""
-        check_key(self, key)
-        if key == "logits":
-            return (self.head,)
-        level = level_of(key)
-        if key.startswith("enc"):
-            return (self.encoder[level],)
-        return self.decoder[level].up, self.decoder[level].conv
+        return stage_of_blocks(self, key, self.encoder, self.decoder, self.head, ("up", "conv"))
