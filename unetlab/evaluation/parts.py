@@ -46,7 +46,7 @@ class TestBatch:
     @property
     def features(self) -> dict[str, Tensor]:
         """Every feature map by key: enc0..encD, dec{D-1}..dec0, logits."""
-        return {f"enc{level}": feature for level, feature in enumerate(self.encoded)} | self.decoded
+        return protocol.feature_maps(self.encoded, self.decoded)
 
 
 class Part:

@@ -34,7 +34,7 @@ def forward_to(net: UNetLike, x: Tensor, keys: Iterable[str]) -> dict[str, Tenso
     keys = list(keys)
     if all(key.startswith("enc") for key in keys):
         last_level = max(int(key.removeprefix("enc")) for key in keys)
-        features = {f"enc{level}": feature for level, feature in enumerate(protocol.encode(net, x, up_to=last_level))}
+        features = protocol.feature_maps(protocol.encode(net, x, up_to=last_level))
     else:
         features = protocol.features(net, x)
     return {key: features[key] for key in keys}

@@ -15,7 +15,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from unetlab.models.measured import MeasuredUNet
-from unetlab.models.protocol import check_key, stage_of_blocks
+from unetlab.models.protocol import UNetLike, check_key, stage_of_blocks
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -143,8 +143,6 @@ def monai_basic_unet(
 def adapt(net: nn.Module) -> MeasuredUNet:
     """``net`` behind the ``UNetLike`` protocol: our own U-Net as it is, a supported library U-Net wrapped
     (``ADAPTERS``); ValueError naming the class and the supported ones otherwise."""
-    from unetlab.models.protocol import UNetLike
-
     if isinstance(net, MeasuredUNet) and isinstance(net, UNetLike):
         return net
     name = f"{type(net).__module__}.{type(net).__qualname__}"

@@ -45,7 +45,7 @@ class MeasuredUNet(nn.Module):
     def features(self, x: Tensor) -> dict[str, Tensor]:
         """Every feature map, in order: enc0..encD, dec{D-1}..dec0, logits."""
         encoded = self.encode(x)
-        return {f"enc{level}": feature for level, feature in enumerate(encoded)} | self.decode(encoded)
+        return protocol.feature_maps(encoded, self.decode(encoded))
 
     @contextlib.contextmanager
     def ablate_skips(self, ablation: Mapping[int, str]) -> Iterator[MeasuredUNet]:

@@ -151,7 +151,12 @@ def decode(net: UNetLike, encoded: Sequence[Tensor], skip_transform: SkipTransfo
 def features(net: UNetLike, x: Tensor) -> dict[str, Tensor]:
     """Every feature map in forward order: ``enc0..encD, dec{D-1}..dec0, logits``."""
     encoded = encode(net, x)
-    return {f"enc{level}": feature for level, feature in enumerate(encoded)} | decode(net, encoded)
+    return feature_maps(encoded, decode(net, encoded))
+
+
+def feature_maps(encoded: Sequence[Tensor], decoded: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """``[enc0, ...]`` and the decoder's ``{"dec{D-1}": ..., "logits": ...}`` as one dict: enc0.., dec.., logits."""
+    return {f"enc{level}": feature for level, feature in enumerate(encoded)} | (decoded or {})
 
 
 def logits(net: UNetLike, x: Tensor) -> Tensor:

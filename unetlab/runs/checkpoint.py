@@ -33,6 +33,15 @@ class LoadedRun:
 OUR_UNET_KEYS = ("encoder.0.layers.0.weight", "head.weight")
 
 
+def model_channels(cfg: DictConfig, datamodule: SegmentationDataModule) -> dict[str, int]:
+    """``in_channels`` and ``num_classes`` of the model: ``model.*`` where set, else the data's; ValueError when
+    ``model.num_classes`` is smaller than the data's classes."""
+    num_classes = cfg.model.get("num_classes") or datamodule.num_classes
+    if num_classes < datamodule.num_classes:
+        raise ValueError(f"model.num_classes={num_classes} is smaller than data.num_classes={datamodule.num_classes}")
+    return {"in_channels": cfg.model.get("in_channels") or datamodule.in_channels, "num_classes": num_classes}
+
+
 def run_dir_of(ckpt_path: Path) -> Path:
     """``<run_dir>/checkpoints/x.ckpt`` -> ``<run_dir>``."""
     return ckpt_path.resolve().parent.parent
@@ -115,10 +124,7 @@ def load_run(
         # Our U-Net's weights fix the channels: a data root given at eval time must not change them.
         channels = {"in_channels": state[OUR_UNET_KEYS[0]].shape[1], "num_classes": state[OUR_UNET_KEYS[1]].shape[0]}
     else:  # another model (an adapter): the channels as the training chose them
-        channels = {
-            "in_channels": cfg.model.get("in_channels") or datamodule.in_channels,
-            "num_classes": cfg.model.get("num_classes") or datamodule.num_classes,
-        }
+        channels = model_channels(cfg, datamodule)
     net = instantiate(cfg.model, **channels)
     try:
         missing, unexpected = net.load_state_dict(state, strict=False)

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from unetlab.atomic import write_json
 from unetlab.conventions import check_depth, parse_skips
 from unetlab.data.sampling import unpadded
+from unetlab.runs.checkpoint import model_channels
 from unetlab.runs.run_dir import DIE_WITH_PARENT, claim_config, die_with_parent, hold_run_dir
 from unetlab.training.console import quiet_console
 from unetlab.training.precision import resolve_precision
@@ -128,10 +129,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data, order_seed=int(cfg.seed))
     datamodule.setup("fit")
-    num_classes = cfg.model.num_classes or datamodule.num_classes
-    if num_classes < datamodule.num_classes:
-        raise ValueError(f"model.num_classes={num_classes} is smaller than data.num_classes={datamodule.num_classes}")
-    net = instantiate(cfg.model, in_channels=cfg.model.in_channels or datamodule.in_channels, num_classes=num_classes)
+    net = instantiate(cfg.model, **model_channels(cfg, datamodule))
     task = instantiate(cfg.task, net=net, spacing=list(datamodule.spacing))  # distances in the data's unit
 
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c and "_target_" in c]
