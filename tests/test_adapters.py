@@ -180,11 +180,31 @@ def test_model_monai_basicunet_trains_and_is_evaluated_from_its_run_dir(tmp_path
     assert sum(p.numel() for p in run.net.parameters()) == int(read_results(run_dir / "results.csv")[0]["params"])
 
 
-@pytest.mark.parametrize(
-    ("key", "value", "message"), [("depth", 3, "model.depth=3"), ("skips", "none", "model.skips=none")]
-)
-def test_a_basicunet_it_cannot_build_is_one_line_naming_the_key(key, value, message):
-    from unetlab.models.adapters import monai_basic_unet
+def test_a_basicunet_of_another_depth_is_one_line_naming_the_key():
+    from unetlab.models.adapters.monai_nets import monai_basic_unet
 
-    with pytest.raises(ValueError, match=message):
-        monai_basic_unet(1, 2, **{key: value})
+    with pytest.raises(ValueError, match="model.depth=3"):
+        monai_basic_unet(1, 2, depth=3)
+
+
+def test_a_skip_removed_at_training_time_is_fed_zeros():
+    """BasicUNet's blocks cannot be built without their skip: a removed skip is zeros of the skip's shape, so the
+    model equals the library network run with that skip zeroed, and the level cannot be ablated."""
+    from unetlab.models.adapters.monai_nets import monai_basic_unet
+
+    torch.manual_seed(0)
+    u = monai_basic_unet(1, 2, base_channels=4, skips=[0, 2]).eval()
+    assert u.skip_levels == (0, 2)
+    x = torch.randn(2, 1, 32, 32)
+    hooks = [
+        skip_receiver(u.net, level).register_forward_pre_hook(lambda m, args: (args[0], torch.zeros_like(args[1])))
+        for level in (1, 3)
+    ]
+    with torch.no_grad():
+        zeroed = u.net(x)
+    for hook in hooks:
+        hook.remove()
+    with torch.no_grad():
+        assert torch.equal(u(x), zeroed) and not torch.equal(u(x), u.net(x))
+    with pytest.raises(ValueError, match="1"), u.ablate_skips({1: "zero"}):
+        pass

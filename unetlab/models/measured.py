@@ -1,6 +1,6 @@
 """``MeasuredUNet``: the conveniences every ``UNetLike`` model gets from its protocol members: ``forward``,
 ``features``, ``feature_keys`` and the test-time skip ablation ``ablate_skips``. Our ``UNet`` and the adapters of other
-libraries' U-Nets (``adapters.py``) inherit them, so they behave the same."""
+libraries' U-Nets (``unetlab/models/adapters/``) inherit them, so they behave the same."""
 
 from __future__ import annotations
 
