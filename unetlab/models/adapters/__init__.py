@@ -8,15 +8,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from unetlab.models.adapters import monai_nets, nnunet_nets, smp_nets
 from unetlab.models.adapters.blocks import BlockUNet
-from unetlab.models.adapters.monai_nets import MonaiBasicUNet, MonaiDynUNet
 from unetlab.models.measured import MeasuredUNet
 from unetlab.models.protocol import UNetLike
 
-ADAPTERS: dict[str, type[MeasuredUNet]] = {
-    "monai.networks.nets.basic_unet.BasicUNet": MonaiBasicUNet,
-    "monai.networks.nets.dynunet.DynUNet": MonaiDynUNet,
-}
+ADAPTERS: dict[str, type[MeasuredUNet]] = {**monai_nets.ADAPTERS, **nnunet_nets.ADAPTERS, **smp_nets.ADAPTERS}
 
 __all__ = ["ADAPTERS", "BlockUNet", "adapt"]
 

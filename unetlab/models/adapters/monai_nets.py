@@ -12,6 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from unetlab.models.adapters.blocks import BlockUNet
+from unetlab.models.measured import MeasuredUNet
 
 
 class MonaiBasicUNet(BlockUNet):
@@ -49,6 +50,12 @@ class MonaiDynUNet(BlockUNet):
                 "is a second path, not a chain of layers"
             )
         return super().stage(key)
+
+
+ADAPTERS: dict[str, type[MeasuredUNet]] = {  # "<module>.<class>" of the library network -> its adapter
+    "monai.networks.nets.basic_unet.BasicUNet": MonaiBasicUNet,
+    "monai.networks.nets.dynunet.DynUNet": MonaiDynUNet,
+}
 
 
 def monai_basic_unet(
