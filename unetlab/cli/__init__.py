@@ -46,11 +46,23 @@ def check_launcher(prog: str, argv: Sequence[str] | None = None) -> None:
 
 
 def accept_run_overrides() -> None:
-    """Let ``data.root=X`` through Hydra as ``+data.root=X``: eval.yaml and viz.yaml have no ``data`` node of their
-    own. Hydra adds the node; ``run_keys`` hands it to ``load_config``, which merges it into the saved config."""
+    """Let ``data.root=X`` through Hydra as ``++data.root=X`` and ``model=NAME`` as ``+model=NAME``: eval.yaml and
+    viz.yaml have no ``data`` or ``model`` node of their own. Hydra adds the node (a group's option first, then keys
+    that override its values); ``run_keys`` hands it to ``load_config``, which merges it into the saved config."""
     sys.argv = [
-        f"+{arg}" if arg.split("=", 1)[0].split(".", 1)[0] in RUN_KEYS and "=" in arg else arg for arg in sys.argv
+        ("+" if "." not in arg.split("=", 1)[0] else "++") + arg
+        if "=" in arg and arg.split("=", 1)[0].split(".", 1)[0] in RUN_KEYS
+        else arg
+        for arg in sys.argv
     ]
+
+
+def run_key_overrides() -> list[str]:
+    """The command line's run-key overrides (``model=NAME``, ``data.root=X``) as a train config takes them."""
+    from hydra.core.hydra_config import HydraConfig
+
+    given = [override.lstrip("+") for override in HydraConfig.get().overrides.task]
+    return [override for override in given if override.split("=", 1)[0].split(".", 1)[0] in RUN_KEYS]
 
 
 def run_keys(cfg: DictConfig) -> DictConfig:
