@@ -216,7 +216,7 @@ def test_zero_ablation_equals_the_architecture_without_that_skip_with_the_same_w
 
 def test_interrupted_write_leaves_the_old_table(tmp_path):
     path = tmp_path / "results.csv"
-    run = dict.fromkeys(COLUMNS[:7], 0)
+    run = dict.fromkeys(COLUMNS[:8], 0)
     row = {"source": "model", "metric": "dice", "class": "mean", "value": 1.0, "std": 0.0, "n": 1, "empty_rate": 0}
     write_results(path, run, [row])
     before = path.read_text()

@@ -35,8 +35,8 @@ from unetlab.report.tables import (
 )
 
 AGGREGATE_COLUMNS = [
-    "dataset", "image_size", "depth", "skips", "skip_set", "params", "source", "metric", "class", "mean", "std", "runs",
-    "ci_low", "ci_high",
+    "arch", "dataset", "image_size", "depth", "skips", "skip_set", "params", "source", "metric", "class", "mean", "std",
+    "runs", "ci_low", "ci_high",
 ]  # fmt: skip
 
 
@@ -282,9 +282,11 @@ def build_section(results: Results, out_dir: Path, prefix: str, page: dict | Non
 
 
 def setting_title(results: Results) -> str:
-    """``shapes, 64 px images``: the data set and image size of one setting."""
+    """``shapes, 64 px images``: the data set and image size of one setting (``, MONAI DynUNet`` for a library
+    U-Net)."""
     model = results.models[0]
-    return model.dataset + (f", {model.image_size} px images" if model.image_size else "")
+    arch = f", {model.net}" if model.arch != "unet" else ""
+    return model.dataset + (f", {model.image_size} px images" if model.image_size else "") + arch
 
 
 def aggregate_rows(results: Results) -> list[list]:
@@ -292,8 +294,8 @@ def aggregate_rows(results: Results) -> list[list]:
     rows = []
     for (model, source, metric, class_), stat in sorted(results.stats.items(), key=lambda item: item[0]):
         rows.append([
-            model.dataset, model.image_size, model.depth, model.skips, model.skip_label, results.params[model],
-            source, metric, class_, stat.mean, stat.std, stat.runs, stat.low, stat.high,
+            model.arch, model.dataset, model.image_size, model.depth, model.skips, model.skip_label,
+            results.params[model], source, metric, class_, stat.mean, stat.std, stat.runs, stat.low, stat.high,
         ])  # fmt: skip
     return rows
 
@@ -333,7 +335,8 @@ def prefix(results: Results, settings: int) -> str:
 def slug(results: Results) -> str:
     """File-name part of a setting: ``shapes64``."""
     model = results.models[0]
-    return re.sub(r"[^A-Za-z0-9]+", "", f"{model.dataset}{model.image_size}") or "results"
+    arch = model.arch if model.arch != "unet" else ""
+    return re.sub(r"[^A-Za-z0-9]+", "", f"{model.dataset}{model.image_size}{arch}") or "results"
 
 
 def display(path: Path, out_dir: Path) -> str:

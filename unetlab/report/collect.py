@@ -36,6 +36,20 @@ class ReportError(ValueError):
     """Bad report input: no results found, or a results.csv that is not a results table."""
 
 
+# The architectures' names in sentences and titles (results.csv's arch column -> words).
+ARCH_TITLES = {
+    "unet": "U-Net",
+    "monai_basic_unet": "MONAI BasicUNet",
+    "monai_basicunet": "MONAI BasicUNet",
+    "monai_unet": "MONAI UNet",
+    "monai_dynunet": "MONAI DynUNet",
+    "monai_attentionunet": "MONAI AttentionUnet",
+    "nnunet_plainconv": "nnU-Net PlainConvUNet",
+    "nnunet_resenc": "nnU-Net ResidualEncoderUNet",
+    "smp_unet": "smp Unet",
+}
+
+
 @dataclass(frozen=True, order=True)
 class Model:
     """One point of the grid; its runs differ only by seed."""
@@ -44,11 +58,18 @@ class Model:
     image_size: str
     depth: int
     skips: str  # canonical: "0,1,2" or "none"
+    arch: str = "unet"  # the architecture (results.csv's arch column): ours, or a library U-Net's factory name
 
     @property
-    def setting(self) -> tuple[str, str]:
-        """Models of one setting (same data, same image size) are compared in one section of the report."""
-        return self.dataset, self.image_size
+    def setting(self) -> tuple[str, str, str]:
+        """Models of one setting (same data, same image size, same architecture) are compared in one section of the
+        report; the architectures of one data set are compared with each other in a section of their own."""
+        return self.dataset, self.image_size, self.arch
+
+    @property
+    def net(self) -> str:
+        """``U-Net``, ``MONAI DynUNet``, ...: the architecture in a sentence."""
+        return ARCH_TITLES.get(self.arch, self.arch)
 
     @property
     def skip_label(self) -> str:
@@ -66,10 +87,10 @@ class Model:
     def described(self) -> str:
         """``the depth-3 all-skip U-Net``, ``the depth-3 U-Net with skips 0,2``: the model in a sentence."""
         if self.skip_label == "all":
-            return f"the depth-{self.depth} all-skip U-Net"
+            return f"the depth-{self.depth} all-skip {self.net}"
         if self.skip_label == "none":
-            return f"the depth-{self.depth} no-skip U-Net"
-        return f"the depth-{self.depth} U-Net with skips {self.skips}"
+            return f"the depth-{self.depth} no-skip {self.net}"
+        return f"the depth-{self.depth} {self.net} with skips {self.skips}"
 
     @property
     def legend(self) -> str:
@@ -262,7 +283,7 @@ def aggregate(rows_by_file: Iterable[tuple[Path, list[dict]] | tuple[Path, list[
         files.append(path)
         seen_models = set()
         for row in rows:
-            model = Model(str(row["dataset"]), str(row["image_size"]), row["depth"], str(row["skips"]))
+            model = Model(str(row["dataset"]), str(row["image_size"]), row["depth"], str(row["skips"]), row["arch"])
             if row.get("unit"):
                 units[model.setting].add(row["unit"])
             key = (model, row["source"], row["metric"], str(row["class"]))

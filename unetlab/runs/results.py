@@ -26,7 +26,7 @@ from unetlab.metrics.classes import COLUMNS as PER_IMAGE_COLUMNS
 from unetlab.metrics.classes import OBJECT_COLUMNS
 
 COLUMNS = [
-    "run", "dataset", "image_size", "depth", "skips", "params", "seed",
+    "run", "arch", "dataset", "image_size", "depth", "skips", "params", "seed",
     "source", "metric", "class", "value", "std", "n", "empty_rate", "ci_low", "ci_high", "unit",
 ]  # fmt: skip
 NONEMPTY = "_nonempty"  # suffix of the distance rows over images where both masks are non-empty
@@ -41,10 +41,18 @@ def dataset_name(cfg: DictConfig) -> str:
     return f"{name}-complexity{complexity:g}" if complexity else name
 
 
+def arch_name(cfg: DictConfig) -> str:
+    """The architecture of a run, from its model's ``_target_``: ``unet`` for ours (``unetlab.models.unet.UNet``), a
+    library U-Net's factory name otherwise (``monai_dynunet``, ``smp_unet``, ...)."""
+    name = str(cfg.model._target_).rsplit(".", 1)[-1]
+    return "unet" if name == "UNet" else name
+
+
 def run_columns(cfg: DictConfig, net: nn.Module, run_dir: Path) -> dict:
     """The columns that describe the run, the same on each of its rows."""
     return {
         "run": f"{run_dir.parent.name}/{run_dir.name}",
+        "arch": arch_name(cfg),
         "dataset": dataset_name(cfg),
         "image_size": cfg.data.get("image_size"),
         "depth": net.depth,
@@ -93,6 +101,7 @@ def read_results(path: Path) -> list[dict]:
         for key in ("value", "std", "empty_rate", "ci_low", "ci_high"):
             row[key] = float(row[key]) if row.get(key, "") != "" else float("nan")
         row.setdefault("unit", "")
+        row["arch"] = row.get("arch") or "unet"  # tables written before the column: our U-Net
         for key in ("n", "depth", "params", "seed"):
             row[key] = int(row[key])
     return rows

@@ -36,7 +36,8 @@ class BlockUNet(MeasuredUNet):
     ):
         super().__init__()
         self.net = net  # registers the library's modules once, under their own names
-        self._encoder, self._decoder, self._head, self._parts = encoder, decoder, head, (up, merge)
+        # Plain lists and a tuple: the modules are registered once, under the library's names (self.net).
+        self._encoder, self._decoder, self._head, self._parts = list(encoder), list(decoder), (head,), (up, merge)
         self.depth = len(encoder) - 1
         self.skip_levels = tuple(range(self.depth)) if skip_levels is None else tuple(sorted(skip_levels))
         if not set(self.skip_levels) <= set(range(self.depth)):
@@ -61,10 +62,10 @@ class BlockUNet(MeasuredUNet):
         return self._decoder[level](x, skip)
 
     def head(self, x: Tensor) -> Tensor:
-        return self._head(x)
+        return self._head[0](x)
 
     def stage(self, key: str) -> tuple[nn.Module, ...]:
-        return stage_of_blocks(self, key, self._encoder, self._decoder, self._head, self._parts)
+        return stage_of_blocks(self, key, self._encoder, self._decoder, self._head[0], self._parts)
 
 
 def zero_skip(x: Tensor, channels: int) -> Tensor:
