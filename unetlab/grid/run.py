@@ -35,9 +35,10 @@ from unetlab.runs.run_dir import DIE_WITH_PARENT, die_with_parent
 KINDS = ("all", "none", "single", "all_but_one")
 
 
-def skip_sets(kind: str | Sequence[int], depth: int) -> list[tuple[int, ...]]:
-    """The skip sets (sorted level tuples) that ``kind`` names at ``depth``."""
-    levels = tuple(range(depth))
+def skip_sets(kind: str | Sequence[int], depth: int, levels: Sequence[int] | None = None) -> list[tuple[int, ...]]:
+    """The skip sets (sorted level tuples) that ``kind`` names at ``depth``, of the architecture's skip ``levels``
+    (default: every level 0..depth-1; a library U-Net may lack some, e.g. the full-resolution one)."""
+    levels = tuple(range(depth)) if levels is None else tuple(levels)
     if kind == "all":
         return [levels]
     if kind == "none":
@@ -57,15 +58,25 @@ def plan_sweeps(
     deepest_skips: Sequence,
     seeds: Sequence[int],
     vary: dict[str, Sequence] | None = None,
+    models: dict[str, Sequence[int]] | None = None,
+    levels: Sequence[int] | None = None,
 ) -> list[list[str]]:
     """Override lists, one per ``unetlab-train -m`` sweep, covering the grid once; ``vary`` (``ablate.vary``: data
-    key -> values, e.g. ``{"data.complexity": [0, 0.5, 1]}``) multiplies every sweep by those values.
+    key -> values, e.g. ``{"data.complexity": [0, 0.5, 1]}``) multiplies every sweep by those values; ``models``
+    (``ablate.models``: architecture -> the skip levels it has at the deepest depth) repeats the grid for each
+    architecture (``model=<name>``), its skip sets from its own levels.
 
     Deepest first (the per-depth sweeps from the deepest depth, then ``all``/``none`` with the depths descending): the
     longest jobs start first, so the launcher's workers run out of work at nearly the same time instead of one
     waiting for the other's last deep model at every sweep's end."""
     if not depths:
         raise ValueError("ablate.depths is empty")
+    if models:
+        return [
+            [f"model={name}", *sweep]
+            for name, levels in models.items()
+            for sweep in plan_sweeps(depths, skips, deepest_skips, seeds, vary, levels=levels)
+        ]
     seed_list = ",".join(str(int(s)) for s in seeds)
     sweeps, seen, last = [], set(), []
     generic = [kind for kind in skips if kind in ("all", "none")]
@@ -79,7 +90,7 @@ def plan_sweeps(
         kinds += list(deepest_skips) if depth == deepest else []
         values = []
         for kind in kinds:
-            for skip_set in skip_sets(kind, depth):
+            for skip_set in skip_sets(kind, depth, levels if depth == deepest else None):
                 if (depth, skips_to_str(skip_set)) not in seen:
                     seen.add((depth, skips_to_str(skip_set)))
                     values.append(skips_override(skip_set, depth))
@@ -102,6 +113,25 @@ def check_vary(vary: dict[str, Sequence] | None) -> dict[str, list]:
             raise ValueError(f"ablate.vary.{key}={values}: values must be plain numbers or words")
         checked[str(key)] = values
     return checked
+
+
+def model_levels(experiment: str, names: Sequence[str], depth: int, forwarded: Sequence[str]) -> dict[str, tuple]:
+    """``ablate.models`` as {architecture: the skip levels it has at ``depth``}, each read from the model that its
+    config builds there (``conf/model/<name>.yaml``); ValueError naming the architecture it cannot build."""
+    from hydra import compose
+    from hydra.utils import instantiate
+
+    levels = {}
+    for name in names:
+        overrides = [f"experiment={experiment}", f"model={name}", f"model.depth={depth}", "model.skips=all"]
+        try:
+            cfg = compose("train", overrides=[*overrides, *train_overrides(forwarded)])
+            levels[name] = tuple(instantiate(cfg.model, in_channels=1, num_classes=2).skip_levels)
+        except (HydraException, OmegaConfBaseException, ValueError) as err:
+            if isinstance(err, InstantiationException) and err.__cause__ is not None:
+                err = err.__cause__
+            raise ValueError(f"ablate.models: model={name} at depth {depth}: {str(err).splitlines()[0]}") from None
+    return levels
 
 
 def count_jobs(sweep: list[str]) -> int:
@@ -175,17 +205,20 @@ RUN_DIR = "d{depth}-s{skips}-seed{seed}"
 SWEEP_SUBDIR = RUN_DIR.format(depth="${model.depth}", skips="${skipset:${model.skips},${model.depth}}", seed="${seed}")
 
 
-def run_dir_name(depth: int, skips, seed: int, variant: dict | None = None) -> str:
+def run_dir_name(depth: int, skips, seed: int, variant: dict | None = None, model: str | None = None) -> str:
     """The run directory of one grid cell: ``d4-s0_1_2_3-seed0``; with ``ablate.vary`` values (``variant``: key ->
-    value) each is appended by its last name part, ``d4-s0_1_2_3-seed0-complexity0.5``."""
+    value) each is appended by its last name part, ``d4-s0_1_2_3-seed0-complexity0.5``; with ``ablate.models`` the
+    architecture last, ``d4-s0_1_2_3-seed0-monai_dynunet``."""
     name = RUN_DIR.format(depth=depth, skips=skips_to_path(parse_skips(skips, depth)), seed=seed)
-    return name + "".join(f"-{key.rsplit('.', 1)[-1]}{value}" for key, value in (variant or {}).items())
+    name += "".join(f"-{key.rsplit('.', 1)[-1]}{value}" for key, value in (variant or {}).items())
+    return name + (f"-{model}" if model else "")
 
 
-def sweep_subdir(vary_keys: Sequence[str]) -> str:
-    """Hydra's sweep subdir of a grid with ``ablate.vary`` keys: ``SWEEP_SUBDIR`` plus ``-<name>${<key>}`` each, so
-    that it names a cell as ``run_dir_name`` does."""
-    return SWEEP_SUBDIR + "".join(f"-{key.rsplit('.', 1)[-1]}${{{key}}}" for key in vary_keys)
+def sweep_subdir(vary_keys: Sequence[str], models: bool = False) -> str:
+    """Hydra's sweep subdir of a grid with ``ablate.vary`` keys: ``SWEEP_SUBDIR`` plus ``-<name>${<key>}`` each (and
+    ``-<model option>`` with ``ablate.models``), so that it names a cell as ``run_dir_name`` does."""
+    subdir = SWEEP_SUBDIR + "".join(f"-{key.rsplit('.', 1)[-1]}${{{key}}}" for key in vary_keys)
+    return subdir + ("-${hydra:runtime.choices.model}" if models else "")
 
 
 def parallel_overrides(jobs: int, forwarded: Sequence[str], cores: int | None = None) -> list[str]:
@@ -256,7 +289,8 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
     runs_dir = out_dir / "runs"
     grid = cfg.ablate
     vary = check_vary(grid.get("vary"))
-    sweeps = plan_sweeps(grid.depths, grid.skips, grid.get("deepest_skips", []), grid.seeds, vary)
+    models = model_levels(experiment, list(grid.get("models") or []), max(grid.depths), forwarded)
+    sweeps = plan_sweeps(grid.depths, grid.skips, grid.get("deepest_skips", []), grid.seeds, vary, models)
     configs = check_grid(experiment, sweeps, forwarded)
     keys = drawn_keys(grid.get("viz_keys"), max(grid.depths))
     total = sum(count_jobs(sweep) for sweep in sweeps)
@@ -274,7 +308,7 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
                 sys.executable, "-m", "unetlab.cli.grid_job", "--multirun", "hydra.job.name=train",  # train.log
                 f"experiment={experiment}", "test=false", *sweep,  # the evaluation scores the test split
                 f"run_group={grid.name}", f"hydra.sweep.dir={runs_dir}",
-                f"hydra.sweep.subdir='{sweep_subdir(list(vary))}'",
+                f"hydra.sweep.subdir='{sweep_subdir(list(vary), bool(models))}'",
                 *parallel, *forwarded,
             ]  # fmt: skip
             env = {**os.environ, DIE_WITH_PARENT: "1"}  # a killed grid leaves no orphan training (run_dir.py)
@@ -288,7 +322,7 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
     phases = {"train+eval": time.time() - start}
 
     first = {key: values[0] for key, values in vary.items()}
-    drawn = runs_dir / run_dir_name(max(grid.depths), "all", int(grid.seeds[0]), first)
+    drawn = runs_dir / run_dir_name(max(grid.depths), "all", int(grid.seeds[0]), first, next(iter(models), None))
     with silent_wandb():  # the closing lines say how to sync every offline run
         pictures = draw_units(drawn, max(grid.depths), keys, out_dir)
     phases["viz"] = time.time() - start - sum(phases.values())

@@ -36,6 +36,8 @@ class ReportError(ValueError):
     """Bad report input: no results found, or a results.csv that is not a results table."""
 
 
+# Library U-Nets whose skips start at level 1 (their first layer already halves the image): "all" is 1..depth-1.
+NO_FULL_RESOLUTION_SKIP = {"monai_unet", "smp_unet"}
 # The architectures' names in sentences and titles (results.csv's arch column -> words).
 ARCH_TITLES = {
     "unet": "U-Net",
@@ -73,6 +75,8 @@ class Model:
 
     @property
     def skip_label(self) -> str:
+        if self.arch in NO_FULL_RESOLUTION_SKIP and self.kept == tuple(range(1, self.depth)):
+            return "all"  # every skip the architecture has
         return skip_label(self.kept, self.depth)
 
     @property

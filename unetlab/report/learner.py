@@ -253,7 +253,12 @@ def describe(results: Results) -> tuple[Model, UNetLike, list[KeyRow], list[tupl
     if found is None:
         return None
     model, net = found
-    rows = field_rows(net)
+    try:
+        rows = field_rows(net)
+    except TypeError:  # a library U-Net whose fields its layers do not give (instance norm, residual blocks)
+        return None
+    if not any(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in leaf_layers(*net.stage("enc1"))):
+        return None  # the paragraphs tell the pooled encoder's story; a strided-conv encoder would need its own
     return model, net, rows, paragraphs(net, rows, image_side(model))
 
 
