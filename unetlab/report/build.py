@@ -10,6 +10,7 @@ from pathlib import Path
 
 from unetlab.report import plots, prediction_figures
 from unetlab.report.answer import answer
+from unetlab.report.architectures import compared_section
 from unetlab.report.collect import ReportError, Results, collect
 from unetlab.report.explorer import write_explorer
 from unetlab.report.explorer_data import explorer_data
@@ -82,6 +83,10 @@ def _make_report(dirs, out_dir, log_wandb, wandb_mode, project, group, pictures)
         (setting, answer(setting, out_dir / f"{prefix(setting, len(settings))}answer.png")) for setting in settings
     ]
     answers = [(setting, found) for setting, found in answers if found is not None]
+    by_data: dict[tuple, list[Results]] = {}
+    for setting in settings:  # the architectures of one data set and image size, side by side
+        by_data.setdefault(setting.models[0].setting[:2], []).append(setting)
+    sections[:0] = [found for group in by_data.values() if (found := compared_section(group)) is not None]
     claims = published_findings(results)
     if claims:
         erf = plots.erf_vs_theoretical(results, out_dir / "report_erf_vs_theoretical.png")

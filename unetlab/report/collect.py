@@ -181,7 +181,7 @@ class Results:
 
     def settings(self) -> list[Results]:
         """One ``Results`` per (dataset, image_size), in order."""
-        keys = sorted({model.setting for model in self.params})
+        keys = sorted({model.setting for model in self.params}, key=lambda key: (key[:2], key[2] != "unet", key[2]))
         out = []
         for key in keys:
             out.append(
