@@ -19,11 +19,12 @@ from torch import nn
 from unetlab.data.shapes import ShapesDataModule
 from unetlab.evaluation.evaluate import evaluate
 from unetlab.evaluation.options import EvalOptions
+from unetlab.measured_field import field_kind
 from unetlab.models.adapters import adapt
 from unetlab.models.adapters.smp_nets import smp_unet
 from unetlab.models.protocol import UNetLike
 from unetlab.models.skip_ablation import ablate_skip
-from unetlab.receptive_field import unit_field
+from unetlab.receptive_field import field_functions
 from unetlab.runs.checkpoint import LoadedRun
 
 MODES = ("zero", "mean", "lowpass:1")
@@ -161,9 +162,10 @@ def test_fields_are_refused_naming_why(smp):
     """A ResNet encoder's residual shortcut is a second path; and smp's decoder up-samples with F.interpolate, not a
     layer the fields can read."""
     with pytest.raises(TypeError, match="smp's ResNet encoder: its residual blocks' shortcut is a second path"):
-        unit_field(adapt(library_unet("resnet18")), "enc2", 8, 8)
+        field_functions(adapt(library_unet("resnet18")), 0)  # unit_field measures it instead
     with pytest.raises(TypeError, match="up-sample with F.interpolate"):
-        unit_field(adapt(library_unet("tu-regnetx_002")), "enc2", 8, 8)
+        field_functions(adapt(library_unet("tu-regnetx_002")), 0)  # unit_field measures it instead
+    assert field_kind(adapt(library_unet("resnet18"))) == "measured"
 
 
 def test_what_cannot_be_adapted_or_built_is_one_line_naming_it(smp):

@@ -24,6 +24,7 @@ from typing import NamedTuple
 from torch import nn
 
 from unetlab.conventions import level_of
+from unetlab.measured_field import field_kind, measured_keys, measured_unit_field
 from unetlab.models import protocol
 from unetlab.models.protocol import UNetLike
 
@@ -33,6 +34,7 @@ FieldFn = Callable[[int, int], tuple[int, int]]
 
 PASS_THROUGH = (
     nn.BatchNorm2d,
+    nn.PReLU,
     nn.ReLU,
     nn.LeakyReLU,
     nn.GELU,
@@ -210,6 +212,11 @@ def path_fields(net: UNetLike, key: str, size: tuple[int, int]) -> dict[str, tup
     _check_key(net, key)
     level = level_of(key)
     units = (size[0] // 2**level, size[1] // 2**level)
+    if field_kind(net) == "measured":  # one path: the gradient support, shifted unit by unit (measured_field)
+        boxes = [measured_unit_field(net, key, u, u) for u in range(max(units))]
+        return {
+            "measured": ([(b[0], b[1] - 1) for b in boxes[: units[0]]], [(b[2], b[3] - 1) for b in boxes[: units[1]]])
+        }
     rows, cols = path_field_functions(net, 0)[key], path_field_functions(net, 1)[key]
     return {
         name: ([rows[name](u, u) for u in range(units[0])], [cols[name](v, v) for v in range(units[1])])
@@ -229,6 +236,8 @@ def unit_field(net: UNetLike, key: str, y: int, x: int) -> tuple[int, int, int, 
     ``image[..., y0:y1, x0:x1]`` (after padding where the box leaves the image) is the unit's receptive field.
     """
     _check_key(net, key)
+    if field_kind(net) == "measured":
+        return measured_unit_field(net, key, y, x)
     boxes = []
     for axis, unit in ((0, y), (1, x)):
         field = field_functions(net, axis)[key].field
@@ -251,8 +260,11 @@ def _axis_fields(net: UNetLike, axis: int) -> dict[str, RF]:
 def receptive_fields(net: UNetLike) -> dict[str, RF]:
     """Theoretical receptive field of every feature key (enc0..encD, dec{D-1}..dec0, logits), in forward order.
 
-    ``size`` is the largest field over unit positions and over the paths reaching a key (skip and deep path).
+    ``size`` is the largest field over unit positions and over the paths reaching a key (skip and deep path). Where
+    the layers do not give the fields (``field_kind``), they are measured from gradient support (``measured_field``).
     """
+    if field_kind(net) == "measured":
+        return {key: RF(info.size, info.jump, info.start) for key, info in measured_keys(net).items()}
     rows, cols = _axis_fields(net, 0), _axis_fields(net, 1)
     if rows != cols:
         raise ValueError("receptive_fields reports one size per key, but this network's fields are not square")

@@ -8,8 +8,9 @@ size plus the image side, rounded up to a multiple of ``2**depth``. The same is 
 U-Net of the same architecture (seeded by the run's seed): training's effect is trained minus init.
 
 Rows: sources ``erf/<key>`` (trained) and ``erf_init/<key>`` (random init), metrics ``size50``, ``size95`` (px of
-input) and ``theoretical`` (the key's theoretical field side, ``receptive_fields``); ``n`` the images; the interval
-resamples the images (their gradient maps) with the run's resamples.
+input) and ``theoretical`` (the key's theoretical field side, ``receptive_fields``; ``measured_field`` instead for
+a model whose layers do not give it: measured from gradient support, ``unetlab.measured_field``); ``n`` the images;
+the interval resamples the images (their gradient maps) with the run's resamples.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from torch import Tensor
 from unetlab import sources
 from unetlab.bootstrap import percentile_interval
 from unetlab.erf import FRACTIONS, eval_mode, gradient_mass, unit_centre
+from unetlab.measured_field import field_kind
 from unetlab.models import protocol
 from unetlab.models.protocol import UNetLike
 from unetlab.receptive_field import receptive_fields
 
-ERF_METRICS = ("size50", "size95", "theoretical")
+ERF_METRICS = ("size50", "size95", "theoretical", "measured_field")
 RESAMPLES = 200  # the interval of a size: resampled images (each resample recomputes the mass radius)
 
 
@@ -97,6 +99,7 @@ def erf_rows(net: UNetLike, init: UNetLike, images: Tensor, indices: Tensor) -> 
     keys = [f"enc{level}" for level in range(net.depth + 1)]
     canvas = mirror_canvas(images, canvas_side(net, images.shape[-2]))
     theoretical = receptive_fields(net)
+    field_metric = "theoretical" if field_kind(net) == "theoretical" else "measured_field"
     weights = torch.zeros(min(len(indices), RESAMPLES), len(images), dtype=torch.float64)
     weights.scatter_add_(1, indices[: len(weights)], torch.ones(weights.shape, dtype=torch.float64))
     rows = []
@@ -108,8 +111,8 @@ def erf_rows(net: UNetLike, init: UNetLike, images: Tensor, indices: Tensor) -> 
                 value = 2 * float(mass_radii(rings, masses.sum(dim=0), fraction)) + 1
                 low, high = percentile_interval(2 * mass_radii(rings, weights @ masses, fraction) + 1)
                 rows.append(_row(sources.erf(key, trained), metric, value, len(images), low, high))
-            size = float(theoretical[key].size)
-            rows.append(_row(sources.erf(key, trained), "theoretical", size, len(images), size, size))
+            size = float(theoretical[key].size)  # measured from gradient support where the layers do not give it
+            rows.append(_row(sources.erf(key, trained), field_metric, size, len(images), size, size))
     return rows
 
 

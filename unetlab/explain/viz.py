@@ -37,9 +37,12 @@ from unetlab.runs.wandb_job import wandb_job
 LABELS = ("trained", "random init")
 
 
-def choose_channels(net: UNetLike, keys: Sequence[str], channels: int | Sequence[int]) -> dict[str, list[int]]:
-    """Channel indices per key: ``channels`` = N means channels 0..N-1; a list is taken as is. Clear errors for
-    unknown keys and for more channels than a key has."""
+def choose_channels(
+    net: UNetLike, keys: Sequence[str], channels: int | Sequence[int], clip: bool = False
+) -> dict[str, list[int]]:
+    """Channel indices per key: ``channels`` = N means channels 0..N-1 (with ``clip``, at most the key's channels:
+    for the default keys, whose ``enc0`` is the image itself in a library U-Net without a full-resolution level); a
+    list is taken as is. Clear errors for unknown keys and for more channels than a key has."""
     unknown = [key for key in keys if key not in protocol.feature_keys(net)]
     if unknown:
         raise ValueError(
@@ -50,6 +53,9 @@ def choose_channels(net: UNetLike, keys: Sequence[str], channels: int | Sequence
     for key in keys:
         available = key_channels(net, key)
         if isinstance(channels, int):
+            if clip and channels >= 1:
+                chosen[key] = list(range(min(channels, available)))
+                continue
             if not 1 <= channels <= available:
                 raise ValueError(
                     f"viz.channels={channels}, but {key} has only {available} channels; "
@@ -122,7 +128,7 @@ def run_viz(
     net = run.net.to(options.device, memory_format=torch.channels_last)
     keys = options.keys or [f"enc{level}" for level in range(net.depth + 1)]
     channels = options.channels if isinstance(options.channels, int) else list(options.channels)
-    chosen = choose_channels(net, keys, channels)
+    chosen = choose_channels(net, keys, channels, clip=not options.keys)
     dataset = run.datamodule.datasets[options.split]
     out_dir = Path(options.out_dir) if options.out_dir else run.run_dir / "viz"
     out_dir.mkdir(parents=True, exist_ok=True)
