@@ -99,7 +99,8 @@ def give_back(results: Results) -> str | None:
     else:
         lead = f"At depth {depth} the skips make no significant difference to boundary error ({interval(back)})"
     return (
-        f"{lead} (no skips minus all skips, paired): the all-skip U-Net places boundaries within {with_all}, the "
+        f"{lead} (no skips minus all skips, paired): the all-skip {every[depth].net} places boundaries within "
+        f"{with_all}, the "
         f"no-skip one within {without}, because the skips hand the decoder the encoder's fine-grid features that "
         "the down-sampling took away."
     )

@@ -105,7 +105,7 @@ def _make_report(dirs, out_dir, log_wandb, wandb_mode, project, group, pictures)
     intro = [
         f"{plural(len(results.files), 'results.csv file')} under {searched}: {plural(runs, 'run')} of "
         f"{plural(models, 'model')} "
-        f"(a model is a depth and a skip set; its runs differ by seed).",
+        f"(a model is an architecture, a depth and a skip set; its runs differ by seed).",
         "Every number is the mean over a model's runs (seeds) followed by its 95 % interval in brackets, "
         "`0.53 [0.41, 0.66]`: a two-level bootstrap (1000 resamples, seeded) that resamples the runs with "
         "replacement and the test images with replacement, so it covers both the spread over seeds and over test "

@@ -289,11 +289,13 @@ def shapley_bars(results: Results, path: Path, metrics: tuple[str, ...] = ("hd95
     levels = sorted(handles)
     fig.legend([handles[level] for level in levels], [str(level) for level in levels], loc="lower center",
                ncol=len(levels), frameon=False, title="skip level", fontsize=10)  # fmt: skip
-    fig.suptitle(
-        f"Shapley value of each kept skip (test-time ablation, mean over classes; bars: 95 % intervals{subset_note})",
-        fontsize=13,
-    )
-    fig.tight_layout(rect=(0, 0.7 / fig.get_figheight(), 1, 1 - 0.25 / fig.get_figheight()))
+    title = "Shapley value of each kept skip"
+    title += f" (test-time ablation, mean over classes; bars: 95 % intervals{subset_note})"
+    if fig.get_figwidth() < 11:  # a narrow figure (few models): the title on two lines, not cut at both sides
+        title = title.replace(" (", "\n(", 1)
+    fig.suptitle(title, fontsize=13)
+    top = (0.25 if "\n" not in title else 0.5) / fig.get_figheight()
+    fig.tight_layout(rect=(0, 0.7 / fig.get_figheight(), 1, 1 - top))
     fig.savefig(path)
     return path
 
