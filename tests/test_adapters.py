@@ -208,3 +208,23 @@ def test_a_skip_removed_at_training_time_is_fed_zeros():
         assert torch.equal(u(x), zeroed) and not torch.equal(u(x), u.net(x))
     with pytest.raises(ValueError, match="1"), u.ablate_skips({1: "zero"}):
         pass
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda e, d, h: (e, d[:3], h, "upsample", "convs"), r"5 encoder blocks need 4 decoder blocks, got 3"),
+        (lambda e, d, h: (e, d, h, "up", "convs"), r"decoder\[0\] \(UpCat\) has no module 'up'.*has upsample, convs"),
+        (lambda e, d, h: (e, d, "final_conv", "upsample", "convs"), r"head\[0\] is a str, not a module"),
+    ],
+)
+def test_a_custom_adapter_that_names_the_wrong_blocks_is_one_line(change, message):
+    """``BlockUNet`` (the custom-U-Net path of docs/models.md) says what it could not find, in one line."""
+    from unetlab.models.adapters import BlockUNet
+
+    net = basic_unet()
+    encoder = [net.conv_0, net.down_1, net.down_2, net.down_3, net.down_4]
+    decoder = [net.upcat_1, net.upcat_2, net.upcat_3, net.upcat_4]
+    with pytest.raises(ValueError, match=message) as raised:
+        BlockUNet(net, *change(encoder, decoder, net.final_conv))
+    assert "\n" not in str(raised.value)

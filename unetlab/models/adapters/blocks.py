@@ -35,6 +35,7 @@ class BlockUNet(MeasuredUNet):
         skip_levels: tuple[int, ...] | None = None,
     ):
         super().__init__()
+        check_blocks(encoder, decoder, head, up, merge)
         self.net = net  # registers the library's modules once, under their own names
         # Plain lists and a tuple: the modules are registered once, under the library's names (self.net).
         self._encoder, self._decoder, self._head, self._parts = list(encoder), list(decoder), (head,), (up, merge)
@@ -71,3 +72,31 @@ class BlockUNet(MeasuredUNet):
 def zero_skip(x: Tensor, channels: int) -> Tensor:
     """Zeros in place of a removed skip at the level above ``x``: ``(B, channels, *2 * spatial of x)``."""
     return x.new_zeros((x.shape[0], channels, *(2 * side for side in x.shape[2:])))
+
+
+def check_blocks(encoder: list, decoder: list, head, up: str, merge: str) -> None:
+    """ValueError in one line when the blocks an adapter names are not what ``BlockUNet`` needs: modules, one decoder
+    block per level below the bottleneck, each with the ``up`` and ``merge`` parts, a first encoder block and a head
+    with a convolution."""
+    named = {"encoder": list(encoder), "decoder": list(decoder), "head": [head]}
+    for what, blocks in named.items():
+        for i, block in enumerate(blocks):
+            if not isinstance(block, nn.Module):
+                raise ValueError(f"BlockUNet: {what}[{i}] is a {type(block).__name__}, not a module")
+    if len(encoder) < 2 or len(decoder) != len(encoder) - 1:
+        need = max(len(encoder) - 1, 1)
+        raise ValueError(
+            f"BlockUNet: {len(encoder)} encoder blocks need {need} decoder blocks, got {len(decoder)} (one decoder "
+            "block per level below the bottleneck, at least one)"
+        )
+    for i, block in enumerate(decoder):
+        missing = [part for part in (up, merge) if not isinstance(getattr(block, part, None), nn.Module)]
+        if missing:
+            children = ", ".join(name for name, _ in block.named_children())
+            raise ValueError(
+                f"BlockUNet: decoder[{i}] ({type(block).__name__}) has no module {missing[0]!r}; up and merge name its "
+                f"parts that run before and after the skip joins (it has {children})"
+            )
+    for what, module in (("encoder[0]", encoder[0]), ("head", head)):
+        if not any(isinstance(m, CONVS) for m in module.modules()):
+            raise ValueError(f"BlockUNet: {what} ({type(module).__name__}) has no convolution to read channels from")
