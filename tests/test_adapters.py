@@ -9,13 +9,13 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from tests.adapter_checks import check_skip_ablation
 from unetlab.data.shapes import ShapesDataModule
 from unetlab.evaluation.evaluate import evaluate
 from unetlab.evaluation.options import EvalOptions
 from unetlab.models import protocol
 from unetlab.models.adapters import adapt
 from unetlab.models.protocol import UNetLike
-from unetlab.models.skip_ablation import ablate_skip
 from unetlab.models.unet import UNet
 from unetlab.receptive_field import field_functions, unit_field
 from unetlab.runs.checkpoint import LoadedRun
@@ -95,26 +95,15 @@ def test_a_skip_ablation_changes_only_what_the_librarys_decoder_block_receives(l
     net = LIBRARY_UNETS[library]()
     u = adapt(net)
     x = torch.randn(2, 1, 32, 32)
-    block = skip_receiver(net, level)
-    received = {}
 
-    def replace_skip(module, args):
-        received["skip"] = args[1]
-        return args[0], ablate_skip(args[1], mode)
+    def install(replace, received):
+        def hook(module, args):
+            received["skip"] = args[1]
+            return args[0], replace(args[1])
 
-    handle = block.register_forward_pre_hook(replace_skip)
-    try:
-        with torch.no_grad():
-            expected = net(x)
-    finally:
-        handle.remove()
-    with torch.no_grad(), u.ablate_skips({level: mode}):
-        ablated = u(x)
-        encoded = u.encode(x)
-    assert torch.equal(received["skip"], encoded[level])  # the hooked tensor is enc{level}
-    assert torch.equal(ablated, expected)
-    with torch.no_grad():
-        assert not torch.equal(ablated, net(x))  # the ablation does change the output
+        return skip_receiver(net, level).register_forward_pre_hook(hook)
+
+    check_skip_ablation(net, u, x, level, mode, install)
 
 
 def test_an_adapted_library_unet_is_evaluated_whole(tmp_path):

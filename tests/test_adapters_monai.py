@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from tests.adapter_checks import check_skip_ablation
 from unetlab.data.shapes import ShapesDataModule
 from unetlab.evaluation.evaluate import evaluate
 from unetlab.evaluation.options import EvalOptions
@@ -17,7 +18,6 @@ from unetlab.models import protocol
 from unetlab.models.adapters import adapt
 from unetlab.models.adapters.monai_nets import monai_attentionunet, monai_dynunet, monai_unet
 from unetlab.models.protocol import UNetLike
-from unetlab.models.skip_ablation import ablate_skip
 from unetlab.receptive_field import field_functions, unit_field
 from unetlab.runs.checkpoint import LoadedRun
 
@@ -135,20 +135,7 @@ def test_a_skip_ablation_changes_only_the_encoder_tensor_the_library_joins(libra
     u = adapt(net)
     assert u.skip_levels == SKIP_LEVELS[library]
     x = torch.randn(2, 1, 32, 32)
-    received = {}
-    handle = replace_skip(net, level, lambda skip: ablate_skip(skip, mode), received)
-    try:
-        with torch.no_grad():
-            expected = net(x)
-    finally:
-        handle.remove()
-    with torch.no_grad(), u.ablate_skips({level: mode}):
-        ablated = u(x)
-        encoded = u.encode(x)
-    assert torch.equal(received["skip"], encoded[level])  # the hooked tensor is enc{level}
-    assert torch.equal(ablated, expected)
-    with torch.no_grad():
-        assert not torch.equal(ablated, net(x))  # the ablation does change the output
+    check_skip_ablation(net, u, x, level, mode, lambda replace, received: replace_skip(net, level, replace, received))
 
 
 @pytest.mark.parametrize(
