@@ -20,11 +20,10 @@ from tests.adapter_checks import check_skip_ablation
 from unetlab.data.shapes import ShapesDataModule
 from unetlab.evaluation.evaluate import evaluate
 from unetlab.evaluation.options import EvalOptions
-from unetlab.measured_field import field_kind
 from unetlab.models.adapters import adapt
 from unetlab.models.adapters.smp_nets import smp_unet
 from unetlab.models.protocol import UNetLike
-from unetlab.receptive_field import field_functions
+from unetlab.receptive_field import field_functions, field_kind
 from unetlab.runs.checkpoint import LoadedRun
 
 MODES = ("zero", "mean", "lowpass:1")

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unetlab.measured_field import field_kind, measured_keys, measured_unit_field
+from unetlab.measured_field import measured_keys, measured_unit_field
 from unetlab.models import protocol
 from unetlab.models.unet import UNet
-from unetlab.receptive_field import receptive_fields, unit_field
+from unetlab.receptive_field import field_kind, receptive_fields, unit_field
 
 monai_nets = pytest.importorskip("monai.networks.nets")
 

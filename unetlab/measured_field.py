@@ -1,6 +1,6 @@
 """Receptive fields measured from gradient support, for models whose fields their layers do not give
 (``receptive_field.py`` refuses instance norm, residual shortcuts, attention gates with instance norm, ``F.interpolate``
-inside a block). ``field_kind(net)`` says which a model gets: ``theoretical`` or ``measured``.
+inside a block). ``receptive_field.field_kind(net)`` says which a model gets: ``theoretical`` or ``measured``.
 
 Measured: on a random input of side ``2**depth * CANVAS_CELLS`` (seeded), the centre unit of every feature key is
 back-propagated once (eval mode); its field is the bounding box of the input pixels whose gradient is non-zero. That
@@ -30,17 +30,6 @@ class MeasuredKey(NamedTuple):
     offsets: tuple[int, int, int, int]  # (y0, y1, x0, x1) minus (cy * jump, cy * jump, cx * jump, cx * jump)
     size: int  # the box's larger side, in input pixels
     start: float  # input coordinate of unit 0's field centre
-
-
-def field_kind(net: UNetLike) -> str:
-    """``theoretical`` where the layers give the fields (``receptive_field.field_functions``), else ``measured``."""
-    from unetlab.receptive_field import field_functions
-
-    try:
-        field_functions(net, 0)
-    except TypeError:
-        return "measured"
-    return "theoretical"
 
 
 def measured_keys(net: UNetLike) -> dict[str, MeasuredKey]:

@@ -24,7 +24,7 @@ from typing import NamedTuple
 from torch import nn
 
 from unetlab.conventions import level_of
-from unetlab.measured_field import field_kind, measured_keys, measured_unit_field
+from unetlab.measured_field import measured_keys, measured_unit_field
 from unetlab.models import protocol
 from unetlab.models.protocol import UNetLike
 
@@ -224,6 +224,16 @@ def path_fields(net: UNetLike, key: str, size: tuple[int, int]) -> dict[str, tup
     }
 
 
+def field_kind(net: UNetLike) -> str:
+    """``theoretical`` where the layers give the fields (``field_functions``), else ``measured`` (from gradient
+    support, ``unetlab.measured_field``)."""
+    try:
+        field_functions(net, 0)
+    except TypeError:
+        return "measured"
+    return "theoretical"
+
+
 def _check_key(net: UNetLike, key: str) -> None:
     if key not in protocol.feature_keys(net):
         keys = ", ".join(protocol.feature_keys(net))
@@ -277,4 +287,13 @@ def centre(box: tuple[int, int, int, int]) -> tuple[float, float]:
     return (y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2
 
 
-__all__ = ["RF", "receptive_fields", "unit_field", "centre", "path_fields", "leaf_layers", "layer_geometry"]
+__all__ = [
+    "RF",
+    "receptive_fields",
+    "unit_field",
+    "field_kind",
+    "centre",
+    "path_fields",
+    "leaf_layers",
+    "layer_geometry",
+]

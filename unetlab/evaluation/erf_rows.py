@@ -23,10 +23,9 @@ from torch import Tensor
 from unetlab import sources
 from unetlab.bootstrap import percentile_interval
 from unetlab.erf import FRACTIONS, eval_mode, gradient_mass, unit_centre
-from unetlab.measured_field import field_kind
 from unetlab.models import protocol
 from unetlab.models.protocol import UNetLike
-from unetlab.receptive_field import receptive_fields
+from unetlab.receptive_field import field_kind, receptive_fields
 
 ERF_METRICS = ("size50", "size95", "theoretical", "measured_field")
 RESAMPLES = 200  # the interval of a size: resampled images (each resample recomputes the mass radius)
