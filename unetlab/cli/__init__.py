@@ -51,7 +51,7 @@ def accept_run_overrides() -> None:
     that override its values); ``run_keys`` hands it to ``load_config``, which merges it into the saved config."""
     sys.argv = [
         ("+" if "." not in arg.split("=", 1)[0] else "++") + arg
-        if "=" in arg and arg.split("=", 1)[0].split(".", 1)[0] in RUN_KEYS
+        if "=" in arg and run_key_root(arg) in RUN_KEYS
         else arg
         for arg in sys.argv
     ]
@@ -62,7 +62,12 @@ def run_key_overrides() -> list[str]:
     from hydra.core.hydra_config import HydraConfig
 
     given = [override.lstrip("+") for override in HydraConfig.get().overrides.task]
-    return [override for override in given if override.split("=", 1)[0].split(".", 1)[0] in RUN_KEYS]
+    return [override for override in given if run_key_root(override) in RUN_KEYS]
+
+
+def run_key_root(override: str) -> str:
+    """``data.root=X`` -> ``data``; ``model=NAME`` -> ``model``: the config node an override sets."""
+    return override.split("=", 1)[0].split(".", 1)[0]
 
 
 def run_keys(cfg: DictConfig) -> DictConfig:

@@ -42,7 +42,6 @@ NO_FULL_RESOLUTION_SKIP = {"monai_unet", "smp_unet"}
 ARCH_TITLES = {
     "unet": "U-Net",
     "monai_basic_unet": "MONAI BasicUNet",
-    "monai_basicunet": "MONAI BasicUNet",
     "monai_unet": "MONAI UNet",
     "monai_dynunet": "MONAI DynUNet",
     "monai_attentionunet": "MONAI AttentionUnet",
