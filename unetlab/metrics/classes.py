@@ -13,11 +13,11 @@ from unetlab.metrics.functional import (
     DISTANCE_METRICS,
     METRIC_NAMES,
     TOLERANCE_METRICS,
-    UNIT_SPACING,
+    Spacing,
     boundary_metrics,
     check_spacing,
     check_tolerances,
-    image_diagonal,
+    diagonal,
     tolerance_name,
 )
 from unetlab.metrics.objects import OBJECT_BINS, bin_edges, bin_index, bin_names, object_metrics
@@ -39,7 +39,8 @@ class BoundaryMetrics(Metric):
     of them has ``inf`` distances, which are replaced here by the image diagonal
     ``sqrt((H·sy)² + (W·sx)²)`` (the worst possible value; ``sqrt(H² + W²)`` for unit pixels) so that
     means stay finite; ``empty_rate`` reports the fraction of images where that happened, beside the
-    metrics.
+    metrics. Volumes (``spatial_dims=3``): label maps (N, D, H, W), voxel size ``(sz, sy, sx)``, the volume's
+    diagonal as the fill, every image above read as volume.
 
     State: one float32 ``(N, C-1, 9)`` summary per batch (eight metrics and the empty flag per
     image and class), a list state reduced with ``"cat"``; never raw masks. All images weigh the
@@ -49,10 +50,11 @@ class BoundaryMetrics(Metric):
         num_classes: ``C``, including the background class 0.
         tolerance: tolerance of ``nsd`` and ``bf1``, in the unit of ``spacing`` (pixels by default).
         ignore_index: target label left out of every mask.
-        spacing: pixel size ``(sy, sx)``, positive; distances (and the diagonal fill) are physical,
-            ``sqrt((dy·sy)² + (dx·sx)²)``, in its unit.
+        spacing: pixel size ``(sy, sx)`` (voxel size ``(sz, sy, sx)``), positive; distances (and the diagonal fill)
+            are physical, ``sqrt((dy·sy)² + (dx·sx)²)``, in its unit; None: 1 along every axis.
         tolerances: more tolerances (same unit) at which ``nsd`` and ``bf1`` are computed in the same pass, kept
             in a second state (``tolerance_values``, columns ``tolerance_columns``: ``nsd@τ``, ``bf1@τ`` per τ).
+        spatial_dims: 2 (images) or 3 (volumes).
         kwargs: passed to ``torchmetrics.Metric``.
     """
 
@@ -65,14 +67,16 @@ class BoundaryMetrics(Metric):
         num_classes: int,
         tolerance: float = 2.0,
         ignore_index: int = IGNORE_INDEX,
-        spacing: tuple[float, float] = UNIT_SPACING,
+        spacing: Spacing = None,
         tolerances: tuple[float, ...] = (),
+        spatial_dims: int = 2,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         if num_classes < 2:
             raise ValueError(f"num_classes={num_classes}, but boundary metrics need a background and a class (>= 2)")
-        self.spacing = check_spacing(spacing)
+        self.spacing = check_spacing(spacing, spatial_dims)
+        self.spatial_dims = spatial_dims
         self.num_classes = num_classes
         self.tolerance = tolerance
         self.tolerances = check_tolerances(tolerances)
@@ -87,16 +91,17 @@ class BoundaryMetrics(Metric):
         """Scores one batch.
 
         Args:
-            preds: int label map (N, H, W), or logits (N, C, H, W) reduced by argmax over dim 1.
-            target: int label map (N, H, W) with values in ``0..C-1`` or ``ignore_index``.
+            preds: int label map (N, H, W), or logits (N, C, H, W) reduced by argmax over dim 1; volumes: (N, D, H, W)
+                or (N, C, D, H, W).
+            target: int label map (N, H, W) (volumes: (N, D, H, W)) with values in ``0..C-1`` or ``ignore_index``.
         """
         if preds.ndim == target.ndim + 1:
             preds = preds.argmax(dim=1)
-        check_label_maps(preds, target, self.num_classes, self.ignore_index)
-        num_images, height, width = target.shape
+        check_label_maps(preds, target, self.num_classes, self.ignore_index, self.spatial_dims)
+        num_images, *shape = target.shape
         valid = target != self.ignore_index
-        classes = torch.arange(1, self.num_classes, device=target.device).view(1, -1, 1, 1)
-        pred_masks = (preds[:, None] == classes) & valid[:, None]  # (N, C-1, H, W)
+        classes = torch.arange(1, self.num_classes, device=target.device).view(1, -1, *(1,) * len(shape))
+        pred_masks = (preds[:, None] == classes) & valid[:, None]  # (N, C-1, *spatial)
         target_masks = (target[:, None] == classes) & valid[:, None]
         summary = torch.zeros(num_images, self.num_classes - 1, len(COLUMNS), device=target.device)
         summary[..., : len(METRIC_NAMES)] = self._perfect(target.device)
@@ -106,11 +111,12 @@ class BoundaryMetrics(Metric):
         present = (pred_masks | target_masks).flatten(2).any(dim=2)
         if present.any():
             values = boundary_metrics(
-                pred_masks[present], target_masks[present], self.tolerance, self.spacing, self.tolerances
-            )
+                pred_masks[present], target_masks[present], self.tolerance, self.spacing, self.tolerances,
+                spatial_dims=self.spatial_dims,
+            )  # fmt: skip
             scores = torch.stack([values[name] for name in METRIC_NAMES], dim=1)
             one_empty = torch.isinf(values["hd"])
-            scores = torch.where(torch.isinf(scores), image_diagonal(height, width, self.spacing), scores)
+            scores = torch.where(torch.isinf(scores), diagonal(shape, self.spacing), scores)
             summary[present] = torch.cat([scores, one_empty[:, None].float()], dim=1)
             if self.tolerance_columns:
                 swept[present] = torch.stack([values[name] for name in self.tolerance_columns], dim=1)
@@ -182,12 +188,13 @@ class BoundaryMetrics(Metric):
         return torch.tensor([0.0 if name in DISTANCE_METRICS else 1.0 for name in METRIC_NAMES], device=device)
 
 
-def check_label_maps(preds: Tensor, target: Tensor, num_classes: int, ignore_index: int) -> None:
-    """ValueError/TypeError unless preds and target are integer label maps (N, H, W) of labels 0..C-1 (target: or
-    ``ignore_index``)."""
-    if preds.shape != target.shape or target.ndim != 3:
+def check_label_maps(preds: Tensor, target: Tensor, num_classes: int, ignore_index: int, spatial_dims: int = 2) -> None:
+    """ValueError/TypeError unless preds and target are integer label maps (N, H, W) (volumes: (N, D, H, W)) of
+    labels 0..C-1 (target: or ``ignore_index``)."""
+    if preds.shape != target.shape or target.ndim != spatial_dims + 1:
+        maps = "(N, H, W)" if spatial_dims == 2 else "(N, D, H, W)"
         raise ValueError(
-            f"expected preds (N, H, W) or logits (N, C, H, W) and target (N, H, W), got "
+            f"expected preds {maps} or logits (N, C, {maps[4:]} and target {maps}, got "
             f"preds {tuple(preds.shape)} and target {tuple(target.shape)}"
         )
     for name, labels in (("preds", preds), ("target", target)):
@@ -236,8 +243,10 @@ class ObjectMetrics(Metric):
     Args:
         num_classes: ``C``, including the background class 0.
         ignore_index: target label left out of every mask.
-        spacing: pixel size ``(sy, sx)``; diameters and distances in its unit.
+        spacing: pixel size ``(sy, sx)`` (voxel size ``(sz, sy, sx)``); diameters and distances in its unit.
         bins: bin edges in px of equivalent diameter (increasing): ``B = len(bins) + 1`` bins.
+        spatial_dims: 2 (images; 4-connected objects) or 3 (volumes, (N, D, H, W) label maps; 6-connected objects,
+            the diameter of the ball of the same volume).
     """
 
     is_differentiable = False
@@ -248,30 +257,33 @@ class ObjectMetrics(Metric):
         self,
         num_classes: int,
         ignore_index: int = IGNORE_INDEX,
-        spacing: tuple[float, float] = UNIT_SPACING,
+        spacing: Spacing = None,
         bins: tuple[float, ...] = OBJECT_BINS,
+        spatial_dims: int = 2,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         if num_classes < 2:
             raise ValueError(f"num_classes={num_classes}, but object metrics need a background and a class (>= 2)")
         self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.spacing = check_spacing(spacing)
-        self.edges = bin_edges(bins, self.spacing)
+        self.spacing = check_spacing(spacing, spatial_dims)
+        self.spatial_dims = spatial_dims
+        self.edges = bin_edges(bins, self.spacing, spatial_dims)
         self.bin_names = bin_names(self.edges)
         self.add_state("per_image", default=[], dist_reduce_fx="cat")
 
     def update(self, preds: Tensor, target: Tensor) -> None:
-        """Scores one batch: preds and target int label maps (N, H, W) (or logits (N, C, H, W) as preds)."""
+        """Scores one batch: preds and target int label maps (N, H, W) (or logits (N, C, H, W) as preds); volumes
+        (N, D, H, W)."""
         if preds.ndim == target.ndim + 1:
             preds = preds.argmax(dim=1)
-        check_label_maps(preds, target, self.num_classes, self.ignore_index)
+        check_label_maps(preds, target, self.num_classes, self.ignore_index, self.spatial_dims)
         valid = target != self.ignore_index
         sums = torch.zeros(
             len(target), self.num_classes - 1, len(self.bin_names), len(OBJECT_COLUMNS), dtype=torch.float64
         )
         for c in range(1, self.num_classes):
-            found = object_metrics((preds == c) & valid, (target == c) & valid, self.spacing)
+            found = object_metrics((preds == c) & valid, (target == c) & valid, self.spacing, self.spatial_dims)
             detected = found["detected"].double()
             hd95, assd = found["hd95"].nan_to_num(0.0), found["assd"].nan_to_num(0.0)
             spurious = torch.zeros_like(detected)

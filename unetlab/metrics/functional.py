@@ -3,9 +3,11 @@
 Definitions: ``docs/metrics.md``. Masks are bool ``(N, H, W)`` or ``(H, W)``; outside the image is
 background; distances are Euclidean and exact, in pixels, or with ``spacing=(sy, sx)`` (the pixel
 size) in its unit: ``sqrt((dy·sy)² + (dx·sx)²)`` between pixel centres, tolerances in the same unit.
-For a mask ``m``:
+With ``spatial_dims=3`` every function takes volumes, bool ``(N, D, H, W)`` or ``(D, H, W)``, and a voxel
+size ``spacing=(sz, sy, sx)``; every definition below lifts to 3D as written (the 6-connected cross, one
+band width per axis). For a mask ``m``:
 
-- boundary ``∂m = m AND NOT erode(m)``, erosion by the 4-connected 3x3 cross;
+- boundary ``∂m = m AND NOT erode(m)``, erosion by the 4-connected 3x3 cross (6-connected in 3D);
 - ``d(a→b)``: for every pixel of ``∂a``, the distance to the nearest pixel centre of ``∂b``.
 
 Empty masks: both empty is a perfect match (``0`` for ``hd, hd95, assd``; ``1`` for ``dice, iou,
@@ -30,17 +32,20 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from unetlab.metrics.distance import erode_rectangle, inner_boundary, surface_sq_distances
+from unetlab.metrics.distance import inner_boundary, surface_sq_distances
+from unetlab.metrics.distance3d import erode_box, inner_boundary_3d, surface_sq_distances_3d
 
 METRIC_NAMES = ("dice", "iou", "hd", "hd95", "assd", "nsd", "bf1", "biou")
 DISTANCE_METRICS = ("hd", "hd95", "assd")  # in px (or spacing's unit), lower is better; the rest are fractions
 TOLERANCE_METRICS = ("nsd", "bf1")  # the metrics with a tolerance (boundary_metrics(..., tolerances=) sweeps it)
 UNIT_SPACING = (1.0, 1.0)
+AXES = {2: "(sy, sx)", 3: "(sz, sy, sx)"}  # the spacing's axes per number of spatial dims
+Spacing = Sequence[float] | None  # pixel or voxel size; None: 1 along every axis
 
 __all__ = [
     "DISTANCE_METRICS", "METRIC_NAMES", "TOLERANCE_METRICS", "UNIT_SPACING", "assd", "band_width", "band_widths",
-    "bf1", "biou", "boundary_metrics", "check_spacing", "check_tolerances", "dice", "hd", "hd95", "image_diagonal",
-    "iou", "nsd", "tolerance_name",
+    "band_widths_of", "bf1", "biou", "boundary_metrics", "check_spacing", "check_tolerances", "diagonal", "dice", "hd",
+    "hd95", "image_diagonal", "iou", "nsd", "tolerance_name",
 ]  # fmt: skip
 
 
@@ -48,24 +53,27 @@ def boundary_metrics(
     pred: Tensor,
     target: Tensor,
     tolerance: float = 2.0,
-    spacing: tuple[float, float] = UNIT_SPACING,
+    spacing: Spacing = None,
     tolerances: Sequence[float] = (),
+    spatial_dims: int = 2,
 ) -> dict[str, Tensor]:
     """All eight metrics in one pass: boundaries and distances are computed once.
 
     Args:
-        pred, target: bool (N, H, W) or (H, W).
+        pred, target: bool (N, H, W) or (H, W); with ``spatial_dims=3`` bool (N, D, H, W) or (D, H, W).
         tolerance: tolerance ``τ`` of ``nsd`` and ``bf1``, in the unit of ``spacing`` (pixels by default).
-        spacing: pixel size ``(sy, sx)``, positive; distances are physical, ``sqrt((dy·sy)² + (dx·sx)²)``.
+        spacing: pixel size ``(sy, sx)`` (voxel size ``(sz, sy, sx)`` in 3D), positive; distances are physical,
+            ``sqrt((dy·sy)² + (dx·sx)²)``; None: 1 along every axis.
         tolerances: more tolerances (same unit) at which ``nsd`` and ``bf1`` are also computed, from the same
             distances: keys ``tolerance_name("nsd", τ)`` (``"nsd@0.5"``) and ``tolerance_name("bf1", τ)``.
+        spatial_dims: 2 (images) or 3 (volumes).
 
     Returns:
         ``{name: float32 (N,) or ()}`` for ``dice, iou, hd, hd95, assd, nsd, bf1, biou`` (see the
         single-metric functions for each definition), then ``nsd@τ``, ``bf1@τ`` for each of ``tolerances``.
     """
     extra = tuple(tolerance_name(name, tau) for tau in check_tolerances(tolerances) for name in TOLERANCE_METRICS)
-    return _run(pred, target, METRIC_NAMES + extra, tolerance, spacing, tuple(tolerances))
+    return _run(pred, target, METRIC_NAMES + extra, tolerance, spacing, tuple(tolerances), spatial_dims)
 
 
 def tolerance_name(metric: str, tolerance: float) -> str:
@@ -84,32 +92,32 @@ def check_tolerances(tolerances: Sequence[float]) -> tuple[float, ...]:
     return values
 
 
-def dice(pred: Tensor, target: Tensor) -> Tensor:
+def dice(pred: Tensor, target: Tensor, spatial_dims: int = 2) -> Tensor:
     """Dice coefficient ``2|p ∩ t| / (|p| + |t|)``; 1 if both empty.
 
     Args: pred, target: bool (N, H, W) or (H, W). Returns: float32 (N,) or ().
     """
-    return _run(pred, target, ("dice",))["dice"]
+    return _run(pred, target, ("dice",), spatial_dims=spatial_dims)["dice"]
 
 
-def iou(pred: Tensor, target: Tensor) -> Tensor:
+def iou(pred: Tensor, target: Tensor, spatial_dims: int = 2) -> Tensor:
     """Intersection over union ``|p ∩ t| / |p ∪ t|``; 1 if both empty.
 
     Args: pred, target: bool (N, H, W) or (H, W). Returns: float32 (N,) or ().
     """
-    return _run(pred, target, ("iou",))["iou"]
+    return _run(pred, target, ("iou",), spatial_dims=spatial_dims)["iou"]
 
 
-def hd(pred: Tensor, target: Tensor, spacing: tuple[float, float] = UNIT_SPACING) -> Tensor:
+def hd(pred: Tensor, target: Tensor, spacing: Spacing = None, spatial_dims: int = 2) -> Tensor:
     """Symmetric Hausdorff distance ``max(max d(p→t), max d(t→p))`` in pixels (or ``spacing``'s unit).
 
     Args: pred, target: bool (N, H, W) or (H, W); spacing: pixel size ``(sy, sx)``.
     Returns: float32 (N,) or (); 0 if both empty, inf if exactly one is empty.
     """
-    return _run(pred, target, ("hd",), spacing=spacing)["hd"]
+    return _run(pred, target, ("hd",), spacing=spacing, spatial_dims=spatial_dims)["hd"]
 
 
-def hd95(pred: Tensor, target: Tensor, spacing: tuple[float, float] = UNIT_SPACING) -> Tensor:
+def hd95(pred: Tensor, target: Tensor, spacing: Spacing = None, spatial_dims: int = 2) -> Tensor:
     """95th-percentile Hausdorff distance ``max(q95 d(p→t), q95 d(t→p))`` in pixels (or ``spacing``'s unit).
 
     ``q95`` is the linearly interpolated percentile of ``torch.quantile``: with the ``n`` distances
@@ -118,20 +126,20 @@ def hd95(pred: Tensor, target: Tensor, spacing: tuple[float, float] = UNIT_SPACI
     Args: pred, target: bool (N, H, W) or (H, W); spacing: pixel size ``(sy, sx)``.
     Returns: float32 (N,) or (); 0 if both empty, inf if exactly one is empty.
     """
-    return _run(pred, target, ("hd95",), spacing=spacing)["hd95"]
+    return _run(pred, target, ("hd95",), spacing=spacing, spatial_dims=spatial_dims)["hd95"]
 
 
-def assd(pred: Tensor, target: Tensor, spacing: tuple[float, float] = UNIT_SPACING) -> Tensor:
+def assd(pred: Tensor, target: Tensor, spacing: Spacing = None, spatial_dims: int = 2) -> Tensor:
     """Average symmetric surface distance: the mean of ``d(p→t) ∪ d(t→p)`` pooled,
     ``(Σ d(p→t) + Σ d(t→p)) / (|∂p| + |∂t|)``, in pixels (or ``spacing``'s unit).
 
     Args: pred, target: bool (N, H, W) or (H, W); spacing: pixel size ``(sy, sx)``.
     Returns: float32 (N,) or (); 0 if both empty, inf if exactly one is empty.
     """
-    return _run(pred, target, ("assd",), spacing=spacing)["assd"]
+    return _run(pred, target, ("assd",), spacing=spacing, spatial_dims=spatial_dims)["assd"]
 
 
-def nsd(pred: Tensor, target: Tensor, tolerance: float = 2.0, spacing: tuple[float, float] = UNIT_SPACING) -> Tensor:
+def nsd(pred: Tensor, target: Tensor, tolerance: float = 2.0, spacing: Spacing = None, spatial_dims: int = 2) -> Tensor:
     """Normalised surface distance (surface Dice) at tolerance ``τ``:
     ``(#{d(p→t) <= τ} + #{d(t→p) <= τ}) / (|∂p| + |∂t|)``.
 
@@ -139,10 +147,10 @@ def nsd(pred: Tensor, target: Tensor, tolerance: float = 2.0, spacing: tuple[flo
     spacing: pixel size ``(sy, sx)``.
     Returns: float32 (N,) or () in [0, 1]; 1 if both empty, 0 if exactly one is empty.
     """
-    return _run(pred, target, ("nsd",), tolerance, spacing)["nsd"]
+    return _run(pred, target, ("nsd",), tolerance, spacing, spatial_dims=spatial_dims)["nsd"]
 
 
-def bf1(pred: Tensor, target: Tensor, tolerance: float = 2.0, spacing: tuple[float, float] = UNIT_SPACING) -> Tensor:
+def bf1(pred: Tensor, target: Tensor, tolerance: float = 2.0, spacing: Spacing = None, spatial_dims: int = 2) -> Tensor:
     """Boundary F1 at tolerance ``τ``: harmonic mean of precision ``#{d(p→t) <= τ} / |∂p|`` and
     recall ``#{d(t→p) <= τ} / |∂t|`` (0 if both are 0).
 
@@ -150,10 +158,10 @@ def bf1(pred: Tensor, target: Tensor, tolerance: float = 2.0, spacing: tuple[flo
     spacing: pixel size ``(sy, sx)``.
     Returns: float32 (N,) or () in [0, 1]; 1 if both empty, 0 if exactly one is empty.
     """
-    return _run(pred, target, ("bf1",), tolerance, spacing)["bf1"]
+    return _run(pred, target, ("bf1",), tolerance, spacing, spatial_dims=spatial_dims)["bf1"]
 
 
-def biou(pred: Tensor, target: Tensor, spacing: tuple[float, float] = UNIT_SPACING) -> Tensor:
+def biou(pred: Tensor, target: Tensor, spacing: Spacing = None, spatial_dims: int = 2) -> Tensor:
     """Boundary IoU (Cheng et al. 2021): ``|band(p) ∩ band(t)| / |band(p) ∪ band(t)|``, where
     ``band(m) = m AND NOT erode_k(m)``, ``erode_k`` is ``k`` erosions by the 3x3 square (zero padded)
     and ``k = max(1, round(0.02 · sqrt(H² + W²)))``, from the full image size. With a ``spacing``
@@ -163,7 +171,7 @@ def biou(pred: Tensor, target: Tensor, spacing: tuple[float, float] = UNIT_SPACI
     Args: pred, target: bool (N, H, W) or (H, W); spacing: pixel size ``(sy, sx)``.
     Returns: float32 (N,) or () in [0, 1]; 1 if both empty, 0 if exactly one is empty.
     """
-    return _run(pred, target, ("biou",), spacing=spacing)["biou"]
+    return _run(pred, target, ("biou",), spacing=spacing, spatial_dims=spatial_dims)["biou"]
 
 
 def band_width(height: int, width: int) -> int:
@@ -171,34 +179,51 @@ def band_width(height: int, width: int) -> int:
     return max(1, round(0.02 * math.hypot(height, width)))
 
 
-def band_widths(height: int, width: int, spacing: tuple[float, float] = UNIT_SPACING) -> tuple[int, int]:
+def band_widths(height: int, width: int, spacing: Spacing = None) -> tuple[int, int]:
     """Band width of ``biou`` in pixels along each axis, ``(ky, kx)``:
     ``k_axis = max(1, round(0.02 · diagonal / s_axis))`` with ``diagonal = sqrt((H·sy)² + (W·sx)²)``
     the physical image diagonal (round half to even); ``(k, k)`` of ``band_width`` for unit pixels."""
-    sy, sx = check_spacing(spacing)
-    diagonal = image_diagonal(height, width, (sy, sx))
-    return max(1, round(0.02 * diagonal / sy)), max(1, round(0.02 * diagonal / sx))
+    return band_widths_of((height, width), spacing)
 
 
-def image_diagonal(height: int, width: int, spacing: tuple[float, float] = UNIT_SPACING) -> float:
+def band_widths_of(shape: Sequence[int], spacing: Spacing = None) -> tuple[int, ...]:
+    """``band_widths`` for an image or a volume of any ``shape`` (``(D, H, W)``: ``(kz, ky, kx)``), with the
+    diagonal ``sqrt(Σ (n_axis · s_axis)²)``."""
+    spacing = check_spacing(spacing, len(shape))
+    length = diagonal(shape, spacing)
+    return tuple(max(1, round(0.02 * length / step)) for step in spacing)
+
+
+def image_diagonal(height: int, width: int, spacing: Spacing = None) -> float:
     """Physical image diagonal ``sqrt((H·sy)² + (W·sx)²)``: the largest distance two pixels of the image
     can be apart (up to one pixel), the value ``BoundaryMetrics`` gives a distance that is ``inf``."""
-    sy, sx = check_spacing(spacing)
-    return math.hypot(height * sy, width * sx)
+    return diagonal((height, width), spacing)
 
 
-def check_spacing(spacing: tuple[float, float]) -> tuple[float, float]:
-    """``spacing`` as ``(sy, sx)`` floats; ValueError unless it is two positive finite numbers."""
+def diagonal(shape: Sequence[int], spacing: Spacing = None) -> float:
+    """Physical diagonal ``sqrt(Σ (n_axis · s_axis)²)`` of an image ``(H, W)`` or a volume ``(D, H, W)``."""
+    spacing = check_spacing(spacing, len(shape))
+    return math.sqrt(sum((size * step) ** 2 for size, step in zip(shape, spacing)))
+
+
+def check_spacing(spacing: Spacing, spatial_dims: int = 2) -> tuple[float, ...]:
+    """``spacing`` as ``spatial_dims`` floats (``(sy, sx)``, or ``(sz, sy, sx)`` for volumes); None gives ones;
+    ValueError unless it is that many positive finite numbers."""
+    axes = AXES.get(spatial_dims)
+    if axes is None:
+        raise ValueError(f"spatial_dims={spatial_dims!r}: expected 2 (images) or 3 (volumes)")
+    if spacing is None:
+        return (1.0,) * spatial_dims
+    message = f"spacing={spacing!r}: expected the {'pixel' if spatial_dims == 2 else 'voxel'} size {axes}, "
+    message += f"{spatial_dims} positive finite numbers"
     try:
-        sy, sx = (float(value) for value in spacing)
+        values = tuple(float(value) for value in spacing)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"spacing={spacing!r}: expected the pixel size (sy, sx), two positive finite numbers"
-        ) from None
+        raise ValueError(message) from None
     # Squares must stay positive and finite too: the distance kernel works with sy², sx².
-    if not all(value > 0.0 and 0.0 < value * value < math.inf for value in (sy, sx)):
-        raise ValueError(f"spacing={spacing!r}: expected the pixel size (sy, sx), two positive finite numbers")
-    return sy, sx
+    if len(values) != spatial_dims or not all(value > 0.0 and 0.0 < value * value < math.inf for value in values):
+        raise ValueError(message)
+    return values
 
 
 def _run(
@@ -206,17 +231,18 @@ def _run(
     target: Tensor,
     names: tuple[str, ...],
     tolerance: float = 2.0,
-    spacing: tuple[float, float] = UNIT_SPACING,
+    spacing: Spacing = None,
     tolerances: tuple[float, ...] = (),
+    spatial_dims: int = 2,
 ) -> dict[str, Tensor]:
     """Checks and crops the inputs, computes ``names`` (with ``nsd@τ``, ``bf1@τ`` for each of ``tolerances``),
     applies the empty-mask rules."""
-    single = _check(pred, target)
-    spacing = check_spacing(spacing)
+    spacing = check_spacing(spacing, spatial_dims)
+    single = _check(pred, target, spatial_dims)
     if single:
         pred, target = pred[None], target[None]
-    num_images, height, width = pred.shape
-    if num_images == 0:
+    shape = pred.shape[1:]
+    if pred.shape[0] == 0:
         return {name: torch.zeros(0, device=pred.device) for name in names}
     pred, target = _crop_to_foreground(pred, target)
     pred_size, target_size = _count(pred), _count(target)
@@ -224,9 +250,10 @@ def _run(
     if {"dice", "iou"} & set(names):
         values.update(_overlap(pred, target, pred_size, target_size))
     if "biou" in names:
-        values["biou"] = _boundary_iou(pred, target, band_widths(height, width, spacing))
+        values["biou"] = _boundary_iou(pred, target, band_widths_of(shape, spacing))
     if {*DISTANCE_METRICS, "nsd", "bf1"} & set(names):
-        values.update(_surface_metrics(inner_boundary(pred), inner_boundary(target), tolerance, spacing, tolerances))
+        boundary = inner_boundary if spatial_dims == 2 else inner_boundary_3d
+        values.update(_surface_metrics(boundary(pred), boundary(target), tolerance, spacing, tolerances))
     both_empty = (pred_size == 0) & (target_size == 0)
     one_empty = (pred_size == 0) ^ (target_size == 0)
     results = {}
@@ -238,40 +265,45 @@ def _run(
     return results
 
 
-def _check(pred: Tensor, target: Tensor) -> bool:
-    """Validates the masks; returns True for a single (H, W) pair."""
+def _check(pred: Tensor, target: Tensor, spatial_dims: int = 2) -> bool:
+    """Validates the masks; returns True for a single (H, W) pair (or (D, H, W) volume)."""
     for name, mask in (("pred", pred), ("target", target)):
         if mask.dtype != torch.bool:
             raise TypeError(f"{name} must be a bool mask, got dtype {mask.dtype}; pass e.g. {name} == label")
     if pred.shape != target.shape:
         raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
-    if pred.ndim not in (2, 3):
-        raise ValueError(f"masks must be (N, H, W) or (H, W), got shape {tuple(pred.shape)}")
+    if pred.ndim not in (spatial_dims, spatial_dims + 1):
+        expected = "(N, H, W) or (H, W)" if spatial_dims == 2 else "(N, D, H, W) or (D, H, W)"
+        raise ValueError(f"masks must be {expected} with spatial_dims={spatial_dims}, got shape {tuple(pred.shape)}")
     if pred.device != target.device:
         raise ValueError(f"pred is on {pred.device} but target is on {target.device}")
-    return pred.ndim == 2
+    return pred.ndim == spatial_dims
 
 
 def _crop_to_foreground(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """Crops the batch to the bounding box of all foreground pixels (at least 1x1).
+    """Crops the batch to the bounding box of all foreground pixels (voxels), at least one along each axis.
 
     Exact for every metric: outside the image is background anyway, so erosions and boundaries do
     not change, and both boundaries (the only distance endpoints) lie inside the box.
     """
     # uint8 reductions are much faster than bool ones on CPU.
     union = (pred | target).view(torch.uint8).amax(dim=0)
-    rows = union.any(dim=1).nonzero()
-    cols = union.any(dim=0).nonzero()
-    if rows.numel() == 0:
-        return pred[:, :1, :1], target[:, :1, :1]
-    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    spatial = tuple(range(union.ndim))
+    box = []
+    for axis in spatial:
+        present = union.amax(dim=tuple(a for a in spatial if a != axis)).nonzero()
+        if present.numel() == 0:
+            corner = (slice(None),) + (slice(0, 1),) * union.ndim
+            return pred[corner], target[corner]
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
     # Contiguous copies: reductions over strided views are several times slower.
-    return pred[:, top:bottom, left:right].contiguous(), target[:, top:bottom, left:right].contiguous()
+    index = (slice(None), *box)
+    return pred[index].contiguous(), target[index].contiguous()
 
 
 def _count(mask: Tensor) -> Tensor:
-    """Foreground pixels per image: bool (N, H, W) -> int32 (N,)."""
-    return mask.view(torch.uint8).sum(dim=(1, 2), dtype=torch.int32)
+    """Foreground pixels (voxels) per image: bool (N, *spatial) -> int32 (N,)."""
+    return mask.view(torch.uint8).sum(dim=tuple(range(1, mask.ndim)), dtype=torch.int32)
 
 
 def _overlap(pred: Tensor, target: Tensor, pred_size: Tensor, target_size: Tensor) -> dict[str, Tensor]:
@@ -281,10 +313,10 @@ def _overlap(pred: Tensor, target: Tensor, pred_size: Tensor, target_size: Tenso
     return {"dice": 2 * intersection / total, "iou": intersection / (total - intersection)}
 
 
-def _boundary_iou(pred: Tensor, target: Tensor, widths: tuple[int, int]) -> Tensor:
-    """IoU of the inner bands ``widths = (ky, kx)`` pixels wide along y and x; (N,)."""
-    pred_band = pred & ~erode_rectangle(pred, *widths)
-    target_band = target & ~erode_rectangle(target, *widths)
+def _boundary_iou(pred: Tensor, target: Tensor, widths: tuple[int, ...]) -> Tensor:
+    """IoU of the inner bands ``widths = (ky, kx)`` (``(kz, ky, kx)``) pixels wide along each axis; (N,)."""
+    pred_band = pred & ~erode_box(pred, widths)
+    target_band = target & ~erode_box(target, widths)
     intersection = _count(pred_band & target_band).double()
     union = _count(pred_band | target_band).double()
     return intersection / union
@@ -294,7 +326,7 @@ def _surface_metrics(
     pred_boundary: Tensor,
     target_boundary: Tensor,
     tolerance: float,
-    spacing: tuple[float, float] = UNIT_SPACING,
+    spacing: tuple[float, ...] = UNIT_SPACING,
     tolerances: tuple[float, ...] = (),
 ) -> dict[str, Tensor]:
     """hd, hd95, assd, nsd and bf1 (and ``nsd@τ``, ``bf1@τ`` for each of ``tolerances``) from both directed
@@ -304,7 +336,8 @@ def _surface_metrics(
     (see ``surface_sq_distances``). Values for empty boundaries are set later.
     """
     num_images = pred_boundary.shape[0]
-    segment, sq_distance = surface_sq_distances(pred_boundary, target_boundary, spacing)
+    distances = surface_sq_distances if len(spacing) == 2 else surface_sq_distances_3d
+    segment, sq_distance = distances(pred_boundary, target_boundary, spacing)
     distance = sq_distance.sqrt().float()
     num_segments = 2 * num_images
 

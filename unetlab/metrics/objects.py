@@ -11,6 +11,9 @@ equivalent diameter.
 
 Its size is the *equivalent diameter* ``2 sqrt(area / pi)``, area in physical units (pixels times ``sy * sx``), so a
 disc of radius r has diameter 2r up to the pixel grid.
+
+Volumes (``spatial_dims=3``): objects are 6-connected components, and the equivalent diameter is the ball's,
+``2 (3 volume / (4 pi))^(1/3)``, volume in physical units (voxels times ``sz * sy * sx``).
 """
 
 from __future__ import annotations
@@ -23,20 +26,32 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
-from unetlab.metrics.functional import UNIT_SPACING, _run, check_spacing
+from unetlab.metrics.functional import Spacing, _run, check_spacing
 
 MATCH_IOU = 0.5  # a ground-truth object counts as detected by a predicted component with IoU >= this
 OBJECT_BINS = (4.0, 8.0, 16.0, 32.0)  # px of equivalent diameter: the cell sizes of levels 2..5
-CROSS = ndimage.generate_binary_structure(2, 1)  # 4-connectivity
-STACKED_CROSS = np.stack([np.zeros_like(CROSS), CROSS, np.zeros_like(CROSS)])  # the cross in each image of a batch
 
 
-def object_metrics(pred: Tensor, target: Tensor, spacing: tuple[float, float] = UNIT_SPACING) -> dict[str, Tensor]:
+def stacked_cross(spatial_dims: int) -> np.ndarray:
+    """The 4-connected (6-connected in 3D) cross in each image of a batch: no connection along the batch axis."""
+    cross = ndimage.generate_binary_structure(spatial_dims, 1)
+    return np.stack([np.zeros_like(cross), cross, np.zeros_like(cross)])
+
+
+def equivalent_diameter(size: np.ndarray, spatial_dims: int) -> np.ndarray:
+    """Diameter of the disc of physical area ``size`` (2D) or of the ball of physical volume ``size`` (3D)."""
+    if spatial_dims == 2:
+        return 2 * np.sqrt(size / math.pi)
+    return 2 * np.cbrt(3 * size / (4 * math.pi))
+
+
+def object_metrics(pred: Tensor, target: Tensor, spacing: Spacing = None, spatial_dims: int = 2) -> dict[str, Tensor]:
     """Every ground-truth object of a batch of binary masks, matched to the predicted components of its image.
 
     Args:
-        pred, target: bool (N, H, W) or (H, W).
-        spacing: pixel size ``(sy, sx)``; diameters and distances in its unit.
+        pred, target: bool (N, H, W) or (H, W); volumes (``spatial_dims=3``): (N, D, H, W) or (D, H, W).
+        spacing: pixel size ``(sy, sx)`` (voxel size ``(sz, sy, sx)``); diameters and distances in its unit.
+        spatial_dims: 2 or 3.
 
     Returns:
         per object (K,), in image order and, within an image, in ``scipy.ndimage.label``'s order (raster order of
@@ -46,19 +61,20 @@ def object_metrics(pred: Tensor, target: Tensor, spacing: tuple[float, float] = 
         ground-truth object: a false positive) ``spurious_image`` int64 and ``spurious_diameter`` float64. On the
         CPU.
     """
-    spacing = check_spacing(spacing)
-    if pred.shape != target.shape or pred.ndim not in (2, 3):
-        raise ValueError(
-            f"expected pred and target bool (N, H, W) or (H, W), got {tuple(pred.shape)}, {tuple(target.shape)}"
-        )
+    spacing = check_spacing(spacing, spatial_dims)
+    if pred.shape != target.shape or pred.ndim not in (spatial_dims, spatial_dims + 1):
+        shapes = "(N, H, W) or (H, W)" if spatial_dims == 2 else "(N, D, H, W) or (D, H, W)"
+        raise ValueError(f"expected pred and target bool {shapes}, got {tuple(pred.shape)}, {tuple(target.shape)}")
     if pred.dtype != torch.bool or target.dtype != torch.bool:
         raise TypeError(f"pred and target must be bool masks, got {pred.dtype} and {target.dtype}")
-    preds = pred.reshape(-1, *pred.shape[-2:]).cpu().numpy()
-    targets = target.reshape(-1, *target.shape[-2:]).cpu().numpy()
+    preds = pred.reshape(-1, *pred.shape[-spatial_dims:]).cpu().numpy()
+    targets = target.reshape(-1, *target.shape[-spatial_dims:]).cpu().numpy()
+    structure = stacked_cross(spatial_dims)
+    cell = math.prod(spacing)  # physical area (volume) of one pixel (voxel)
     # One labelling per batch: components never cross images (no connectivity along the batch axis), so labels
     # are unique over the batch and numbered image by image.
-    truth, objects = ndimage.label(targets, structure=STACKED_CROSS)
-    blobs, count = ndimage.label(preds, structure=STACKED_CROSS)
+    truth, objects = ndimage.label(targets, structure=structure)
+    blobs, count = ndimage.label(preds, structure=structure)
     truth_area = np.bincount(truth.ravel(), minlength=objects + 1)
     blob_area = np.bincount(blobs.ravel(), minlength=count + 1)
     # Overlaps of every (object, blob) pair that shares a pixel; a blob matches at IoU >= 0.5 only if it overlaps.
@@ -77,16 +93,16 @@ def object_metrics(pred: Tensor, target: Tensor, spacing: tuple[float, float] = 
     # Spurious blobs: predicted components that share no pixel with any ground-truth object (false positives)
     spurious = np.setdiff1d(np.arange(1, count + 1), pair_blob)
     spurious_image = np.array([blob_boxes[b - 1][0].start for b in spurious], dtype=np.int64)
-    spurious_diameter = 2 * np.sqrt(blob_area[spurious] * (spacing[0] * spacing[1]) / math.pi)
+    spurious_diameter = equivalent_diameter(blob_area[spurious] * cell, spatial_dims)
     image = np.array([box[0].start for box in truth_boxes], dtype=np.int64)
-    diameter = 2 * np.sqrt(truth_area[1:] * (spacing[0] * spacing[1]) / math.pi)
+    diameter = equivalent_diameter(truth_area[1:] * cell, spatial_dims)
     detected = best_iou >= MATCH_IOU
     hd95 = torch.full((objects,), math.nan, dtype=torch.float64)
     assd = hd95.clone()
     matched = np.flatnonzero(detected)
     if len(matched):
         crops_pred, crops_target = _pair_crops(truth, blobs, truth_boxes, blob_boxes, matched, best_blob)
-        values = _run(crops_pred, crops_target, ("hd95", "assd"), spacing=spacing)
+        values = _run(crops_pred, crops_target, ("hd95", "assd"), spacing=spacing, spatial_dims=spatial_dims)
         hd95[matched], assd[matched] = values["hd95"].double(), values["assd"].double()
     return {
         "image": torch.from_numpy(image),
@@ -100,16 +116,17 @@ def object_metrics(pred: Tensor, target: Tensor, spacing: tuple[float, float] = 
     }
 
 
-def bin_edges(bins: Sequence[float] = OBJECT_BINS, spacing: tuple[float, float] = UNIT_SPACING) -> tuple[float, ...]:
+def bin_edges(bins: Sequence[float] = OBJECT_BINS, spacing: Spacing = None, spatial_dims: int = 2) -> tuple[float, ...]:
     """Bin edges of equivalent diameter in ``spacing``'s unit: ``bins`` (in px, increasing, > 0) times the side of a
-    pixel-area square, ``sqrt(sy * sx)``."""
-    sy, sx = check_spacing(spacing)
+    pixel-area square, ``sqrt(sy * sx)`` (of a voxel-volume cube, ``cbrt(sz * sy * sx)``, in 3D)."""
+    spacing = check_spacing(spacing, spatial_dims)
+    side = math.prod(spacing) ** (1 / len(spacing))
     values = [float(edge) for edge in bins]
     if not values or any(not 0 < v < math.inf for v in values) or any(b <= a for a, b in zip(values, values[1:])):
         raise ValueError(
             f"object bins {list(bins)!r}: expected increasing positive numbers of px (e.g. [4, 8, 16, 32])"
         )
-    return tuple(edge * math.sqrt(sy * sx) for edge in values)
+    return tuple(edge * side for edge in values)
 
 
 def bin_names(edges: Sequence[float]) -> tuple[str, ...]:
@@ -132,18 +149,17 @@ def _pair_crops(
     best_blob: np.ndarray,
 ) -> tuple[Tensor, Tensor]:
     """The matched (blob, object) pairs, each cropped to the box around both and zero-padded to the largest box, as
-    bool (K, h, w) tensors (pred, target). A crop keeps every boundary: outside the pair is background anyway, and
-    distances do not depend on where the pair sits."""
+    bool (K, h, w) (volumes: (K, d, h, w)) tensors (pred, target). A crop keeps every boundary: outside the pair is
+    background anyway, and distances do not depend on where the pair sits."""
     boxes = []
     for k in matched:
         a, b = truth_boxes[k], blob_boxes[best_blob[k] - 1]
         boxes.append(tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a[1:], b[1:])))
-    height = max(rows.stop - rows.start for rows, _ in boxes)
-    width = max(cols.stop - cols.start for _, cols in boxes)
-    crops = np.zeros((2, len(matched), height, width), dtype=bool)
-    for i, (k, (rows, cols)) in enumerate(zip(matched, boxes)):
+    largest = [max(box[axis].stop - box[axis].start for box in boxes) for axis in range(truth.ndim - 1)]
+    crops = np.zeros((2, len(matched), *largest), dtype=bool)
+    for i, (k, box) in enumerate(zip(matched, boxes)):
         n = truth_boxes[k][0].start
-        h, w = rows.stop - rows.start, cols.stop - cols.start
-        crops[0, i, :h, :w] = blobs[n, rows, cols] == best_blob[k]
-        crops[1, i, :h, :w] = truth[n, rows, cols] == k + 1
+        inside = (i, *(slice(0, axis.stop - axis.start) for axis in box))
+        crops[0][inside] = blobs[(n, *box)] == best_blob[k]
+        crops[1][inside] = truth[(n, *box)] == k + 1
     return torch.from_numpy(crops[0]), torch.from_numpy(crops[1])

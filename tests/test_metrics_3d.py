@@ -1,0 +1,216 @@
+"""Boundary metrics on volumes (``spatial_dims=3``): a brute force, scipy's erosions, MONAI, the metric classes."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from scipy.spatial.distance import cdist
+
+from unetlab.metrics import BoundaryMetrics, ObjectMetrics, distance3d
+from unetlab.metrics import functional as F
+from unetlab.metrics.distance3d import inner_boundary_3d, surface_sq_distances_3d
+from unetlab.metrics.objects import object_metrics
+
+SPACINGS = [(1.0, 1.0, 1.0), (2.5, 0.8, 0.8), (0.7, 1.3, 0.4)]
+
+
+def ball(shape, centre, radii, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """bool volume: the ellipsoid of ``radii`` (physical units) around ``centre`` (voxels)."""
+    grid = np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij")
+    return sum(((g - c) * s / r) ** 2 for g, c, r, s in zip(grid, centre, radii, spacing)) <= 1
+
+
+def random_pair(rng: np.random.Generator, shape, spacing) -> tuple[np.ndarray, np.ndarray]:
+    """A target of one to three ellipsoids and a prediction moved, grown or shrunk, sometimes with a blob added."""
+    extent = np.asarray(shape) * np.asarray(spacing)
+
+    def blob():
+        return ball(
+            shape, rng.uniform(0.2, 0.8, 3) * np.asarray(shape), rng.uniform(0.1, 0.3, 3) * extent.min(), spacing
+        )
+
+    target = np.logical_or.reduce([blob() for _ in range(rng.integers(1, 4))])
+    pred = np.roll(target, tuple(rng.integers(-2, 3, 3)), axis=(0, 1, 2))
+    change = int(rng.integers(-1, 2))
+    if change > 0:
+        pred = ndimage.binary_dilation(pred, iterations=change)
+    elif change < 0:
+        pred = ndimage.binary_erosion(pred, iterations=-change)
+    if rng.random() < 0.5:
+        pred |= blob()
+    return pred, target
+
+
+def ref_boundary(mask: np.ndarray) -> np.ndarray:
+    """``m AND NOT erode(m)`` by the 6-connected cross, outside the volume background (scipy)."""
+    return mask & ~ndimage.binary_erosion(mask, ndimage.generate_binary_structure(3, 1), border_value=0)
+
+
+def ref_metrics(pred: np.ndarray, target: np.ndarray, tolerance: float, spacing) -> dict:
+    """The definitions written out with scipy's erosions and all pairwise distances."""
+    scale = np.asarray(spacing)
+    pairwise = cdist(np.argwhere(ref_boundary(pred)) * scale, np.argwhere(ref_boundary(target)) * scale)
+    d_pt, d_tp = pairwise.min(axis=1), pairwise.min(axis=0)
+    within_pt, within_tp = (d.astype(np.float32) <= np.float32(tolerance) for d in (d_pt, d_tp))
+    precision, recall = within_pt.mean(), within_tp.mean()
+    length = math.sqrt(sum((n * s) ** 2 for n, s in zip(pred.shape, spacing)))
+    widths = [max(1, round(0.02 * length / s)) for s in spacing]
+    box = np.ones([2 * k + 1 for k in widths], dtype=bool)
+    bands = [mask & ~ndimage.binary_erosion(mask, box, border_value=0) for mask in (pred, target)]
+    q95 = [torch.quantile(torch.tensor(d, dtype=torch.float32), 0.95).item() for d in (d_pt, d_tp)]
+    return {
+        "dice": 2 * (pred & target).sum() / (pred.sum() + target.sum()),
+        "iou": (pred & target).sum() / (pred | target).sum(),
+        "hd": max(d_pt.max(), d_tp.max()),
+        "hd95": max(q95),
+        "assd": np.concatenate([d_pt, d_tp]).mean(),
+        "nsd": np.concatenate([within_pt, within_tp]).mean(),
+        "bf1": 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall),
+        "biou": (bands[0] & bands[1]).sum() / (bands[0] | bands[1]).sum(),
+    }
+
+
+def test_boundary_is_the_mask_minus_its_6_connected_erosion():
+    rng = np.random.default_rng(0)
+    masks = rng.random((3, 9, 10, 11)) < 0.6
+    ours = inner_boundary_3d(torch.from_numpy(masks)).numpy()
+    assert np.array_equal(ours, np.stack([ref_boundary(m) for m in masks]))
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_all_eight_metrics_equal_the_brute_force(spacing):
+    rng = np.random.default_rng(1)
+    shape = (14, 18, 20)
+    pairs = [random_pair(rng, shape, spacing) for _ in range(4)]
+    pred = torch.from_numpy(np.stack([p for p, _ in pairs]))
+    target = torch.from_numpy(np.stack([t for _, t in pairs]))
+    ours = F.boundary_metrics(pred, target, tolerance=1.5, spacing=spacing, spatial_dims=3)
+    for n, (p, t) in enumerate(pairs):
+        expected = ref_metrics(p, t, 1.5, spacing)
+        for name, value in expected.items():
+            assert ours[name][n].item() == pytest.approx(float(value), rel=1e-5, abs=1e-5), (name, n)
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_every_search_stage_gives_the_exact_distance(spacing, monkeypatch):
+    """Far-apart surfaces (the exhaustive search), near ones (the first windows) and everything between: each
+    squared distance equals the minimum over all pairs, evaluated in the same order, bit for bit."""
+    rng = np.random.default_rng(2)
+    shape = (12, 40, 40)
+    pred = np.zeros((3, *shape), dtype=bool)
+    target = np.zeros((3, *shape), dtype=bool)
+    pred[0] = ball(shape, (3, 8, 8), (2.5, 3, 3))
+    target[0] = ball(shape, (9, 32, 30), (2, 4, 3))  # far: only the exhaustive search settles these
+    pred[1], target[1] = random_pair(rng, shape, spacing)
+    pred[2] = rng.random(shape) < 0.02  # scattered voxels: every window size in turn
+    target[2] = rng.random(shape) < 0.02
+    pb, tb = inner_boundary_3d(torch.from_numpy(pred)), inner_boundary_3d(torch.from_numpy(target))
+    calls = {"window": 0, "exhaustive": 0}
+    for name in calls:
+        original = getattr(distance3d, f"_{name}_search")
+
+        def spy(*args, original=original, name=name):
+            calls[name] += 1
+            return original(*args)
+
+        monkeypatch.setattr(distance3d, f"_{name}_search", spy)
+    segment, sq_distance = surface_sq_distances_3d(pb, tb, spacing)
+    assert calls["window"] >= 3 * 3 and calls["exhaustive"] >= 1  # three pairs, each through several windows
+    sq = [float(s) ** 2 for s in spacing]
+    expected_segments, expected = [], []
+    for direction, (queries, partners) in enumerate(((pb, tb), (tb, pb))):
+        for n in range(3):
+            q = queries[n].nonzero().double()
+            p = partners[n].nonzero().double()
+            d = [(q[:, axis, None] - p[:, axis]) ** 2 * sq[axis] for axis in range(3)]
+            # the kernel's order: the finest axis's term plus the sum of the other two
+            finest = min(range(3), key=lambda axis: (sq[axis], -axis))
+            others = [axis for axis in range(3) if axis != finest]
+            total = d[finest] + (d[others[0]] + d[others[1]])
+            expected.append(total.amin(dim=1))
+            expected_segments.append(torch.full((len(q),), direction * 3 + n))
+    expected_segments = torch.cat(expected_segments)
+    assert torch.equal(segment, expected_segments)
+    got = sq_distance.double()
+    want = torch.cat(expected)
+    for seg in range(6):  # each segment's values as a sorted list (the kernel orders voxels by its own axes)
+        mine, theirs = got[segment == seg], want[expected_segments == seg]
+        assert torch.equal(torch.sort(mine).values, torch.sort(theirs).values), seg
+
+
+def test_monai_agrees_on_volumes_with_anisotropic_voxels():
+    monai_metrics = pytest.importorskip("monai.metrics")
+    rng = np.random.default_rng(3)
+    spacing = (2.5, 0.8, 0.8)
+    shape = (16, 40, 36)
+    pairs = [random_pair(rng, shape, spacing) for _ in range(4)]
+    pred = torch.from_numpy(np.stack([p for p, _ in pairs]))
+    target = torch.from_numpy(np.stack([t for _, t in pairs]))
+    ours = F.boundary_metrics(pred, target, tolerance=1.6, spacing=spacing, spatial_dims=3)
+    y_pred, y = pred[:, None].float(), target[:, None].float()
+    theirs = {
+        "hd": monai_metrics.compute_hausdorff_distance(y_pred, y, spacing=spacing)[:, 0],
+        "hd95": monai_metrics.compute_hausdorff_distance(y_pred, y, percentile=95, spacing=spacing)[:, 0],
+        "assd": monai_metrics.compute_average_surface_distance(y_pred, y, symmetric=True, spacing=spacing)[:, 0],
+        "nsd": monai_metrics.compute_surface_dice(y_pred, y, class_thresholds=[1.6], spacing=spacing)[:, 0],
+    }
+    for name, values in theirs.items():
+        assert torch.allclose(ours[name], values.float(), rtol=1e-5, atol=1e-5), name
+
+
+def test_single_volume_empty_masks_and_bad_input():
+    volume = torch.from_numpy(ball((8, 9, 10), (4, 4, 5), (3, 3, 3)))
+    empty = torch.zeros_like(volume)
+    assert F.hd95(volume, volume, spatial_dims=3).item() == 0.0
+    assert F.dice(volume, volume, spatial_dims=3).ndim == 0
+    assert math.isinf(F.hd(volume, empty, spacing=(2.0, 1.0, 1.0), spatial_dims=3).item())
+    assert F.nsd(empty, empty, spatial_dims=3).item() == 1.0
+    with pytest.raises(ValueError, match=r"spacing=\(1\.0, 1\.0\): expected the voxel size \(sz, sy, sx\)"):
+        F.hd95(volume, volume, spacing=(1.0, 1.0), spatial_dims=3)
+    with pytest.raises(ValueError, match=r"\(N, D, H, W\) or \(D, H, W\) with spatial_dims=3, got shape \(9, 10\)"):
+        F.hd95(volume[0], volume[0], spatial_dims=3)
+    with pytest.raises(ValueError, match="spatial_dims=4"):
+        F.boundary_metrics(volume, volume, spatial_dims=4)
+
+
+def test_boundary_metric_class_scores_label_volumes_per_class():
+    rng = np.random.default_rng(4)
+    spacing = (2.0, 1.0, 1.0)
+    shape = (10, 16, 16)
+    pairs = [random_pair(rng, shape, spacing) for _ in range(3)]
+    target = torch.from_numpy(np.stack([t for _, t in pairs])).long()
+    preds = torch.from_numpy(np.stack([p for p, _ in pairs])).long()
+    target[0, :2] = 2  # a second class in one volume, absent from its prediction
+    metric = BoundaryMetrics(3, tolerance=1.0, spacing=spacing, spatial_dims=3)
+    metric.update(preds, target)
+    values = metric.per_image_values()  # (3, 2, 9)
+    expected = F.boundary_metrics(preds == 1, target == 1, 1.0, spacing, spatial_dims=3)
+    assert torch.allclose(values[:, 0, 3], expected["hd95"].double())
+    diagonal = math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing)))
+    assert values[0, 1, 2].item() == pytest.approx(diagonal)  # class 2 missed: hd is the volume's diagonal
+    assert values[0, 1, -1].item() == 1.0 and values[1, 1, 3].item() == 0.0  # absent from both: perfect
+    with pytest.raises(ValueError, match=r"target \(N, D, H, W\)"):
+        metric.update(preds[:, 0], target[:, 0])
+
+
+def test_objects_in_volumes_are_6_connected_balls_with_their_diameter():
+    shape = (20, 30, 30)
+    spacing = (2.0, 1.0, 1.0)
+    near = ball(shape, (10, 15, 8), (6, 6, 6), spacing)
+    far = ball(shape, (10, 15, 23), (6, 4, 4), spacing)
+    target = torch.from_numpy(near | far)
+    pred = torch.from_numpy(np.roll(near, 1, axis=2))  # the first found (shifted by a voxel), the second missed
+    pred[0, 0, 0] = pred[1, 1, 1] = True  # touching at a corner only: two spurious blobs, not one
+    found = object_metrics(pred, target, spacing, spatial_dims=3)
+    assert found["detected"].tolist() == [True, False]
+    volume = near.sum() * math.prod(spacing)
+    assert found["diameter"][0].item() == pytest.approx(2 * (3 * volume / (4 * math.pi)) ** (1 / 3))
+    assert found["diameter"][0].item() == pytest.approx(12.0, rel=0.05)  # the ball's own diameter, 2 x 6
+    assert found["hd95"][0].item() == pytest.approx(1.0)
+    assert len(found["spurious_diameter"]) == 2
+    metric = ObjectMetrics(2, spacing=spacing, spatial_dims=3, bins=(4, 8))
+    metric.update(pred[None].long(), target[None].long())
+    sums = metric.per_image_values()[0, 0]  # (bins, columns)
+    assert sums[:, 0].sum().item() == 2 and sums[:, 1].sum().item() == 1
