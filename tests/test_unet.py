@@ -111,3 +111,40 @@ def test_ablation_modes():
     assert low.var() < skip.var()
     constant = torch.ones(1, 1, 8, 8)
     torch.testing.assert_close(ablate_skip(constant, "lowpass:1"), constant)
+
+
+# --- volumes (spatial_dims=3) ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("skips", ["all", "none", [1]])
+def test_3d_unet_levels_halve_every_axis_and_skips_change_the_weights(skips):
+    net = UNet(in_channels=2, num_classes=3, depth=2, base_channels=4, skips=skips, spatial_dims=3)
+    x = torch.randn(1, 2, 8, 16, 12)
+    feats = net.features(x)
+    for level in range(3):
+        assert feats[f"enc{level}"].shape == (1, 4 * 2**level, 8 >> level, 16 >> level, 12 >> level)
+    assert feats["logits"].shape == (1, 3, 8, 16, 12)
+    assert isinstance(net.head, torch.nn.Conv3d) and isinstance(net.encoder[1].down, torch.nn.MaxPool3d)
+    full = UNet(in_channels=2, num_classes=3, depth=2, base_channels=4, skips="all", spatial_dims=3)
+    # each removed skip takes its channels out of the first 3x3x3 conv of its decoder block
+    per_level = {level: 4 * 2**level * 4 * 2**level * 27 for level in range(2)}
+    expected = sum(per_level[level] for level in range(2) if level not in net.skip_levels)
+    assert sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in net.parameters()) == expected
+
+
+def test_3d_skip_ablation_changes_only_that_skip():
+    net = UNet(in_channels=1, num_classes=2, depth=2, base_channels=4, spatial_dims=3).eval()
+    x = torch.randn(2, 1, 8, 8, 8)
+    seen = {}
+    hook = net.decoder[1].conv.register_forward_pre_hook(lambda module, args: seen.update(input=args[0]))
+    with torch.no_grad(), net.ablate_skips({1: "lowpass:1"}):
+        net(x)
+    hook.remove()
+    skip = seen["input"][:, 8:]  # after the 8 upsampled channels: the level-1 skip, pooled by 2 and upsampled
+    enc1 = net.features(x)["enc1"]
+    assert torch.allclose(skip, ablate_skip(enc1, "lowpass:1"))
+    assert torch.allclose(ablate_skip(enc1, "mean"), enc1.mean(dim=(2, 3, 4), keepdim=True).expand_as(enc1))
+    with pytest.raises(ValueError, match=r"expects \(B, 1, D, H, W\) input"):
+        net(torch.randn(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="model.spatial_dims=4"):
+        UNet(spatial_dims=4)

@@ -2,8 +2,10 @@
 
 A data set subclass implements ``build_split(split) -> Dataset`` whose items are
 ``(image (C, H, W) float32, mask (H, W) int64)``, mask values in ``0..num_classes-1`` or ``ignore_index``,
-and sets ``in_channels`` and ``num_classes`` by the end of ``setup``. Items are looked up by an index or, for
-training, by an ``(index, item_seed)`` key from ``EpochShuffle`` (read it with ``unetlab.data.sampling.split_key``).
+and sets ``in_channels`` and ``num_classes`` by the end of ``setup``. Volumes: ``spatial_dims = 3`` and items
+``(image (C, D, H, W), mask (D, H, W))``, a voxel size ``(sz, sy, sx)``; the model's ``spatial_dims`` follows.
+Items are looked up by an index or, for training, by an ``(index, item_seed)`` key from ``EpochShuffle`` (read it
+with ``unetlab.data.sampling.split_key``).
 """
 
 from __future__ import annotations
@@ -18,24 +20,27 @@ from unetlab.data.sampling import EpochShuffle
 from unetlab.metrics.functional import check_spacing as pixel_size
 
 
-def check_spacing(spacing: Sequence[float] | float | None, unit: str | None) -> tuple[tuple[float, float], str]:
-    """``data.spacing`` and ``data.unit`` -> ``((sy, sx), unit)``: the pixel size per axis (rows, columns) in ``unit``.
+def check_spacing(
+    spacing: Sequence[float] | float | None, unit: str | None, spatial_dims: int = 2
+) -> tuple[tuple[float, ...], str]:
+    """``data.spacing`` and ``data.unit`` -> ``((sy, sx), unit)``: the pixel size per axis (rows, columns) in ``unit``;
+    for volumes (``spatial_dims=3``) the voxel size ``(sz, sy, sx)`` (slices, rows, columns).
 
-    None -> ``((1.0, 1.0), "px")``: distances in pixels. A number is a square pixel; a unit is required with a
-    spacing (so that no table calls micrometres pixels) and must be one word (``um``, ``mm``, ``nm``, ...)."""
+    None -> ``((1.0, 1.0), "px")``: distances in pixels (voxels). A number is a square pixel (a cubic voxel); a unit
+    is required with a spacing (so that no table calls micrometres pixels) and must be one word (``um``, ``mm``,
+    ``nm``, ...)."""
+    axes = "a pair [sy, sx] of them (row, column)" if spatial_dims == 2 else "three [sz, sy, sx] (slice, row, column)"
     if spacing is None:
         if unit not in (None, "px"):
             raise ValueError(f"data.unit={unit!r} needs data.spacing: the pixel size (sy, sx) in {unit}")
-        return (1.0, 1.0), "px"
-    values = [spacing] * 2 if isinstance(spacing, (int, float)) else list(spacing)
+        return (1.0,) * spatial_dims, "px"
+    values = [spacing] * spatial_dims if isinstance(spacing, (int, float)) else list(spacing)
     try:
         if not all(isinstance(v, (int, float)) for v in values):
             raise ValueError
-        pair = pixel_size(values)  # the metrics' own check: two positive finite numbers
+        pair = pixel_size(values, spatial_dims)  # the metrics' own check: positive finite numbers, one per axis
     except ValueError:
-        raise ValueError(
-            f"data.spacing={spacing!r} must be a positive number or a pair [sy, sx] of them (row, column)"
-        ) from None
+        raise ValueError(f"data.spacing={spacing!r} must be a positive number or {axes}") from None
     if not unit or not str(unit).isidentifier():
         raise ValueError(f"data.unit={unit!r}: name the unit of data.spacing in one word, e.g. data.unit=um")
     return pair, str(unit)
@@ -51,11 +56,13 @@ class SegmentationDataModule(L.LightningDataModule):
         order_seed: seeds the training order and augmentation (``EpochShuffle``); ``train`` sets it to the run's
             ``seed``.
         spacing, unit: the pixel size ``(sy, sx)`` in ``unit`` (``check_spacing``); distances are measured in it.
+            Volumes: the voxel size ``(sz, sy, sx)``.
     """
 
     in_channels: int
     num_classes: int
     ignore_index: int = IGNORE_INDEX
+    spatial_dims: int = 2  # 3 for volumes; a subclass sets it before calling __init__ (it checks the spacing)
 
     def __init__(
         self,
@@ -69,7 +76,7 @@ class SegmentationDataModule(L.LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size={batch_size} must be >= 1")
-        self.spacing, self.unit = check_spacing(spacing, unit)
+        self.spacing, self.unit = check_spacing(spacing, unit, self.spatial_dims)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory

@@ -1,7 +1,8 @@
 """Test-time ablation of one skip tensor (``docs/ablations.md``): what ``UNet.ablate_skips`` applies.
 
 ``zero``: all zeros. ``mean``: each channel's spatial mean (statistics kept, location removed). ``lowpass:k``:
-average-pooled by ``2**k`` and bilinearly upsampled (detail finer than ``2**k`` px removed).
+average-pooled by ``2**k`` and bilinearly upsampled (detail finer than ``2**k`` px removed). Volumes: the same
+along every axis (``2**k`` voxel cubes, trilinear).
 """
 
 from __future__ import annotations
@@ -31,18 +32,20 @@ def parse_ablation_mode(mode: str) -> tuple[str, int]:
 
 
 def ablate_skip(skip: Tensor, mode: str) -> Tensor:
-    """Test-time ablation of one skip tensor (B, C, h, w) -> (B, C, h, w)."""
+    """Test-time ablation of one skip tensor (B, C, h, w) -> (B, C, h, w), or (B, C, d, h, w) likewise."""
     kind, k = parse_ablation_mode(mode)
     if kind == "zero":
         return torch.zeros_like(skip)
+    spatial = tuple(range(2, skip.ndim))
     if kind == "mean":
-        return skip.mean(dim=(2, 3), keepdim=True).expand_as(skip)
-    size = skip.shape[-2:]
+        return skip.mean(dim=spatial, keepdim=True).expand_as(skip)
+    size = skip.shape[2:]
     factor = 2**k
     if min(size) < factor:
         raise ValueError(f"lowpass:{k} pools by {factor} px but this skip is only {tuple(size)} px")
-    pooled = F.avg_pool2d(skip, kernel_size=factor, stride=factor)
-    return F.interpolate(pooled, size=size, mode="bilinear", align_corners=False)
+    pool, mode = (F.avg_pool2d, "bilinear") if len(size) == 2 else (F.avg_pool3d, "trilinear")
+    pooled = pool(skip, kernel_size=factor, stride=factor)
+    return F.interpolate(pooled, size=size, mode=mode, align_corners=False)
 
 
 def ablation_transform(

@@ -34,12 +34,25 @@ OUR_UNET_KEYS = ("encoder.0.layers.0.weight", "head.weight")
 
 
 def model_channels(cfg: DictConfig, datamodule: SegmentationDataModule) -> dict[str, int]:
-    """``in_channels`` and ``num_classes`` of the model: ``model.*`` where set, else the data's; ValueError when
-    ``model.num_classes`` is smaller than the data's classes."""
+    """``in_channels``, ``num_classes`` and ``spatial_dims`` of the model: ``model.*`` where set, else the data's
+    (``spatial_dims`` always follows the data: 2 for images, 3 for volumes); ValueError when ``model.num_classes``
+    is smaller than the data's classes or ``model.spatial_dims`` is not the data's."""
     num_classes = cfg.model.get("num_classes") or datamodule.num_classes
     if num_classes < datamodule.num_classes:
         raise ValueError(f"model.num_classes={num_classes} is smaller than data.num_classes={datamodule.num_classes}")
-    return {"in_channels": cfg.model.get("in_channels") or datamodule.in_channels, "num_classes": num_classes}
+    dims = datamodule.spatial_dims
+    asked = cfg.model.get("spatial_dims")
+    if asked is not None and asked != dims:
+        kind = {2: "images (2D)", 3: "volumes (3D)"}
+        raise ValueError(
+            f"model.spatial_dims={asked} but the data are {kind.get(dims, dims)}: the model's spatial_dims follows "
+            f"the data; leave model.spatial_dims unset"
+        )
+    return {
+        "in_channels": cfg.model.get("in_channels") or datamodule.in_channels,
+        "num_classes": num_classes,
+        "spatial_dims": dims,
+    }
 
 
 def run_dir_of(ckpt_path: Path) -> Path:
@@ -122,7 +135,12 @@ def load_run(
     datamodule.setup("test")
     if all(key in state for key in OUR_UNET_KEYS):
         # Our U-Net's weights fix the channels: a data root given at eval time must not change them.
-        channels = {"in_channels": state[OUR_UNET_KEYS[0]].shape[1], "num_classes": state[OUR_UNET_KEYS[1]].shape[0]}
+        first = state[OUR_UNET_KEYS[0]]  # (out, in, k, k) or (out, in, k, k, k): its rank gives the spatial dims
+        channels = {
+            "in_channels": first.shape[1],
+            "num_classes": state[OUR_UNET_KEYS[1]].shape[0],
+            "spatial_dims": first.ndim - 2,
+        }
     else:  # another model (an adapter): the channels as the training chose them
         channels = model_channels(cfg, datamodule)
     net = instantiate(cfg.model, **channels)
