@@ -14,6 +14,13 @@ runs over the whole batch, reported per pair.
 Physical units: one more case, the 256² pairs with the anisotropic pixel size ``SPACING`` (sy, sx),
 unetlab's eight metrics against MONAI's three, both given that ``spacing`` (tolerance in its unit).
 
+Volumes: ``--volumes`` pairs of ``VOLUME_SHAPE`` voxels with the voxel size ``VOLUME_SPACING`` (sz, sy, sx) (mm):
+targets are unions of ellipsoids defined in millimetres, predictions moved by up to two voxels per axis, grown or
+shrunk by a voxel, an object missed now and then, a false blob added. unetlab's eight metrics
+(``spatial_dims=3``) against MONAI's three, both given the spacing, and against DeepMind's ``surface-distance``
+(``pip install surface-distance``; its robust Hausdorff, average surface distance and surface Dice, which weigh
+surface elements by area: other definitions, timed only) where it is installed. Peak memory as below.
+
 Per object and over tolerances: at every size, the per-object pass (``ObjectMetrics.update``: components, matching,
 hd95 and assd per matched pair) and the eight image metrics with nsd and bf1 at five more tolerances
 (``BoundaryMetrics(tolerances=...)``) against the eight image metrics alone (``BoundaryMetrics.update``), on the same
@@ -59,6 +66,8 @@ QUICK_SIZES = ((128, 8), (256, 4), (512, 2))
 TOLERANCE = 2.0
 SPACING = (0.5, 0.25)  # (sy, sx) of the physical-units case
 SPACING_SIDE = 256
+VOLUME_SHAPE = (96, 96, 96)  # (D, H, W) voxels of the volume case
+VOLUME_SPACING = (2.5, 0.8, 0.8)  # (sz, sy, sx) in mm
 
 
 def make_pairs(num_pairs: int, side: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,10 +110,61 @@ def _random_object(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, sid
     return np.hypot(dy, dx) <= radius * (1 + amplitude * np.sin(lobes * angle + phase))
 
 
+def make_volume_pairs(num_pairs: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (pred, target) bool volumes (num_pairs, *VOLUME_SHAPE); see the module docstring."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.arange(n) * s for n, s in zip(VOLUME_SHAPE, VOLUME_SPACING)], indexing="ij")
+    extent = np.asarray(VOLUME_SHAPE) * np.asarray(VOLUME_SPACING)
+    preds, targets = [], []
+    for _ in range(num_pairs):
+        objects = []
+        for _ in range(rng.integers(1, 4)):
+            centre = rng.uniform(0.25, 0.75, size=3) * extent
+            radii = rng.uniform(6.0, 20.0, size=3)  # mm
+            objects.append(sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii)) <= 1)
+        target = np.logical_or.reduce(objects)
+        kept = [obj for obj in objects if rng.random() > 0.1] or objects[:1]
+        pred = np.roll(np.logical_or.reduce(kept), tuple(rng.integers(-2, 3, size=3)), axis=(0, 1, 2))
+        change = rng.integers(-1, 2)
+        if change > 0:
+            pred = ndimage.binary_dilation(pred)
+        elif change < 0:
+            pred = ndimage.binary_erosion(pred)
+        if rng.random() < 0.5:
+            centre, radius = rng.uniform(0.2, 0.8, size=3) * extent, rng.uniform(3.0, 6.0)
+            pred |= sum(((g - c) / radius) ** 2 for g, c in zip(grid, centre)) <= 1
+        preds.append(pred)
+        targets.append(target)
+    return torch.from_numpy(np.stack(preds)), torch.from_numpy(np.stack(targets))
+
+
 def unetlab_call(
-    pred: torch.Tensor, target: torch.Tensor, spacing: tuple[float, float] = (1.0, 1.0)
+    pred: torch.Tensor, target: torch.Tensor, spacing: tuple[float, ...] = (1.0, 1.0)
 ) -> Callable[[], object]:
-    return lambda: F.boundary_metrics(pred, target, tolerance=TOLERANCE, spacing=spacing)
+    dims = len(spacing)
+    return lambda: F.boundary_metrics(pred, target, tolerance=TOLERANCE, spacing=spacing, spatial_dims=dims)
+
+
+def deepmind_call(pred: torch.Tensor, target: torch.Tensor, spacing: tuple[float, ...]) -> Callable[[], object] | None:
+    """DeepMind's surface-distance: robust Hausdorff (95), average surface distance and surface Dice per pair."""
+    try:
+        import surface_distance as sd
+    except ImportError:
+        return None
+    pairs = [(p.numpy(), t.numpy()) for p, t in zip(pred, target)]
+
+    def run() -> list:
+        out = []
+        for p, t in pairs:
+            distances = sd.compute_surface_distances(t, p, spacing)
+            out.append((
+                sd.compute_robust_hausdorff(distances, 95),
+                sd.compute_average_surface_distance(distances),
+                sd.compute_surface_dice_at_tolerance(distances, TOLERANCE),
+            ))  # fmt: skip
+        return out
+
+    return run
 
 
 def monai_call(
@@ -151,14 +211,14 @@ def time_ms(run: Callable[[], object], repeats: int) -> tuple[float, float]:
 
 
 def max_difference_vs_monai(
-    pred: torch.Tensor, target: torch.Tensor, spacing: tuple[float, float] = (1.0, 1.0)
+    pred: torch.Tensor, target: torch.Tensor, spacing: tuple[float, ...] = (1.0, 1.0)
 ) -> dict[str, float] | None:
     """Largest |unetlab - MONAI| per metric over the pairs where MONAI is finite."""
     monai = monai_call(pred, target, spacing)
     if monai is None:
         return None
     theirs = monai()
-    ours = F.boundary_metrics(pred, target, tolerance=TOLERANCE, spacing=spacing)
+    ours = unetlab_call(pred, target, spacing)()
     differences = {}
     for name, values in theirs.items():
         finite = torch.isfinite(values)
@@ -176,9 +236,9 @@ def memory_status_mb(field: str) -> float:
 
 
 def memory_probe(tool: str, pairs_file: str) -> None:
-    """Child-process entry: prints the extra peak RSS (MiB) of one call of ``tool``."""
+    """Child-process entry: prints the extra peak RSS (MiB) of one call of ``tool`` (volumes: with their spacing)."""
     pred, target = torch.load(pairs_file)
-    run = TOOLS[tool](pred, target)
+    run = TOOLS[tool](pred, target) if pred.ndim == 3 else TOOLS[tool](pred, target, VOLUME_SPACING)
     try:
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")  # resets VmHWM to the current RSS
@@ -208,6 +268,46 @@ def measure_memory(tool: str, pred: torch.Tensor, target: torch.Tensor) -> dict 
         ]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_volumes(num_pairs: int, args: argparse.Namespace) -> dict:
+    """The volume case: ``num_pairs`` pairs of ``VOLUME_SHAPE`` with ``VOLUME_SPACING``; unetlab vs MONAI (and
+    DeepMind's surface-distance where installed), ms per pair, agreement with MONAI and peak memory."""
+    pred, target = make_volume_pairs(num_pairs, seed=args.seed + 3)
+    calls = {
+        "unetlab": unetlab_call(pred, target, VOLUME_SPACING),
+        "monai": monai_call(pred, target, VOLUME_SPACING),
+        "surface_distance": deepmind_call(pred, target, VOLUME_SPACING),
+    }
+    row = {"shape": list(VOLUME_SHAPE), "pairs": num_pairs, "spacing": list(VOLUME_SPACING), "ms_per_pair": {},
+           "min_ms_per_pair": {}}  # fmt: skip
+    for tool, run in calls.items():
+        if run is None:
+            continue
+        median, fastest = time_ms(run, args.repeats)
+        row["ms_per_pair"][tool], row["min_ms_per_pair"][tool] = median / num_pairs, fastest / num_pairs
+        print(
+            f"{'x'.join(map(str, VOLUME_SHAPE))} spacing {VOLUME_SPACING} {tool:>16}: {median / num_pairs:9.3f} "
+            f"ms/pair median, {fastest / num_pairs:9.3f} min ({num_pairs} pairs)",
+            flush=True,
+        )
+    for tool in ("monai", "surface_distance"):
+        if tool in row["ms_per_pair"]:
+            row[f"speedup_vs_{tool}"] = row["ms_per_pair"][tool] / row["ms_per_pair"]["unetlab"]
+            row[f"speedup_vs_{tool}_min"] = row["min_ms_per_pair"][tool] / row["min_ms_per_pair"]["unetlab"]
+            print(f"volumes: unetlab speed-up vs {tool}: {row[f'speedup_vs_{tool}']:.1f}x median, "
+                  f"{row[f'speedup_vs_{tool}_min']:.1f}x min", flush=True)  # fmt: skip
+    if calls["monai"] is not None:
+        row["max_abs_difference_vs_monai"] = max_difference_vs_monai(pred, target, VOLUME_SPACING)
+        print(f"volumes: max |difference| vs MONAI {row['max_abs_difference_vs_monai']}", flush=True)
+    row["extra_peak_mb"] = {}
+    for tool in ("unetlab", "monai"):
+        if calls[tool] is not None:
+            memory = measure_memory(tool, pred, target)
+            if memory:
+                row["extra_peak_mb"][tool] = memory["extra_peak_mb"]
+                print(f"volumes x {num_pairs} {tool:>8}: extra peak RSS {memory['extra_peak_mb']:.1f} MB", flush=True)
+    return row
 
 
 def bench_spacing(sizes: tuple[tuple[int, int], ...], args: argparse.Namespace) -> dict:
@@ -277,6 +377,8 @@ def main() -> None:
     parser.add_argument("--torchmetrics-pairs", type=int, default=1, help="pairs given to torchmetrics per size")
     parser.add_argument("--torchmetrics-max-side", type=int, default=256, help="skip torchmetrics above this side")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--volumes", type=int, default=4, help="volume pairs of the 3D case (0: skip it)")
+    parser.add_argument("--only-volumes", action="store_true", help="run the 3D case alone")
     parser.add_argument("--out", type=Path, default=Path("bench_results/bench_metrics.json"))
     parser.add_argument("--memory-probe", nargs=2, metavar=("TOOL", "PAIRS_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -289,6 +391,14 @@ def main() -> None:
 
     sizes = QUICK_SIZES if args.quick else SIZES
     load_at_start = os.getloadavg()
+    if args.only_volumes:
+        report = {"command": " ".join(sys.argv), "torch_threads": torch.get_num_threads(),
+                  "load_average_at_start": load_at_start, "volume_case": bench_volumes(max(1, args.volumes), args),
+                  "load_average_at_end": os.getloadavg()}  # fmt: skip
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.out}")
+        return
     notes = []
     for tool in ("monai", "torchmetrics"):
         if TOOLS[tool](torch.zeros(1, 2, 2, dtype=torch.bool), torch.zeros(1, 2, 2, dtype=torch.bool)) is None:
@@ -329,6 +439,7 @@ def main() -> None:
         results.append(row)
 
     spacing_case = bench_spacing(sizes, args)
+    volume_case = bench_volumes(args.volumes, args) if args.volumes else None
     objects_case = bench_objects(((64, 256), *sizes) if not args.quick else ((64, 16), *sizes), args)
 
     side, num_pairs = sizes[-1]
@@ -363,6 +474,7 @@ def main() -> None:
         },
         "sizes": results,
         "spacing_case": spacing_case,
+        "volume_case": volume_case,
         "objects_case": objects_case,
         "peak_memory": {
             "batch": f"{num_pairs} pairs of {side}x{side}",

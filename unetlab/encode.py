@@ -59,11 +59,12 @@ def decode_labels(text: str, shape: tuple[int, int]) -> np.ndarray:
 
 def to_uint8_rgb(image, low: float | None = None, high: float | None = None) -> np.ndarray:
     """A (C, H, W) float image (as the data modules serve it) -> (H, W, 3) uint8, scaled from [low, high] (default:
-    the image's own range); one channel is repeated, more than three are cut to the first three. NaN -> 0."""
+    the image's own range); one channel is repeated, more than three are cut to the first three. NaN -> 0. A volume
+    (C, D, H, W) -> (D, H, W, 3) likewise."""
     array = np.asarray(image, dtype=np.float64)
     array = array[:3] if array.shape[0] >= 3 else np.repeat(array[:1], 3, axis=0)
     finite = array[np.isfinite(array)]
     low = float(finite.min()) if low is None and finite.size else (0.0 if low is None else low)
     high = float(finite.max()) if high is None and finite.size else (1.0 if high is None else high)
     scaled = np.nan_to_num((array - low) / max(high - low, 1e-12), nan=0.0).clip(0, 1)
-    return (scaled.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+    return (np.moveaxis(scaled, 0, -1) * 255).round().astype(np.uint8)

@@ -55,17 +55,19 @@ def evaluate(
     receives the label maps of the model, the probes, the floors and the ground truth of the first test images."""
     phase = Phases(run.run_dir.name, "eval", quiet=options.progress)  # a line per phase where no bar shows progress
     # channels_last: same maths, faster convolutions on CPU (scripts/bench_train.py).
-    net = run.net.eval().to(options.device, memory_format=torch.channels_last)
+    layout = torch.channels_last if run.net.spatial_dims == 2 else torch.channels_last_3d
+    net = run.net.eval().to(options.device, memory_format=layout)
     datamodule = run.datamodule
+    dims = net.spatial_dims
 
     def new_metric(tolerances: tuple[float, ...] = ()) -> BoundaryMetrics:
         return BoundaryMetrics(
-            net.num_classes, options.tolerance, datamodule.ignore_index, datamodule.spacing, tolerances=tolerances
+            net.num_classes, options.tolerance, datamodule.ignore_index, datamodule.spacing, tolerances, dims
         ).to(options.device)
 
     def new_objects() -> ObjectMetrics:
         return ObjectMetrics(
-            net.num_classes, datamodule.ignore_index, datamodule.spacing, bins=tuple(options.object_bins)
+            net.num_classes, datamodule.ignore_index, datamodule.spacing, tuple(options.object_bins), dims
         )
 
     parts = measurement_parts(run, net, options, new_metric, new_objects if options.objects else None, phase)

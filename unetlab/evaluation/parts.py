@@ -124,7 +124,7 @@ class ProbePart(Part):
     def update(self, batch: TestBatch, labels: LabelMapRecorder | None) -> None:
         features = batch.features
         for key, probe in self.probes.items():
-            predicted = protocol.labels(probe(features[key], batch.masks.shape[-2:]))
+            predicted = protocol.labels(probe(features[key], batch.masks.shape[1:]))
             self.score(sources.probe(key), predicted, batch.masks, labels)
 
 
@@ -154,7 +154,7 @@ class FloorPart(Part):
     def finish(self, labels: LabelMapRecorder | None) -> None:
         """Once per set of test masks and level, shared by every model (``cached_floor``); test images of several
         sizes (native sizes) one batch at a time."""
-        shapes = {tuple(m.shape[-2:]) for m in self.masks}
+        shapes = {tuple(m.shape[1:]) for m in self.masks}
         groups = [torch.cat(self.masks)] if len(shapes) == 1 else self.masks
         for level in range(self.depth + 1):
             for masks in groups:

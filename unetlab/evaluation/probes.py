@@ -1,7 +1,8 @@
 """Depth probes (``docs/probes-and-floors.md``): a 1x1 convolution per feature key, trained on frozen features.
 
 The probe at key ``k`` (level ``i``) maps the standardised level-``i`` features to class logits, which are
-bilinearly upsampled from ``H/2**i`` to full resolution before the loss and before scoring. All probes train
+bilinearly upsampled from ``H/2**i`` to full resolution before the loss and before scoring (trilinearly for
+volumes). All probes train
 together on the same images and seed. The network is frozen, so its features never change: it runs once over a
 seeded pool of training images, and the probes' optimiser works on those cached features (a forward pass per
 step would cost the whole network ``steps`` times over for the same numbers).
@@ -26,26 +27,29 @@ from unetlab.models.protocol import UNetLike
 class Standardised(nn.Module):
     """A probe's input standardisation: per-channel mean and std (C channels) of the training pool's features."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, spatial_dims: int = 2):
         super().__init__()
-        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
-        self.register_buffer("std", torch.ones(1, channels, 1, 1))
+        shape = (1, channels) + (1,) * spatial_dims
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("std", torch.ones(shape))
 
     def set_statistics(self, features: Tensor) -> None:
-        """Per-channel mean and std of a feature batch (B, C, h, w)."""
-        self.mean.copy_(features.mean(dim=(0, 2, 3), keepdim=True))
-        self.std.copy_(features.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6))
+        """Per-channel mean and std of a feature batch (B, C, h, w) (volumes: (B, C, d, h, w))."""
+        dims = (0, *range(2, features.ndim))
+        self.mean.copy_(features.mean(dim=dims, keepdim=True))
+        self.std.copy_(features.std(dim=dims, keepdim=True).clamp_min(1e-6))
 
     def standardise(self, features: Tensor) -> Tensor:
         return (features - self.mean) / self.std
 
 
 class LinearProbe(Standardised):
-    """Standardise channels, 1x1 conv, bilinear upsampling: (B, C, h, w) -> logits (B, K, H, W)."""
+    """Standardise channels, 1x1 conv, bilinear upsampling: (B, C, h, w) -> logits (B, K, H, W). Volumes: 1x1x1
+    conv, trilinear, (B, C, d, h, w) -> (B, K, D, H, W)."""
 
-    def __init__(self, channels: int, num_classes: int):
-        super().__init__(channels)
-        self.conv = nn.Conv2d(channels, num_classes, kernel_size=1)
+    def __init__(self, channels: int, num_classes: int, spatial_dims: int = 2):
+        super().__init__(channels, spatial_dims)
+        self.conv = (nn.Conv2d if spatial_dims == 2 else nn.Conv3d)(channels, num_classes, kernel_size=1)
 
     def forward(self, features: Tensor, size: Sequence[int], standardised: bool = False) -> Tensor:
         features = features if standardised else self.standardise(features)
@@ -69,7 +73,7 @@ class NetworkLoss:
     """
 
     def __init__(self, target: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX, eps: float = 1.0):
-        self.valid = (target != ignore_index).unsqueeze(1).float()  # (B, 1, H, W)
+        self.valid = (target != ignore_index).unsqueeze(1).float()  # (B, 1, H, W) (volumes: (B, 1, D, H, W))
         self.target = target.clamp(0, num_classes - 1).unsqueeze(1)  # (B, 1, H, W)
         self.flat_target = self.target.flatten()
         self.valid_count = self.valid.sum().clamp_min(1)
@@ -98,7 +102,7 @@ class NetworkLoss:
         log_probs = logits.float().log_softmax(dim=1)  # (B, K, H, W)
         target_log_probs = log_probs.gather(1, self.target) * self.valid  # (B, 1, H, W), 0 where ignored
         cross_entropy = -target_log_probs.sum() / self.valid_count
-        probs_sum = (log_probs.exp() * self.valid).sum(dim=(0, 2, 3))  # (K,)
+        probs_sum = (log_probs.exp() * self.valid).sum(dim=(0, *range(2, log_probs.ndim)))  # (K,)
         target_probs = target_log_probs.exp() * self.valid
         intersection = torch.zeros_like(probs_sum).index_add(0, self.flat_target, target_probs.flatten())
         dice = (2 * intersection + self.eps) / (probs_sum + self.counts + self.eps)
@@ -165,7 +169,8 @@ def train_probes(
     keys = feature_keys(net.depth, logits=False)  # every key but the logits
     features, masks = pool_features(net, dataset, keys, pool, seed, batch_size, device, progress)
 
-    probes = nn.ModuleDict({key: LinearProbe(features[key].shape[1], num_classes) for key in keys}).to(device)
+    dims = net.spatial_dims
+    probes = nn.ModuleDict({key: LinearProbe(features[key].shape[1], num_classes, dims) for key in keys}).to(device)
     fit_probes(probes, features, masks, num_classes, steps, ignore_index, progress)
     return probes.eval()
 
@@ -186,7 +191,8 @@ def fit_probes(
     features = dict(features)
     for key, probe in probes.items():
         probe.set_statistics(features[key])
-        features[key] = probe.standardise(features[key]).contiguous(memory_format=torch.channels_last)
+        layout = torch.channels_last if features[key].ndim == 4 else torch.channels_last_3d
+        features[key] = probe.standardise(features[key]).contiguous(memory_format=layout)
     optimizer = torch.optim.LBFGS(
         probes.parameters(), lr=1.0, max_iter=max(steps, 1), max_eval=max(steps, 1), history_size=20,
         line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12,
@@ -199,7 +205,7 @@ def fit_probes(
         # The sum over keys of each key's cross-entropy + (1 - soft Dice): the networks' own loss per key.
         # Cross-entropy alone lets weak features collapse to all-background (docs/probes-and-floors.md).
         optimizer.zero_grad(set_to_none=True)
-        loss = sum(loss_of(probe(features[key], masks.shape[-2:], standardised=True)) for key, probe in probes.items())
+        loss = sum(loss_of(probe(features[key], masks.shape[1:], standardised=True)) for key, probe in probes.items())
         loss.backward()
         losses.append(loss.item())
         bar.update()

@@ -5,6 +5,7 @@ between voxel centres with an anisotropic voxel size ``(sz, sy, sx)``, outside t
 bool ``(N, D, H, W)``: depth (z, slices), height (y), width (x).
 """
 
+import functools
 import math
 
 import torch
@@ -182,6 +183,7 @@ def _pair_sq_distances(pair: Tensor, sq_steps: tuple[float, float, float], dtype
     return segment, sq_distance
 
 
+@functools.lru_cache(maxsize=64)
 def window_reach(sq_step_a: float, sq_step_b: float, budget: int) -> tuple[int, int]:
     """Reaches ``(r_a, r_b)`` of a window of at most ``budget`` rows: the largest physical half-width ``L`` with
     ``(2 r_a + 1)(2 r_b + 1) <= budget`` where ``r = ceil(L / s) - 1`` along each axis (at least 1)."""

@@ -9,7 +9,8 @@ reads only files, never a model.
 
 Stored as ``<i>/<source>`` -> (H, W) uint8 ((H, W, 3) for ``image``), one array per image so that images of
 different sizes (file data sets at their native size) fit; ``index`` -> (N,) the test indices; ``spacing`` -> (2,)
-the pixel size ``(sy, sx)`` the run's distances are measured in.
+the pixel size ``(sy, sx)`` the run's distances are measured in. Volumes: (D, H, W) maps, (D, H, W, 3) images and a
+voxel size ``(sz, sy, sx)``.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from unetlab.encode import to_uint8_rgb
 class LabelMapRecorder:
     """Collects (B, H, W) label batches per source, in test order, up to ``limit`` images per source."""
 
-    def __init__(self, limit: int, spacing: tuple[float, float] = (1.0, 1.0)):
+    def __init__(self, limit: int, spacing: tuple[float, ...] = (1.0, 1.0)):
         self.limit = limit
-        self.spacing = spacing  # the pixel size (sy, sx) of the maps, written beside them
+        self.spacing = spacing  # the pixel size (sy, sx) of the maps, written beside them; (sz, sy, sx) for volumes
         self.maps: dict[str, list[np.ndarray]] = {}
 
     def add_images(self, images: Tensor) -> None:
-        """Append a batch of input images (B, C, H, W) as ``image`` (H, W, 3) uint8, each on its own range."""
+        """Append a batch of input images (B, C, H, W) as ``image`` (H, W, 3) uint8, each on its own range (volumes:
+        (B, C, D, H, W) as (D, H, W, 3))."""
         maps = self.maps.setdefault("image", [])
         for image in images[: self.limit - len(maps)]:
             maps.append(to_uint8_rgb(image.float().cpu().numpy()))
@@ -55,8 +57,9 @@ class LabelMapRecorder:
         write_npz(path, arrays)
 
 
-def read_spacing(path: Path) -> tuple[float, float]:
-    """The pixel size ``(sy, sx)`` the label maps were scored with (``(1, 1)`` for files written before it was)."""
+def read_spacing(path: Path) -> tuple[float, ...]:
+    """The pixel size ``(sy, sx)`` (voxel size ``(sz, sy, sx)``) the label maps were scored with (``(1, 1)`` for
+    files written before it was)."""
     with np.load(path) as data:
         return tuple(float(v) for v in data["spacing"]) if "spacing" in data.files else (1.0, 1.0)
 

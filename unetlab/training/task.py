@@ -20,13 +20,16 @@ def soft_dice_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_IN
     """1 - soft Dice over the foreground classes, pooled over the batch.
 
     logits: (B, K, H, W), or (P, B, K, H, W) for P predictions of the same batch (the probes: one loss each);
-    target: (B, H, W) int64 with ``ignore_index`` pixels left out. Returns a scalar, or (P,).
+    target: (B, H, W) int64 with ``ignore_index`` pixels left out. Returns a scalar, or (P,). Volumes: one more
+    axis in both, (B, K, D, H, W) and (B, D, H, W).
     """
-    num_classes = logits.shape[-3]
-    valid = (target != ignore_index).unsqueeze(1)  # (B, 1, H, W)
-    probs = logits.softmax(dim=-3) * valid
-    one_hot = F.one_hot(target.clamp(0, num_classes - 1), num_classes).permute(0, 3, 1, 2) * valid
-    dims = (-4, -2, -1)  # batch and pixels
+    spatial = tuple(range(-(target.ndim - 1), 0))  # the pixel (voxel) axes, counted from the end
+    class_dim = spatial[0] - 1
+    num_classes = logits.shape[class_dim]
+    valid = (target != ignore_index).unsqueeze(1)  # (B, 1, *spatial)
+    probs = logits.softmax(dim=class_dim) * valid
+    one_hot = F.one_hot(target.clamp(0, num_classes - 1), num_classes).movedim(-1, 1) * valid
+    dims = (class_dim - 1, *spatial)  # batch and pixels
     intersection = (probs * one_hot).sum(dims)
     denominator = probs.sum(dims) + one_hot.sum(dims)
     dice = (2 * intersection + eps) / (denominator + eps)  # (K,) or (P, K)
@@ -44,9 +47,9 @@ class SegmentationTask(L.LightningModule):
         tolerance: tolerance of ``nsd`` and ``bf1`` in the logged metrics, in the unit of ``spacing``.
         ignore_index: mask value left out of the loss and the metrics.
         spacing: the pixel size ``(sy, sx)`` the logged distances are measured in (the data's ``spacing``; ``train``
-            passes it); ``(1, 1)``: pixels.
+            passes it); ``(1, 1)``: pixels. Volumes: the voxel size ``(sz, sy, sx)`` (its length says 3D).
         channels_last: run the network in channels-last memory format (same maths, another memory layout; ~1.3x faster
-            convolutions on CPU; scripts/bench_train.py).
+            convolutions on CPU; scripts/bench_train.py); ``channels_last_3d`` for volumes.
     """
 
     def __init__(
@@ -62,17 +65,16 @@ class SegmentationTask(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
-        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         spacing = tuple(float(s) for s in spacing)
-        self.val_metrics = BoundaryMetrics(net.num_classes, tolerance=tolerance, ignore_index=ignore_index,
-                                           spacing=spacing)  # fmt: skip
-        self.test_metrics = BoundaryMetrics(net.num_classes, tolerance=tolerance, ignore_index=ignore_index,
-                                            spacing=spacing)  # fmt: skip
+        self.memory_format = torch.channels_last if len(spacing) == 2 else torch.channels_last_3d
+        self.net = net.to(memory_format=self.memory_format) if channels_last else net
+        metric = partial(BoundaryMetrics, net.num_classes, tolerance, ignore_index, spacing, spatial_dims=len(spacing))
+        self.val_metrics, self.test_metrics = metric(), metric()
 
     def forward(self, images: Tensor) -> Tensor:
-        """(B, C, H, W) -> logits (B, K, H, W)."""
+        """(B, C, H, W) -> logits (B, K, H, W); volumes (B, C, D, H, W) -> (B, K, D, H, W)."""
         if self.hparams.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=self.memory_format)
         return self.net(images)
 
     def loss(self, logits: Tensor, masks: Tensor) -> Tensor:
