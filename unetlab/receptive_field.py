@@ -2,7 +2,8 @@
 the report's learner part and the explorer describe them; ``unetlab.receptive_field`` re-exports them).
 
 The field of a unit is the box of input pixels that can change it. It is computed exactly, per unit, by interval
-arithmetic on unit index ranges: every Conv2d, MaxPool2d, AvgPool2d and ConvTranspose2d maps a range of its output
+arithmetic on unit index ranges: every Conv2d, MaxPool2d, AvgPool2d and ConvTranspose2d (and their 3D kin, along
+each axis alike) maps a range of its output
 units to the range of input units it reads (kernel, stride, padding, dilation taken from the module); BatchNorm,
 ReLU and other element-wise layers pass ranges through; a decoder level takes the union of its two paths (the
 up-sampled deep path and the skip). The image is treated as unbounded (zero padding reads pixels outside it), so a
@@ -34,6 +35,7 @@ FieldFn = Callable[[int, int], tuple[int, int]]
 
 PASS_THROUGH = (
     nn.BatchNorm2d,
+    nn.BatchNorm3d,
     nn.PReLU,
     nn.ReLU,
     nn.LeakyReLU,
@@ -44,8 +46,10 @@ PASS_THROUGH = (
     nn.Identity,
     nn.Dropout,
     nn.Dropout2d,
+    nn.Dropout3d,
 )
-SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.ConvTranspose2d)
+UPSAMPLING = (nn.ConvTranspose2d, nn.ConvTranspose3d)
+SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.Conv3d, nn.MaxPool3d, nn.AvgPool3d, *UPSAMPLING)
 
 
 class RF(NamedTuple):
@@ -84,7 +88,7 @@ def input_span(layer: nn.Module, first: int, last: int, axis: int = 0) -> tuple[
     if isinstance(layer, PASS_THROUGH):
         return first, last
     kernel, stride, padding, dilation = layer_geometry(layer, axis)
-    if not isinstance(layer, nn.ConvTranspose2d):
+    if not isinstance(layer, UPSAMPLING):
         return first * stride - padding, last * stride - padding + dilation * (kernel - 1)
     # Transposed conv: output o = i * stride - padding + j * dilation for input i and kernel tap j.
     read = [
@@ -135,7 +139,7 @@ def _jumps_through(layers: Sequence[nn.Module], jump: Fraction, axis: int) -> li
             )
         if isinstance(layer, SPATIAL):
             stride = layer_geometry(layer, axis)[1]
-            jump = jump / stride if isinstance(layer, nn.ConvTranspose2d) else jump * stride
+            jump = jump / stride if isinstance(layer, UPSAMPLING) else jump * stride
             jumps.append(jump)
     return jumps
 

@@ -171,7 +171,11 @@ def _pair_sq_distances(pair: Tensor, sq_steps: tuple[float, float, float], dtype
     pending = torch.arange(segment.numel(), device=segment.device)
     reaches = sorted({window_reach(sq_steps[0], sq_steps[1], rows) for rows in WINDOW_STAGES})
     pad = (max(r[0] for r in reaches), max(r[1] for r in reaches))
-    rows = F.pad(_row_steps(pair), (0, 0, pad[1], pad[1], pad[0], pad[0]), value=NO_ROW).long()
+    steps = F.pad(_row_steps(pair), (0, 0, pad[1], pad[1], pad[0], pad[0]), value=NO_ROW)
+    # fl(dc² s_c²) of every voxel's row step, inf in empty rows: one read per window row in the searches below
+    table = torch.arange(pair.shape[-1] + 1, device=pair.device).to(dtype) ** 2 * sq_steps[2]
+    table[-1] = math.inf
+    rows = table[steps.clamp_(max=pair.shape[-1]).long()]
     for reach in reaches:
         found = _window_search(rows, query[pending], reach, pad, sq_steps, dtype)
         sq_distance[pending] = found
@@ -221,7 +225,8 @@ def _window_search(
 ) -> Tensor:
     """Squared distance from each query ``(volume, a, b, c)`` to the nearest True voxel among the rows
     ``|da| <= reach[0], |db| <= reach[1]`` around it (any ``dc``), ``inf`` if none; (Q,). ``rows`` (K, A', B', C)
-    are the row steps (``_row_steps``) padded by ``pad`` empty rows on both sides of a and b."""
+    hold ``fl(dc² s_c²)`` of the row steps (``_row_steps``; ``inf`` in an empty row), padded by ``pad`` empty rows on
+    both sides of a and b."""
     ra, rb = reach
     device = rows.device
     _, size_a, size_b, length = rows.shape
@@ -231,16 +236,13 @@ def _window_search(
     offsets = ((step_a[:, None] * size_b + step_b) * length).reshape(-1)
     sq_ab = sq_ab.reshape(-1)
     flat = rows.reshape(-1)
-    # fl(dc² s_c²) by table, the row steps' index; NO_ROW and above (empty rows) read inf.
-    table = torch.arange(length + 1, device=device).to(dtype) ** 2 * sq_steps[2]
-    table[length] = math.inf
     base = ((query[:, 0] * size_a + query[:, 1] + pad[0]) * size_b + query[:, 2] + pad[1]) * length + query[:, 3]
     found = torch.empty(query.shape[0], dtype=dtype, device=device)
     chunk = max(1, CHUNK_ELEMENTS // offsets.numel())
     for start in range(0, query.shape[0], chunk):
         index = (base[start : start + chunk, None] + offsets).view(-1)
-        steps = flat.gather(0, index).clamp_(max=length)  # gather: several times faster than indexing here
-        found[start : start + chunk] = (table.gather(0, steps).view(-1, offsets.numel()) + sq_ab).amin(dim=1)
+        values = flat.gather(0, index).view(-1, offsets.numel())  # gather: several times faster than indexing here
+        found[start : start + chunk] = (values + sq_ab).amin(dim=1)
     return found
 
 
