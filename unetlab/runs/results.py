@@ -48,13 +48,19 @@ def arch_name(cfg: DictConfig) -> str:
     return "unet" if name == "UNet" else name
 
 
+def image_size(cfg: DictConfig) -> str | int | None:
+    """The data's ``image_size`` (a side in px), or a volume's ``volume_size`` as ``DxHxW`` (``16x48x48``)."""
+    volume = cfg.data.get("volume_size")
+    return "x".join(str(int(side)) for side in volume) if volume else cfg.data.get("image_size")
+
+
 def run_columns(cfg: DictConfig, net: nn.Module, run_dir: Path) -> dict:
     """The columns that describe the run, the same on each of its rows."""
     return {
         "run": f"{run_dir.parent.name}/{run_dir.name}",
         "arch": arch_name(cfg),
         "dataset": dataset_name(cfg),
-        "image_size": cfg.data.get("image_size"),
+        "image_size": image_size(cfg),
         "depth": net.depth,
         "skips": skips_to_str(net.skip_levels),
         "params": sum(p.numel() for p in net.parameters()),

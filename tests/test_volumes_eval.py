@@ -1,0 +1,77 @@
+"""Volumes end to end: a 3D U-Net trained on shapes3d, then evaluated (probes, floors, ablations, Shapley, objects)."""
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from tests.helpers import CONFIG_DIR
+from unetlab import sources
+from unetlab.evaluation.evaluate import run_eval
+from unetlab.metrics.functional import METRIC_NAMES
+from unetlab.runs.label_maps import read_label_maps, read_spacing
+from unetlab.runs.results import read_per_image, read_results
+from unetlab.training.train import train
+
+VOLUME = [
+    "data=shapes3d", "data.volume_size=[8,16,16]", "data.train_size=16", "data.val_size=4", "data.test_size=6",
+    "data.batch_size=4", "model.depth=2", "model.base_channels=4", "trainer.max_epochs=1", "logger=csv",
+    "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+]  # fmt: skip
+
+
+def compose_volume(run_dir, *overrides):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=[*VOLUME, f"paths.output_dir={run_dir}", *overrides])
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("volumes") / "run"
+    cfg = compose_volume(run_dir)
+    metrics = train(cfg)
+    rows = run_eval(run_dir / "checkpoints" / "last.ckpt", OmegaConf.create({"probe_steps": 5, "progress": False}))
+    return cfg, run_dir, metrics, rows
+
+
+def test_a_3d_unet_trains_on_shapes3d_with_distances_in_mm(evaluated):
+    cfg, run_dir, metrics, _ = evaluated
+    assert metrics["epochs"] == 1 and "test/hd95" in metrics
+    table = read_results(run_dir / "results.csv")
+    model = [row for row in table if row["source"] == sources.MODEL]
+    assert {row["unit"] for row in model if row["metric"] == "hd95"} == {"mm"}
+    assert {row["image_size"] for row in model} == {"8x16x16"}
+    assert all(int(row["n"]) == 6 for row in model if row["class"] == "mean" and row["metric"] in METRIC_NAMES)
+
+
+def test_every_measurement_has_its_rows_on_volumes(evaluated):
+    _, run_dir, _, rows = evaluated
+    found = {row["source"] for row in rows}
+    expected = {sources.MODEL, *(sources.floor(level) for level in range(3))}
+    expected |= {sources.probe(key) for key in ("enc0", "enc1", "enc2", "dec1", "dec0")}
+    expected |= {sources.ablation("lowpass:1", levels) for levels in ((0,), (1,), (0, 1))}
+    expected |= {sources.shapley("mean", level) for level in (0, 1)}
+    assert expected <= found
+    assert any(sources.is_objects(source) for source in found)  # per-object rows: 6-connected objects in 3D
+    # Shapley values sum, image by image, to v(all skips) - v(no skips)
+    per_image = read_per_image(run_dir / "per_image.npz")
+    hd95 = METRIC_NAMES.index("hd95")
+    total = sum(per_image[sources.shapley("lowpass:1", level)][..., hd95] for level in (0, 1))
+    gap = per_image[sources.MODEL][..., hd95] - per_image[sources.ablation("lowpass:1", (0, 1))][..., hd95]
+    assert np.allclose(total, gap, atol=1e-4)
+    # the floor of level 0 is the ground truth itself
+    floor0 = next(r for r in rows if r["source"] == sources.floor(0) and r["metric"] == "hd95" and r["class"] == "mean")
+    assert floor0["value"] == 0.0
+    maps = read_label_maps(run_dir / "label_maps.npz")
+    assert maps[0]["truth"].shape == (8, 16, 16) and maps[0]["image"].shape == (8, 16, 16, 3)
+    assert maps[0]["probe/enc1"].shape == (8, 16, 16)
+    assert read_spacing(run_dir / "label_maps.npz") == pytest.approx((2.5, 0.8, 0.8))
+
+
+def test_2d_model_settings_on_volumes_give_one_line(tmp_path):
+    cfg = compose_volume(tmp_path / "run", "+model.spatial_dims=2")
+    with pytest.raises(ValueError, match=r"model.spatial_dims=2 but the data are volumes \(3D\)"):
+        train(cfg)
+    cfg = compose_volume(tmp_path / "run2", "data.volume_size=[12,16,16]", "model.depth=3")
+    with pytest.raises(ValueError, match=r"input size 12x16x16 is not a multiple of 2\*\*depth = 8"):
+        train(cfg)
