@@ -179,6 +179,13 @@ def check_grid(experiment: str, sweeps: list[list[str]], forwarded: Sequence[str
     return configs
 
 
+def with_data_group(data: str | None, forwarded: Sequence[str]) -> list[str]:
+    """``ablate.data`` (a preset's data set, e.g. ``shapes3d``) as the jobs' ``data=...`` override, first, unless the
+    command line chose a data set itself."""
+    chosen = any(arg.split("=", 1)[0].lstrip("+~") == "data" for arg in forwarded)
+    return [f"data={data}", *forwarded] if data and not chosen else list(forwarded)
+
+
 def train_overrides(forwarded: Sequence[str]) -> list[str]:
     """The forwarded overrides that shape a training job's config: all but Hydra's own (``hydra/launcher=...``)."""
     return [arg for arg in forwarded if not arg.lstrip("+~").startswith("hydra")]
@@ -288,6 +295,7 @@ def run_ablation(cfg, experiment: str, forwarded: Sequence[str] = ()) -> Path:
     out_dir = Path(cfg.out_dir).resolve()
     runs_dir = out_dir / "runs"
     grid = cfg.ablate
+    forwarded = with_data_group(grid.get("data"), forwarded)
     vary = check_vary(grid.get("vary"))
     models = model_levels(experiment, list(grid.get("models") or []), max(grid.depths), forwarded)
     sweeps = plan_sweeps(grid.depths, grid.skips, grid.get("deepest_skips", []), grid.seeds, vary, models)
