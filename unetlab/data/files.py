@@ -2,7 +2,8 @@
 
 A subclass lists its samples per split (``list_samples``) and says which raw mask values are allowed; this
 module validates everything in ``setup()`` (``unetlab.data.validate``) before a model is built, then serves
-``(image (C, H, W) float32, mask (H, W) int64)`` pairs sized by ``unetlab.data.transforms.Geometry``.
+``(image (C, H, W) float32, mask (H, W) int64)`` pairs sized by ``unetlab.data.transforms.Geometry``; volumes
+``(image (C, D, H, W), mask (D, H, W))``, with ``spatial_dims = 3`` and a voxel size ``(sz, sy, sx)``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch.utils.data import Dataset
 
 from unetlab.conventions import IGNORE_INDEX
 from unetlab.data.io import NORMALIZE, DataError, read_image, read_mask, tiff_spacing
-from unetlab.data.module import SPLITS, SegmentationDataModule
+from unetlab.data.module import SPLITS, SegmentationDataModule, check_spacing
 from unetlab.data.sampling import ItemKey, split_key
 from unetlab.data.transforms import Geometry
 from unetlab.data.validate import (
@@ -27,8 +28,12 @@ from unetlab.data.validate import (
     ScanCache,
     check_batchable,
     check_labels,
+    check_one_kind,
     check_sizes,
+    check_voxel_sizes,
+    same_spacing,
     scan_samples,
+    voxel_text,
 )
 
 
@@ -39,9 +44,10 @@ class FileDataset(Dataset):
         samples: (image path, mask path) pairs.
         channels: image channels served; one-channel images are repeated to this.
         normalize: intensity normalisation (``unetlab.data.io.normalize_image``).
-        read_mask: path -> raw mask (H, W) of integers.
+        read_mask: path -> raw mask (H, W), or (D, H, W), of integers.
         label_lut: raw mask value -> label (a lookup table), or None when raw values are the labels.
         geometry: sizing and augmentation for this split.
+        volume: read the images as volumes (C, D, H, W).
     """
 
     def __init__(
@@ -52,6 +58,7 @@ class FileDataset(Dataset):
         read_mask: Callable[[Path], np.ndarray],
         label_lut: np.ndarray | None,
         geometry: Geometry,
+        volume: bool = False,
     ):
         self.samples = list(samples)
         self.channels = channels
@@ -59,6 +66,7 @@ class FileDataset(Dataset):
         self.read_mask = read_mask
         self.label_lut = label_lut
         self.geometry = geometry
+        self.volume = volume
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -66,13 +74,13 @@ class FileDataset(Dataset):
     def __getitem__(self, key: ItemKey) -> tuple[Tensor, Tensor]:
         index, generator = split_key(key)
         sample = self.samples[index]
-        image = torch.from_numpy(read_image(sample.image, self.channels, self.normalize))
+        image = torch.from_numpy(read_image(sample.image, self.channels, self.normalize, self.volume))
         raw = self.read_mask(sample.mask)
         mask = torch.from_numpy((raw if self.label_lut is None else self.label_lut[raw]).astype(np.int64))
-        if tuple(image.shape[-2:]) != tuple(mask.shape):
+        if tuple(image.shape[1:]) != tuple(mask.shape):
             raise DataError(
                 f"{sample.mask}: mask is {tuple(mask.shape)} but its image {sample.image} is "
-                f"{tuple(image.shape[-2:])} (changed since the validation pass?)"
+                f"{tuple(image.shape[1:])} (changed since the validation pass?)"
             )
         return self.geometry(image, mask, generator)
 
@@ -93,6 +101,10 @@ class FileDataModule(SegmentationDataModule):
         split_seed: seed of those subsets and of any split carved out of another.
         batch_size, num_workers, pin_memory: DataLoader settings.
         order_seed: seeds the training order and augmentation (set by ``train`` to the run's ``seed``).
+        spacing, unit: the pixel size (sy, sx), or for volumes the voxel size (sz, sy, sx), in ``unit``; checked
+            against the files that state one (TIFF tags in 2-D, NIfTI headers).
+
+    ``spatial_dims`` follows the files in ``setup()``: 3 when they are volumes (``docs/data.md``, Volumes).
     """
 
     kind = "files"  # names the validation cache file
@@ -125,6 +137,7 @@ class FileDataModule(SegmentationDataModule):
             spacing=spacing, unit=unit,
         )  # fmt: skip
         self.spacing_given = spacing is not None
+        self.requested = (spacing, unit)  # checked again in setup() once the files say 2-D or volumes
         if normalize not in NORMALIZE:
             raise ValueError(f"data.normalize={normalize!r}; allowed: {' | '.join(NORMALIZE)}")
         self.limits = {"train": train_size, "val": val_size, "test": test_size}
@@ -186,6 +199,7 @@ class FileDataModule(SegmentationDataModule):
             cache.save()
         for split in SPLITS:
             check_sizes(samples[split], infos[split])
+        self.check_spatial_dims(check_one_kind(samples, infos), samples)
         self.num_classes = self.resolve_num_classes(samples, infos)
         allowed, describe_allowed = self.allowed_labels()
         for split in SPLITS:
@@ -194,16 +208,66 @@ class FileDataModule(SegmentationDataModule):
         if self.image_size is None:
             for split in SPLITS:
                 check_batchable(split, samples[split], infos[split], self.batch_size, self.multiple)
-        self.read_spacing(samples["train"][0], infos["train"][0])
+        if self.spatial_dims == 3:
+            self.read_voxel_size(samples, infos)
+        else:
+            self.read_spacing(samples["train"][0], infos["train"][0])
         seconds = time.perf_counter() - start
         files = cache.hits + cache.misses
         self.validation = {"files": files, "cached": cache.hits, "read": cache.misses, "seconds": seconds}
         counts = "/".join(str(len(samples[split])) for split in SPLITS)
+        what = "volumes" if self.spatial_dims == 3 else "samples"
         print(
-            f"[unetlab] data: {self.kind} {self.root}: {counts} samples (train/val/test), {self.in_channels} "
+            f"[unetlab] data: {self.kind} {self.root}: {counts} {what} (train/val/test), {self.in_channels} "
             f"channel(s), {self.num_classes} classes; validated {files} files ({cache.hits} cached) in {seconds:.2f} s"
         )
         return samples
+
+    def check_spatial_dims(self, found: int, samples: dict[str, list[Sample]]) -> None:
+        """``spatial_dims`` follows the files: volumes take a voxel size (``data.spacing`` as three numbers or one)
+        and sizes by cropping, not resizing (that would change each volume's voxel size)."""
+        example = samples["train"][0].image
+        spacing, unit = self.requested
+        if found == 2 and self.spatial_dims == 3:
+            raise DataError(
+                f"data.spacing={spacing!r} is a voxel size (sz, sy, sx), but the images are 2-D (e.g. {example}); "
+                "give the pixel size [sy, sx]"
+            )
+        if found == 3:
+            self.spatial_dims = 3
+            try:
+                self.spacing, self.unit = check_spacing(spacing, unit, 3)
+            except ValueError as err:
+                raise DataError(f"{err}: the images are volumes (e.g. {example})") from None
+            if self.image_size is not None and self.geometry["train"].mode == "resize":
+                raise DataError(
+                    f"data.resize=resize with data.image_size={self.image_size} would scale every volume to a "
+                    f"{self.image_size}-voxel cube, changing its voxel size; for volumes use data.resize=crop "
+                    f"({self.image_size}-voxel cubes cut out) or data.image_size=null (e.g. {example})"
+                )
+
+    def read_voxel_size(self, samples: dict[str, list[Sample]], infos: dict[str, list[SampleInfo]]) -> None:
+        """The voxel size: the NIfTI headers' (one per data set, ``check_voxel_sizes``), which ``data.spacing`` must
+        match when given; an unknown header unit is read as mm (as ITK reads it) unless ``data.unit`` names it. TIFF
+        stacks state none: ``data.spacing``, else distances in voxels."""
+        stated = check_voxel_sizes(samples, infos)
+        if stated is None:
+            return
+        path, spacing, unit = stated
+        if self.spacing_given:
+            if not same_spacing(self.spacing, spacing) or unit not in ("unknown", self.unit):
+                raise DataError(
+                    f"data.spacing={list(self.spacing)} data.unit={self.unit} differs from the voxel size "
+                    f"{voxel_text(spacing, unit)} (sz x sy x sx) in the header of {path}; leave data.spacing unset "
+                    "to use the headers' voxel size"
+                )
+            return
+        note = ""
+        if unit == "unknown":
+            unit, note = "mm", " (the header names no unit: read as mm; set data.spacing and data.unit to name one)"
+        self.spacing, self.unit = tuple(spacing), unit
+        print(f"[unetlab] data: voxel size {voxel_text(spacing, unit)} (slices x rows x columns) from the NIfTI header "
+              f"of {path}{note}")  # fmt: skip
 
     def read_spacing(self, sample: Sample, info) -> None:
         """Without ``data.spacing``: the pixel size from the first training image's TIFF resolution tags (scaled when
@@ -237,6 +301,7 @@ class FileDataModule(SegmentationDataModule):
             type(self).read_mask,
             self.label_lut,
             self.geometry[split],
+            volume=self.spatial_dims == 3,
         )
 
 

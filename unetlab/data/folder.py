@@ -5,18 +5,24 @@ Images: ``.png``, ``.jpg``/``.jpeg``, ``.tif``/``.tiff``; grey, RGB (alpha dropp
 channels; ``model.in_channels`` follows the data unless set. Masks: ``.png`` (one channel or palette: the
 palette index is the label) or 2-D ``.tif``; values are class indices, ``255`` = ignore. JPEG masks are refused
 (lossy compression changes the labels). Hidden files and files of other types are skipped.
+
+Volumes (``docs/data.md``, Volumes): NIfTI (``.nii``, ``.nii.gz``; images (x, y, z) or (x, y, z, c)) and TIFF stacks
+((D, H, W) or (D, H, W, C)) with NIfTI or 3-D TIFF masks; a sample whose mask is a volume is a volume. The module's
+``spatial_dims`` becomes 3, its voxel size ``(sz, sy, sx)`` comes from the NIfTI headers (else ``data.spacing``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import tifffile
+
 from unetlab.data.files import FileDataModule
-from unetlab.data.io import IMAGE_SUFFIXES, MASK_SUFFIXES, DataError
+from unetlab.data.io import IMAGE_SUFFIXES, MASK_SUFFIXES, READ_ERRORS, DataError, is_nifti, is_tiff, stem_of, suffix_of
 from unetlab.data.module import IGNORE_INDEX
 from unetlab.data.validate import Sample, SampleInfo
 
-LAYOUT = "expected root/{train,val,test}/{images,masks}/NAME.{png,tif,tiff,jpg} with matching stems"
+LAYOUT = "expected root/{train,val,test}/{images,masks}/NAME.{png,tif,tiff,jpg,nii,nii.gz} with matching stems"
 
 
 def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> tuple[dict[str, Path], dict[str, Path]]:
@@ -28,13 +34,37 @@ def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> tuple[dict[str, P
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
-        if path.suffix.lower() not in suffixes:
-            others[path.stem] = path
-        elif path.stem in wanted:
-            raise DataError(f"{path}: two files with the stem {path.stem!r} ({wanted[path.stem].name}, {path.name})")
+        stem = stem_of(path)
+        if suffix_of(path) not in suffixes:
+            others[stem] = path
+        elif stem in wanted:
+            raise DataError(f"{path}: two files with the stem {stem!r} ({wanted[stem].name}, {path.name})")
         else:
-            wanted[path.stem] = path
+            wanted[stem] = path
     return wanted, others
+
+
+def _holds_volumes(root: str | None) -> bool:
+    """Whether the first training mask is a volume (NIfTI, or a TIFF of three dimensions after squeezing); a look
+    before ``setup()`` that only decides whether a three-number ``data.spacing`` is a voxel size."""
+    if root in (None, ""):
+        return False
+    masks = Path(root).expanduser() / "train" / "masks"
+    if not masks.is_dir():
+        return False
+    for path in sorted(masks.iterdir()):
+        if path.name.startswith(".") or suffix_of(path) not in MASK_SUFFIXES:
+            continue
+        if is_nifti(path):
+            return True
+        if not is_tiff(path):
+            return False
+        try:
+            with tifffile.TiffFile(path) as tif:
+                return sum(side > 1 for side in tif.series[0].shape) == 3
+        except READ_ERRORS:
+            return False  # setup() says what is wrong with it
+    return False
 
 
 class FolderDataModule(FileDataModule):
@@ -51,6 +81,9 @@ class FolderDataModule(FileDataModule):
     layout = LAYOUT
 
     def __init__(self, root: str | None, num_classes: int | None = None, **kwargs):
+        spacing = kwargs.get("spacing")
+        if spacing is not None and not isinstance(spacing, (int, float)) and len(spacing) == 3 and _holds_volumes(root):
+            self.spatial_dims = 3  # a voxel size (sz, sy, sx); setup() confirms from all the files
         super().__init__(root, **kwargs)
         if num_classes is not None and num_classes < 2:
             raise ValueError(f"data.num_classes={num_classes} must be >= 2 (background and at least one class)")
@@ -70,10 +103,13 @@ class FolderDataModule(FileDataModule):
                         f"{other}: JPEG masks are lossy (compression alters labels); save it as PNG or TIFF"
                     )
                 found = f"; found {other.name}, not a mask format" if other is not None else ""
-                raise DataError(f"{image}: missing mask {masks_dir / stem}.png (or .tif, .tiff){found}")
+                wanted = ".nii.gz (or .nii, .tif, .tiff)" if is_nifti(image) else ".png (or .tif, .tiff, .nii, .nii.gz)"
+                raise DataError(f"{image}: missing mask {masks_dir / stem}{wanted}{found}")
         for stem, mask in masks.items():
             if stem not in images:
-                raise DataError(f"{mask}: mask without an image (no {images_dir / stem}.png, .tif, .tiff or .jpg)")
+                raise DataError(
+                    f"{mask}: mask without an image (no {images_dir / stem}.png, .tif, .tiff, .jpg, .nii or .nii.gz)"
+                )
         return [Sample(images[stem], masks[stem]) for stem in images]
 
     def resolve_num_classes(self, samples: dict[str, list[Sample]], infos: dict[str, list[SampleInfo]]) -> int:
