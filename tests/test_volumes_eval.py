@@ -2,14 +2,16 @@
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from tests.helpers import CONFIG_DIR
 from unetlab import sources
 from unetlab.evaluation.evaluate import run_eval
+from unetlab.grid.run import with_data_group
 from unetlab.metrics.functional import METRIC_NAMES
-from unetlab.runs.label_maps import read_label_maps, read_spacing
+from unetlab.runs.label_maps import LabelMapRecorder, read_label_maps, read_spacing, worst_slice
 from unetlab.runs.results import read_per_image, read_results
 from unetlab.training.train import train
 
@@ -75,3 +77,26 @@ def test_2d_model_settings_on_volumes_give_one_line(tmp_path):
     cfg = compose_volume(tmp_path / "run2", "data.volume_size=[12,16,16]", "model.depth=3")
     with pytest.raises(ValueError, match=r"input size 12x16x16 is not a multiple of 2\*\*depth = 8"):
         train(cfg)
+
+
+def test_a_volume_is_shown_at_its_slice_of_worst_error(tmp_path):
+    truth = np.zeros((4, 6, 6), dtype=np.uint8)
+    truth[1:3, 1:5, 1:5] = 1
+    model = truth.copy()
+    model[2, 0, :] = 1  # six voxels wrong in slice 2, one in slice 1
+    model[1, 0, 0] = 1
+    recorder = LabelMapRecorder(2, (2.5, 0.8, 0.8))
+    recorder.add("truth", torch.from_numpy(truth)[None])
+    recorder.add("model", torch.from_numpy(model)[None])
+    recorder.add_images(torch.rand(1, 1, 4, 6, 6))
+    recorder.write(tmp_path / "label_maps.npz")
+    (maps,) = read_label_maps(tmp_path / "label_maps.npz")
+    assert int(maps["slice"]) == 2
+    assert np.array_equal(maps["model"], model[2]) and maps["image"].shape == (6, 6, 3)
+    assert worst_slice({"truth": truth, "model": truth}) == 1  # no error: the slice with the most foreground
+
+
+def test_a_preset_names_its_data_set_unless_the_command_line_does():
+    assert with_data_group("shapes3d", ["trainer.max_epochs=1"]) == ["data=shapes3d", "trainer.max_epochs=1"]
+    assert with_data_group("shapes3d", ["data=folder", "data.root=x"]) == ["data=folder", "data.root=x"]
+    assert with_data_group(None, ["data.root=x"]) == ["data.root=x"]

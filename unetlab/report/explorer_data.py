@@ -94,7 +94,8 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
     if not models:
         return None
     maps = {model: read_label_maps(found[model] / "label_maps.npz") for model in models}
-    spacing = {model: read_spacing(found[model] / "label_maps.npz") for model in models}
+    # the in-plane pixel size: a volume's maps are read as one slice (read_label_maps), distances drawn within it
+    spacing = {model: read_spacing(found[model] / "label_maps.npz")[-2:] for model in models}
     values = {model: read_per_image(found[model] / "per_image.npz")["model"] for model in models}
     available = min(len(m) for m in maps.values())
     deepest = max(model.depth for model in models)
