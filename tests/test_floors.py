@@ -74,3 +74,7 @@ def test_read_out_is_bilinear_upsampling():
     for size in ((20, 16), (40, 8), (5, 4)):
         expected = torch.nn.functional.interpolate(cells, size=size, mode="bilinear", align_corners=False)
         torch.testing.assert_close(floors.read_out(cells, size), expected)
+    volume = torch.randn(2, 3, 2, 5, 4, dtype=torch.float64)  # volumes: trilinear
+    for size in ((8, 20, 16), (2, 10, 8)):
+        expected = torch.nn.functional.interpolate(volume, size=size, mode="trilinear", align_corners=False)
+        torch.testing.assert_close(floors.read_out(volume, size), expected)

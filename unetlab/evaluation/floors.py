@@ -57,13 +57,18 @@ def read_out(cells: Tensor, size: tuple[int, ...]) -> Tensor:
 
     Written as the separable product ``A_h @ cells @ A_w.T``, which equals ``F.interpolate(..., "bilinear")`` to
     float precision (tested) and runs forward and backward ~3x faster on a CPU (measured at 16 x 2 x 8 x 8 -> 64 x 64:
-    0.5 vs 1.6 ms); the probes and floors take hundreds of steps through it.
+    0.5 vs 1.6 ms); the probes and floors take hundreds of steps through it. Volumes: ``A_d`` along the slices first,
+    then the same product per slice; equal to ``"trilinear"`` (tested), 4.5x faster forward and backward (16 x 2 x 4 x
+    12 x 12 -> 16 x 48 x 48: 6.5 vs 29 ms).
     """
     if tuple(cells.shape[2:]) == tuple(size):
         return cells
-    if len(size) == 3:
-        return F.interpolate(cells, size=tuple(size), mode="trilinear", align_corners=False)
-    height, width = size
+    if len(size) == 3:  # the same product along the slices too: A_d applied to the flattened (h, w) plane first
+        depth, height, width = size
+        slices = _linear_weights(depth, cells.shape[-3], cells.dtype, str(cells.device))
+        cells = (slices @ cells.flatten(-2)).unflatten(-1, cells.shape[-2:])  # (N, K, D, h, w)
+    else:
+        height, width = size
     rows = _linear_weights(height, cells.shape[-2], cells.dtype, str(cells.device))
     cols = _linear_weights(width, cells.shape[-1], cells.dtype, str(cells.device))
     return rows @ cells @ cols.T
