@@ -22,7 +22,7 @@ from unetlab.metrics.distance import inner_boundary, surface_sq_distances
 from unetlab.report.collect import Model, Results
 from unetlab.report.learner import learner_data
 from unetlab.report.queries import model_rows
-from unetlab.runs.label_maps import read_label_maps, read_spacing
+from unetlab.runs.label_maps import read_label_maps, read_spacing, worst_slice
 from unetlab.runs.results import read_per_image
 
 
@@ -94,7 +94,7 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
     if not models:
         return None
     maps = {model: read_label_maps(found[model] / "label_maps.npz") for model in models}
-    # the in-plane pixel size: a volume's maps are read as one slice (read_label_maps), distances drawn within it
+    # the in-plane pixel size: a volume is shown at one slice (below), distances drawn within it
     spacing = {model: read_spacing(found[model] / "label_maps.npz")[-2:] for model in models}
     values = {model: read_per_image(found[model] / "per_image.npz")["model"] for model in models}
     available = min(len(m) for m in maps.values())
@@ -112,6 +112,12 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
     for why, index in chosen[:count]:
         if index not in [i for _, i in picked]:
             picked.append((why, index))
+    slices = {}
+    if maps[reference][0]["truth"].ndim == 3:  # volumes: every model shown at the reference's slice of worst error
+        for _, index in picked:
+            slices[index] = worst_slice(maps[reference][index])
+            for model in models:
+                maps[model][index] = {source: array[slices[index]] for source, array in maps[model][index].items()}
     first = maps[reference]
     num_classes = int(max(int(m[i]["truth"][m[i]["truth"] != IGNORE_INDEX].max(initial=0)) for m in maps.values()
                           for i in range(available))) + 1  # fmt: skip
@@ -119,7 +125,8 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
     images = [
         {
             "index": index,
-            "why": f"{reference.described[0].upper()}{reference.described[1:]} {why} (hd95 {hd95[index]:.2f} px)",
+            "why": f"{reference.described[0].upper()}{reference.described[1:]} {why} (hd95 {hd95[index]:.2f} "
+            f"{results.unit}{f'; slice {slices[index]}, where it errs most' if index in slices else ''})",
             "png": encode_png(first[index]["image"]),
             "truth": encode_labels(first[index]["truth"]),
         }
@@ -161,7 +168,7 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
     if explore is not None:
         fields = {"model": explore["model"], "keys": explore["fields"]}
         units = {"model": explore["model"], **explore["units"]} if explore["units"]["keys"] else None
-    height, width = first[0]["truth"].shape
+    height, width = first[picked[0][1]]["truth"].shape
     return {
         "title": title,
         "unit": results.unit,  # of hd95, assd and the boundary distances; optional in the schema (default px)

@@ -46,6 +46,8 @@ def predictions_figure(data: dict, path: Path) -> Path:
     and the predicted boundary pixels coloured by their distance to the truth boundary (0 to >= 8 px)."""
     images, models = data["images"], data["models"]
     size = tuple(data["image_size"])
+    unit = data.get("unit", "px")
+    within = ", within the slice" if "slice" in images[0]["why"] else ""
     cell, head, foot = 1.25, 0.6, 0.75  # inches
     height = head + foot + cell * 1.3 * len(images)
     figure = Figure(figsize=(0.6 + cell * len(models), height))
@@ -63,13 +65,15 @@ def predictions_figure(data: dict, path: Path) -> Path:
             ax.imshow(rgb, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{_short(model)}\nhd95 {prediction['hd95']:.1f} px", fontsize=6, pad=2)
+            ax.set_title(f"{_short(model)}\nhd95 {prediction['hd95']:.1f} {unit}", fontsize=6, pad=2)
             if c == 0:
                 ax.set_ylabel(f"test image {image['index']}", fontsize=7)
     scale = figure.add_axes((0.3, 0.45 / height, 0.4, 0.1 / height))
     scale.imshow(np.linspace(0, 1, 256)[None], cmap=CMAP, aspect="auto", extent=(0, MAX_DISTANCE, 0, 1))
     scale.set_yticks([])
-    scale.set_xlabel("predicted boundary pixel: distance to the truth boundary (px); white: truth boundary", fontsize=7)
+    scale.set_xlabel(
+        f"predicted boundary pixel: distance to the truth boundary ({unit}{within}); white: truth boundary", fontsize=7
+    )
     scale.tick_params(labelsize=6)
     figure.subplots_adjust(left=0.04, right=0.99, top=1 - head / height, bottom=foot / height, wspace=0.08,
                            hspace=0.35)  # fmt: skip

@@ -65,25 +65,21 @@ def read_spacing(path: Path) -> tuple[float, ...]:
 
 
 def read_label_maps(path: Path) -> list[dict[str, np.ndarray]]:
-    """The inverse of ``LabelMapRecorder.write``: per image (test order), source -> (H, W) uint8. Volumes are read as
-    their slice of worst error (``worst_slice``): every source's (H, W) slice there, and ``slice`` -> the 0-d index."""
+    """The inverse of ``LabelMapRecorder.write``: per image (test order), source -> (H, W) uint8 (volumes: (D, H, W),
+    shown by the report at one slice, ``worst_slice``)."""
     with np.load(path) as data:
         images: list[dict[str, np.ndarray]] = [{} for _ in data["index"]]
         for key in data.files:
             if key not in ("index", "spacing"):
                 i, source = key.split("/", 1)
                 images[int(i)][source] = data[key]
-    for maps in images:
-        if maps.get("truth") is not None and maps["truth"].ndim == 3:
-            z = worst_slice(maps)
-            maps.update({source: array[z] for source, array in maps.items()}, slice=np.asarray(z))
     return images
 
 
 def worst_slice(maps: dict[str, np.ndarray]) -> int:
-    """The slice (along D) of a volume's maps where the model's label differs from the truth at the most voxels
-    (ignored voxels aside; the first such slice on a tie, the one with the most foreground where the model makes no
-    error): what the report shows of a volume."""
+    """The slice (along D) of a volume's maps (source -> (D, H, W)) where the model's label differs from the truth at
+    the most voxels (ignored voxels aside; the first such slice on a tie; the slice with the most foreground where the
+    model makes no error): the slice of a volume that the report and the explorer show."""
     truth = maps["truth"]
     valid = truth != 255
     wrong = ((maps.get("model", truth) != truth) & valid).sum(axis=(1, 2))
