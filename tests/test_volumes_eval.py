@@ -1,5 +1,8 @@
 """Volumes end to end: a 3D U-Net trained on shapes3d, then evaluated (probes, floors, ablations, Shapley, objects)."""
 
+import json
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +10,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from tests.helpers import CONFIG_DIR
-from unetlab import sources
+from unetlab import UNet, sources
+from unetlab.erf import effective_receptive_fields, mass_radius
 from unetlab.evaluation.evaluate import run_eval
+from unetlab.explain.viz import run_viz
 from unetlab.grid.run import with_data_group
 from unetlab.metrics.functional import METRIC_NAMES
 from unetlab.runs.label_maps import LabelMapRecorder, read_label_maps, read_spacing, worst_slice
@@ -100,3 +105,30 @@ def test_a_preset_names_its_data_set_unless_the_command_line_does():
     assert with_data_group("shapes3d", ["trainer.max_epochs=1"]) == ["data=shapes3d", "trainer.max_epochs=1"]
     assert with_data_group("shapes3d", ["data=folder", "data.root=x"]) == ["data=folder", "data.root=x"]
     assert with_data_group(None, ["data.root=x"]) == ["data.root=x"]
+
+
+def test_unit_pictures_of_a_3d_model_are_slices_through_each_field(evaluated, tmp_path):
+    _, run_dir, _, _ = evaluated
+    options = {"keys": ["enc1"], "channels": 2, "top_k": 3, "erf_images": 2, "progress": False}
+    options["out_dir"] = str(tmp_path)
+    paths = run_viz(run_dir / "checkpoints" / "last.ckpt", options)
+    for name in ("fields", "erf_maps", "top3_enc1"):
+        assert paths[name].is_file() and paths[name].stat().st_size > 1000
+    summary = json.loads(paths["json"].read_text())
+    erfs = [value for name, value in summary["fields"]["enc1"].items() if name.startswith("erf_")]
+    assert len(erfs) == 2 and all(math.isfinite(erf["radius95"]) and len(erf["unit"]) == 2 for erf in erfs)
+    assert len(summary["top_units"]["enc1"]["unit_yx"][0][0]) == 3  # (z, y, x)
+    explore = json.loads(paths["explore"].read_text())
+    patches = explore["units"]["keys"]["enc1"]["channels"][0]["patches"]
+    assert len(patches) == 3 and all(len(p["unit"]) == 3 for p in patches)  # (z, y, x) units of a volume
+
+
+def test_3d_effective_fields_take_the_radius_over_the_volume():
+    net = UNet(1, 2, depth=2, base_channels=4, spatial_dims=3)
+    erfs = effective_receptive_fields(net, torch.rand(2, 1, 16, 16, 16), keys=["enc1", "enc2"])
+    for erf in erfs.values():
+        assert erf.grad_map.shape == (16, 16) and len(erf.centre) == 2  # the slice through the unit's centre
+        assert 0 <= erf.radius95 <= (erf.theoretical.size - 1) / 2 + erf.theoretical.jump
+    weights = torch.zeros(5, 5, 5, dtype=torch.float64)
+    weights[2, 2, 2], weights[0, 2, 2] = 1.0, 1.0  # half the mass two slices away
+    assert mass_radius(weights, (2.0, 2.0, 2.0), 0.5) == 0 and mass_radius(weights, (2.0, 2.0, 2.0), 0.95) == 2

@@ -10,6 +10,9 @@ Chebyshev radius ``r`` around the centre holds ``2r + 1`` pixels a side. The uni
 ``jump x jump`` block of input pixels it sits on; in the encoder that is also its field's centre, in the decoder the
 field can sit a few px off it (see ``unetlab.receptive_field``). The gradient is zero outside the theoretical
 field, so ``radius95 <= (size - 1) / 2`` up to that offset; fields larger than the image are clipped by it.
+
+Volumes: the same in 3D, the radius a Chebyshev distance in voxels over all three axes (a cube of side ``2r + 1``);
+the map kept for drawing is the slice through the unit's centre.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ class ERF:
     grad_map: (H, W) mean over images of |gradient| (input channels summed); unit: (y, x) of the unit in the
     feature map; centre: (y, x) input coordinate of the unit's centre (of the block of pixels it sits on); box: its
     exact theoretical field (y0, y1, x0, x1), half-open; radius50, radius95: Chebyshev radius (px) around ``centre``
-    holding 50% / 95% of the gradient mass; theoretical: the key's ``RF``.
+    holding 50% / 95% of the gradient mass; theoretical: the key's ``RF``. Volumes: ``grad_map``, ``unit``,
+    ``centre`` and ``box`` of the slice through the unit's centre, the radii over the whole volume.
     """
 
     key: str
@@ -70,17 +74,18 @@ class ERF:
         return 2 * self.radius95 + 1
 
 
-def unit_centre(unit: tuple[int, int], jump: float) -> tuple[float, float]:
-    """Input coordinate (y, x) of the centre of the ``jump x jump`` block of pixels that ``unit`` sits on."""
-    return (unit[0] + 0.5) * jump - 0.5, (unit[1] + 0.5) * jump - 0.5
+def unit_centre(unit: tuple[int, ...], jump: float) -> tuple[float, ...]:
+    """Input coordinate (y, x) (volumes: (z, y, x)) of the centre of the ``jump x jump`` block of pixels that
+    ``unit`` sits on."""
+    return tuple((u + 0.5) * jump - 0.5 for u in unit)
 
 
-def mass_radius(weights: Tensor, centre_yx: tuple[float, float], fraction: float) -> float:
+def mass_radius(weights: Tensor, centre_yx: tuple[float, ...], fraction: float) -> float:
     """Smallest Chebyshev radius ``r`` such that pixels with ``max(|y - cy|, |x - cx|) <= r`` hold ``fraction`` of
-    the total of ``weights`` (H, W) (non-negative). NaN if the weights are all zero."""
-    height, width = weights.shape
-    yy, xx = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    distance = torch.maximum((yy - centre_yx[0]).abs(), (xx - centre_yx[1]).abs()).flatten().double()
+    the total of ``weights`` (H, W) (non-negative); volumes (D, H, W) with a centre (cz, cy, cx) likewise. NaN if the
+    weights are all zero."""
+    grids = torch.meshgrid(*[torch.arange(n) for n in weights.shape], indexing="ij")
+    distance = torch.stack([(grid - c).abs() for grid, c in zip(grids, centre_yx)]).amax(dim=0).flatten().double()
     mass = weights.flatten().double()
     total = mass.sum()
     if total <= 0:
@@ -91,17 +96,18 @@ def mass_radius(weights: Tensor, centre_yx: tuple[float, float], fraction: float
     return float(distance[order][min(index, len(order) - 1)])
 
 
-def gradient_mass(feature: Tensor, x: Tensor, unit: tuple[int, int], retain_graph: bool) -> Tensor:
+def gradient_mass(feature: Tensor, x: Tensor, unit: tuple[int, ...], retain_graph: bool) -> Tensor:
     """(H, W) float64 on the CPU: |d (channel sum of ``feature`` (B, C, h, w) at ``unit``) / d ``x`` (B, C_in, H, W)|,
-    summed over the input channels and the batch (the ERF's numerator)."""
-    (grad,) = torch.autograd.grad(feature[:, :, unit[0], unit[1]].sum(), x, retain_graph=retain_graph)
+    summed over the input channels and the batch (the ERF's numerator); volumes: (D, H, W), one more axis each."""
+    (grad,) = torch.autograd.grad(feature[(slice(None), slice(None), *unit)].sum(), x, retain_graph=retain_graph)
     return grad.abs().sum(dim=1).sum(dim=0).double().cpu()
 
 
 def effective_receptive_fields(
     net: UNetLike, images: Tensor, keys: Sequence[str] | None = None, batch_size: int = 16
 ) -> dict[str, ERF]:
-    """ERF of the centre unit of each key (default: every feature key), averaged over ``images`` (N, C, H, W).
+    """ERF of the centre unit of each key (default: every feature key), averaged over ``images`` (N, C, H, W) (or
+    volumes (N, C, D, H, W)).
 
     The centre unit of a key whose map is (h, w) is ``(h // 2, w // 2)``; one forward pass per batch, one backward
     pass per key (``torch.autograd.grad`` of the unit's channel sum). Runs in eval mode.
@@ -110,27 +116,33 @@ def effective_receptive_fields(
     unknown = [key for key in keys if key not in protocol.feature_keys(net)]
     if unknown:
         raise ValueError(f"unknown feature key(s) {unknown}; this U-Net has {', '.join(protocol.feature_keys(net))}")
-    if images.ndim != 4 or len(images) == 0:
-        raise ValueError(f"effective_receptive_fields needs images (N, C, H, W) with N >= 1, got {tuple(images.shape)}")
+    if images.ndim not in (4, 5) or len(images) == 0:
+        raise ValueError(
+            f"effective_receptive_fields needs images (N, C, H, W) or volumes (N, C, D, H, W) with N >= 1, got "
+            f"{tuple(images.shape)}"
+        )
     parameter = next(net.parameters())
-    sums = {key: torch.zeros(images.shape[-2:], dtype=torch.float64) for key in keys}
-    units: dict[str, tuple[int, int]] = {}
+    sums = {key: torch.zeros(images.shape[2:], dtype=torch.float64) for key in keys}
+    units: dict[str, tuple[int, ...]] = {}
     with eval_mode(net):
         for batch in images.split(batch_size):
             x = batch.to(device=parameter.device, dtype=parameter.dtype).requires_grad_(True)
             features = protocol.features(net, x)
             for i, key in enumerate(keys):
                 feature = features[key]
-                units[key] = (feature.shape[-2] // 2, feature.shape[-1] // 2)
+                units[key] = tuple(side // 2 for side in feature.shape[2:])
                 sums[key] += gradient_mass(feature, x, units[key], retain_graph=i < len(keys) - 1)
     fields = receptive_fields(net)
     out = {}
     for key in keys:
-        grad_map = sums[key] / len(images)
-        box = unit_field(net, key, *units[key])
-        centre_yx = unit_centre(units[key], fields[key].jump)
-        radius50, radius95 = (mass_radius(grad_map, centre_yx, fraction) for fraction in FRACTIONS)
-        out[key] = ERF(key, grad_map, units[key], centre_yx, box, radius50, radius95, fields[key], len(images))
+        grad_map, unit = sums[key] / len(images), units[key]
+        centre = unit_centre(unit, fields[key].jump)
+        radius50, radius95 = (mass_radius(grad_map, centre, fraction) for fraction in FRACTIONS)
+        if grad_map.ndim == 3:  # volumes: drawn at the slice through the unit's centre
+            z = min(max(round(centre[0]), 0), grad_map.shape[0] - 1)
+            grad_map, unit, centre = grad_map[z], unit[1:], centre[1:]
+        box = unit_field(net, key, *unit)
+        out[key] = ERF(key, grad_map, unit, centre, box, radius50, radius95, fields[key], len(images))
     return out
 
 

@@ -59,6 +59,9 @@ def evaluate(
     net = run.net.eval().to(options.device, memory_format=layout)
     datamodule = run.datamodule
     dims = net.spatial_dims
+    if options.erf and dims != 2:
+        raise ValueError("eval.erf=true: the ERF rows are measured on image canvases; volumes have none yet "
+                         "(unetlab-viz draws a volume's ERFs)")  # fmt: skip
 
     def new_metric(tolerances: tuple[float, ...] = ()) -> BoundaryMetrics:
         return BoundaryMetrics(

@@ -78,7 +78,7 @@ def unit_data(net: UNetLike, dataset, tops: dict[str, TopUnits]) -> dict:
     grey), and the source images they come from, on one brightness scale (that of the data set's first images)."""
     sample = torch.stack([dataset[i][0] for i in range(min(len(dataset), 16))]).float()
     low, high = float(sample.min()), float(sample.max())
-    sources: dict[int, int] = {}  # data set index -> position in "images"
+    sources: dict[tuple[int, int | None], int] = {}  # (data set index, slice of a volume) -> position in "images"
     images: list[str] = []
     keys = {}
     for key, top in tops.items():
@@ -86,13 +86,16 @@ def unit_data(net: UNetLike, dataset, tops: dict[str, TopUnits]) -> dict:
         for channel, patches in zip(top.channels, top_patches(net, dataset, top), strict=True):
             entries = []
             for rank, patch in enumerate(patches):
-                if patch.image_index not in sources:
-                    sources[patch.image_index] = len(images)
-                    images.append(encode_png(to_uint8_rgb(dataset[patch.image_index][0], low, high)))
+                source = (patch.image_index, patch.depth)
+                if source not in sources:
+                    sources[source] = len(images)
+                    image = dataset[patch.image_index][0]
+                    image = image if patch.depth is None else image[:, patch.depth]  # a volume: the patch's slice
+                    images.append(encode_png(to_uint8_rgb(image, low, high)))
                 crop = to_uint8_rgb(patch.image, low, high)
                 crop[~np.isfinite(patch.image.numpy()).any(axis=0)] = 128  # outside the image: grey
                 entries.append({
-                    "image": sources[patch.image_index],
+                    "image": sources[source],
                     "index": patch.image_index,  # the test image's index, as the top-9 PNG titles give it
                     "box": list(patch.box),
                     "unit": [int(v) for v in top.unit[top.channels.index(channel), rank]],

@@ -34,7 +34,7 @@ BOUNDARY_COLOURS = ("#39ff14", "#ff9f1c", "#00e5ff", "#ff3ea5", "#ffe600")
 LABEL_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red")
 
 
-def fields_figure(erfs_by_label: dict[str, dict[str, ERF]], image_size: tuple[int, int], title: str) -> Figure:
+def fields_figure(erfs_by_label: dict[str, dict[str, ERF]], image_size: tuple[int, ...], title: str) -> Figure:
     """Theoretical field side vs effective (2r+1 for 50% and 95% of the gradient mass) per feature key, one pair of
     lines per label (e.g. trained, random init); the image side as a horizontal line."""
     first = next(iter(erfs_by_label.values()))
@@ -46,7 +46,11 @@ def fields_figure(erfs_by_label: dict[str, dict[str, ERF]], image_size: tuple[in
     for colour, (label, erfs) in zip(LABEL_COLOURS, erfs_by_label.items(), strict=False):
         ax.plot(positions, [erfs[key].size95 for key in keys], "-s", color=colour, label=f"effective 95%, {label}")
         ax.plot(positions, [erfs[key].size50 for key in keys], "--^", color=colour, label=f"effective 50%, {label}")
-    ax.axhline(max(image_size), color="grey", ls=":", lw=1, label=f"image side ({max(image_size)} px): ERFs clip here")
+    if len(image_size) == 2:
+        side, label = max(image_size), f"image side ({max(image_size)} px): ERFs clip here"
+    else:  # a volume's ERF is a cube: the shortest side clips it first
+        side, label = min(image_size), f"shortest volume side ({min(image_size)} voxels): ERFs clip here"
+    ax.axhline(side, color="grey", ls=":", lw=1, label=label)
     ax.set_yscale("log", base=2)
     ax.set_xticks(list(positions), keys)
     ax.set_xlabel("feature key (forward order)")
@@ -57,7 +61,7 @@ def fields_figure(erfs_by_label: dict[str, dict[str, ERF]], image_size: tuple[in
     return figure
 
 
-def plot_fields(erfs_by_label: dict[str, dict[str, ERF]], image_size: tuple[int, int], path: Path, title: str) -> Path:
+def plot_fields(erfs_by_label: dict[str, dict[str, ERF]], image_size: tuple[int, ...], path: Path, title: str) -> Path:
     """``fields_figure`` as a PNG at ``path``."""
     fields_figure(erfs_by_label, image_size, title).savefig(path, dpi=110)
     return path

@@ -67,7 +67,8 @@ class RunningTopK:
 class TopUnits:
     """The top-k units of some channels of one feature key over a data set.
 
-    values (C, k); image_index (C, k) into the data set; unit (C, k, 2) as (y, x) in the feature map.
+    values (C, k); image_index (C, k) into the data set; unit (C, k, 2) as (y, x) in the feature map ((C, k, 3) as
+    (z, y, x) for volumes).
     """
 
     key: str
@@ -93,7 +94,7 @@ def top_units(
         check_channels(net, key, chosen)
     keepers = {key: RunningTopK(len(chosen), k) for key, chosen in channels.items()}
     index_by_key = {key: torch.as_tensor(list(chosen), dtype=torch.long) for key, chosen in channels.items()}
-    widths: dict[str, int] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     seen = 0
     device = next(net.parameters()).device
     if progress:
@@ -105,14 +106,14 @@ def top_units(
             features = forward_to(net, images.to(device), channels)
             batch_index = torch.arange(seen, seen + len(images))
             for key, feature in features.items():
-                chosen = feature[:, index_by_key[key].to(feature.device)]  # (B, C, h, w)
-                widths[key] = chosen.shape[-1]
+                chosen = feature[:, index_by_key[key].to(feature.device)]  # (B, C, h, w) or (B, C, d, h, w)
+                shapes[key] = tuple(chosen.shape[2:])
                 best, position = chosen.flatten(2).max(dim=2)  # (B, C): spatial max per image and channel
                 keepers[key].update(best.T, batch_index, position.T)
             seen += len(images)
     out = {}
     for key, keeper in keepers.items():
-        unit = torch.stack([keeper.position // widths[key], keeper.position % widths[key]], dim=-1)
+        unit = torch.stack(torch.unravel_index(keeper.position, shapes[key]), dim=-1)
         out[key] = TopUnits(key, list(channels[key]), keeper.values, keeper.image_index, unit)
     return out
 
@@ -142,13 +143,15 @@ def crop(tensor: Tensor, box: tuple[int, int, int, int], fill: float) -> Tensor:
 @dataclass
 class Patch:
     """A unit's receptive field cut from its image: image (C, h, w) NaN outside the image, mask (h, w) with -1
-    outside, box (y0, y1, x0, x1) in image coordinates, and the activation value."""
+    outside, box (y0, y1, x0, x1) in image coordinates, and the activation value. Volumes: the field cut from the
+    slice through its centre, ``depth`` (that slice's index)."""
 
     image: Tensor
     mask: Tensor
     box: tuple[int, int, int, int]
     value: float
     image_index: int
+    depth: int | None = None
 
 
 def top_patches(net: UNetLike, dataset, top: TopUnits) -> list[list[Patch]]:
@@ -159,12 +162,14 @@ def top_patches(net: UNetLike, dataset, top: TopUnits) -> list[list[Patch]]:
         for col in range(top.values.shape[1]):
             index = int(top.image_index[row, col])
             image, mask = dataset[index][:2]
-            y, x = (int(v) for v in top.unit[row, col])
+            *z, y, x = (int(v) for v in top.unit[row, col])
+            depth = None
+            if z:  # a volume: the slice through the centre of the unit's field along z (same arithmetic as y)
+                z0, z1 = unit_field(net, top.key, z[0], z[0])[:2]
+                depth = min(max((z0 + z1 - 1) // 2, 0), mask.shape[0] - 1)
+                image, mask = image[:, depth], mask[depth]
             box = unit_field(net, top.key, y, x)
-            patches.append(
-                Patch(
-                    crop(image.float(), box, float("nan")), crop(mask, box, -1), box, float(top.values[row, col]), index
-                )
-            )
+            value = float(top.values[row, col])
+            patches.append(Patch(crop(image.float(), box, float("nan")), crop(mask, box, -1), box, value, index, depth))
         rows.append(patches)
     return rows

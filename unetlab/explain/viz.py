@@ -125,7 +125,8 @@ def run_viz(
     options = OmegaConf.to_object(OmegaConf.merge(VizOptions, viz_cfg))  # types checked, then __post_init__
     run = load_run(ckpt, overrides)
     # channels_last: oneDNN's convolutions run ~1.5x faster on CPU (scripts/bench_topk.py).
-    net = run.net.to(options.device, memory_format=torch.channels_last)
+    layout = torch.channels_last if run.net.spatial_dims == 2 else torch.channels_last_3d
+    net = run.net.to(options.device, memory_format=layout)
     keys = options.keys or [f"enc{level}" for level in range(net.depth + 1)]
     channels = options.channels if isinstance(options.channels, int) else list(options.channels)
     chosen = choose_channels(net, keys, channels, clip=not options.keys)
@@ -140,20 +141,20 @@ def run_viz(
     erfs = {
         LABELS[0]: effective_receptive_fields(net, images, batch_size=options.batch_size),
         LABELS[1]: effective_receptive_fields(
-            protocol.random_init_like(net, options.seed).to(options.device, memory_format=torch.channels_last),
+            protocol.random_init_like(net, options.seed).to(options.device, memory_format=layout),
             images,
             batch_size=options.batch_size,
         ),
     }
     phase.done(f"effective receptive fields of {len(erfs[LABELS[0]])} keys, trained and at random init")
-    image_size = tuple(images.shape[-2:])
+    image_size = tuple(images.shape[2:])  # (H, W), or (D, H, W) for volumes
+    shown = "x".join(map(str, image_size)) + (" px" if len(image_size) == 2 else " voxels")
     paths = {
         "fields": plot_fields(
             erfs,
             image_size,
             out_dir / "fields.png",
-            f"Receptive field per feature key ({name}; ERF over {num_erf} "
-            f"{options.split} images of {image_size[0]}x{image_size[1]} px)",
+            f"Receptive field per feature key ({name}; ERF over {num_erf} {options.split} images of {shown})",
         ),
         "erf_maps": plot_erf_maps(
             erfs,
@@ -175,7 +176,8 @@ def run_viz(
     explore = {
         "run": run.run_dir.name,
         "model": name,
-        "fields": field_data(net, images[: options.explore_images]),
+        # the explorer's field paths and ERF grids are drawn on images; volumes have none there yet
+        "fields": field_data(net, images[: options.explore_images]) if net.spatial_dims == 2 else {},
         "units": unit_data(net, dataset, tops),
     }
     replace_atomically(explore_path, lambda tmp: tmp.write_text(json.dumps(explore, separators=(",", ":"))))

@@ -51,8 +51,6 @@ def erode_square(mask: Tensor, radius: int) -> Tensor:
 def erode_rectangle(mask: Tensor, radius_y: int, radius_x: int) -> Tensor:
     """Erosion by the (2ry+1)x(2rx+1) rectangle, zero padded.
 
-    Separable: a 1-D erosion along each axis, each by log-doubling ANDs of shifted slices.
-
     Args:
         mask: bool (N, H, W).
         radius_y, radius_x: ry, rx >= 0, the half-heights along rows (y) and columns (x).
@@ -60,14 +58,33 @@ def erode_rectangle(mask: Tensor, radius_y: int, radius_x: int) -> Tensor:
     Returns:
         bool (N, H, W).
     """
-    return _erode_1d(_erode_1d(mask, radius_x, dim=2), radius_y, dim=1)
+    return erode_box(mask, (radius_y, radius_x))
 
 
-def _erode_1d(mask: Tensor, radius: int, dim: int) -> Tensor:
+def erode_box(mask: Tensor, radii: tuple[int, ...]) -> Tensor:
+    """Erosion by the box ``(2r_1+1) x ... x (2r_k+1)`` over the last ``k = len(radii)`` axes, zero padded: a
+    rectangle for images (``(ry, rx)``), a box for volumes (``(rz, ry, rx)``).
+
+    Separable: a 1-D erosion along each axis, each by log-doubling ANDs of shifted slices.
+
+    Args:
+        mask: bool (N, *spatial), ``len(spatial) == len(radii)``.
+        radii: half-widths ``>= 0`` per spatial axis, in the axes' order.
+
+    Returns:
+        bool, the shape of ``mask``.
+    """
+    first = mask.ndim - len(radii)
+    for offset, radius in enumerate(radii):
+        mask = _erode_along(mask, radius, first + offset)
+    return mask
+
+
+def _erode_along(mask: Tensor, radius: int, dim: int) -> Tensor:
     """AND over the window ``[x - r, x + r]`` along ``dim``; outside the image is False."""
     if radius == 0:
         return mask
-    pad = (radius, radius) if dim == 2 else (0, 0, radius, radius)
+    pad = [0, 0] * (mask.ndim - 1 - dim) + [radius, radius]
     acc = F.pad(mask, pad)
     window, span = 2 * radius + 1, 1
     # Invariant: acc[x] = AND of padded[x : x + span].

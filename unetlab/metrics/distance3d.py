@@ -1,4 +1,5 @@
-"""Boundaries, box erosion and exact nearest-boundary distances on batches of bool volumes.
+"""Boundaries and exact nearest-boundary distances on batches of bool volumes (the box erosion of both is
+``unetlab.metrics.distance.erode_box``).
 
 The 3D counterparts of ``unetlab.metrics.distance``: plain torch on the input's device, exact Euclidean distances
 between voxel centres with an anisotropic voxel size ``(sz, sy, sx)``, outside the volume is background. Volumes are
@@ -37,43 +38,6 @@ def inner_boundary_3d(mask: Tensor) -> Tensor:
         & p[:, 1:-1, 1:-1, :-2] & p[:, 1:-1, 1:-1, 2:]
     )  # fmt: skip
     return mask & ~interior
-
-
-def erode_box(mask: Tensor, radii: tuple[int, ...]) -> Tensor:
-    """Erosion by the box ``(2r_1+1) x ... x (2r_k+1)`` over the last ``k = len(radii)`` axes, zero padded.
-
-    Separable: a 1-D erosion along each axis, each by log-doubling ANDs of shifted slices.
-
-    Args:
-        mask: bool (N, *spatial), ``len(spatial) == len(radii)``.
-        radii: half-widths ``>= 0`` per spatial axis, in the axes' order (``(rz, ry, rx)`` for a volume).
-
-    Returns:
-        bool, the shape of ``mask``.
-    """
-    first = mask.ndim - len(radii)
-    for offset, radius in enumerate(radii):
-        mask = _erode_along(mask, radius, first + offset)
-    return mask
-
-
-def _erode_along(mask: Tensor, radius: int, dim: int) -> Tensor:
-    """AND over the window ``[x - r, x + r]`` along ``dim``; outside the volume is False."""
-    if radius == 0:
-        return mask
-    pad = [0, 0] * (mask.ndim - 1 - dim) + [radius, radius]
-    acc = F.pad(mask, pad)
-    window, span = 2 * radius + 1, 1
-    # Invariant: acc[x] = AND of padded[x : x + span].
-    while 2 * span <= window:
-        size = acc.size(dim) - span
-        acc = acc.narrow(dim, 0, size) & acc.narrow(dim, span, size)
-        span *= 2
-    rest = window - span
-    if rest:
-        size = acc.size(dim) - rest
-        acc = acc.narrow(dim, 0, size) & acc.narrow(dim, rest, size)
-    return acc
 
 
 def sparse_nonzero_3d(mask: Tensor) -> Tensor:

@@ -32,8 +32,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from unetlab.metrics.distance import inner_boundary, surface_sq_distances
-from unetlab.metrics.distance3d import erode_box, inner_boundary_3d, surface_sq_distances_3d
+from unetlab.metrics.distance import erode_box, inner_boundary, surface_sq_distances
+from unetlab.metrics.distance3d import inner_boundary_3d, surface_sq_distances_3d
 
 METRIC_NAMES = ("dice", "iou", "hd", "hd95", "assd", "nsd", "bf1", "biou")
 DISTANCE_METRICS = ("hd", "hd95", "assd")  # in px (or spacing's unit), lower is better; the rest are fractions
