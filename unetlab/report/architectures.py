@@ -70,7 +70,7 @@ def compared_section(settings: list[Results]) -> Section | None:
         columns,
         rows,
     )
-    title = f"Architectures compared: {first.dataset}" + (f", {first.image_size} px images" if first.image_size else "")
+    title = f"Architectures compared: {first.dataset}" + (f", {first.shown_size}" if first.shown_size else "")
     how = (
         "Each architecture's own section gives its numbers in full; here they stand side by side. A level an "
         "architecture has no skip at (smp's and MONAI UNet's full-resolution level) shows –."

@@ -164,7 +164,7 @@ def _make_report(dirs, out_dir, log_wandb, wandb_mode, project, group, pictures)
 def explorer_page(results: Results, dirs: Sequence[Path]) -> dict | None:
     """The explorer's data of one setting (data set, image size), or None when its runs have no label maps."""
     model = results.models[0]
-    return explorer_data(results, list(dirs), f"unetlab explorer: {model.dataset}, {model.image_size} px")
+    return explorer_data(results, list(dirs), f"unetlab explorer: {model.dataset}, {model.shown_size}")
 
 
 def build_section(results: Results, out_dir: Path, prefix: str, page: dict | None = None) -> Section:
@@ -291,7 +291,7 @@ def setting_title(results: Results) -> str:
     U-Net)."""
     model = results.models[0]
     arch = f", {model.net}" if model.arch != "unet" else ""
-    return model.dataset + (f", {model.image_size} px images" if model.image_size else "") + arch
+    return model.dataset + (f", {model.shown_size}" if model.shown_size else "") + arch
 
 
 def aggregate_rows(results: Results) -> list[list]:

@@ -62,6 +62,13 @@ class Model:
     arch: str = "unet"  # the architecture (results.csv's arch column): ours, or a library U-Net's factory name
 
     @property
+    def shown_size(self) -> str:
+        """``64 px images``, or ``16x48x48-voxel volumes`` for a volume's ``DxHxW``; empty when unknown."""
+        if not self.image_size:
+            return ""
+        return f"{self.image_size}-voxel volumes" if "x" in str(self.image_size) else f"{self.image_size} px images"
+
+    @property
     def setting(self) -> tuple[str, str, str]:
         """Models of one setting (same data, same image size, same architecture) are compared in one section of the
         report; the architectures of one data set are compared with each other in a section of their own."""
