@@ -55,8 +55,7 @@ def evaluate(
     receives the label maps of the model, the probes, the floors and the ground truth of the first test images."""
     phase = Phases(run.run_dir.name, "eval", quiet=options.progress)  # a line per phase where no bar shows progress
     # channels_last: same maths, faster convolutions on CPU (scripts/bench_train.py).
-    layout = torch.channels_last if run.net.spatial_dims == 2 else torch.channels_last_3d
-    net = run.net.eval().to(options.device, memory_format=layout)
+    net = run.net.eval().to(options.device, memory_format=protocol.channels_last(run.net.spatial_dims))
     datamodule = run.datamodule
     dims = net.spatial_dims
     if options.erf and dims != 2:

@@ -191,7 +191,7 @@ def fit_probes(
     features = dict(features)
     for key, probe in probes.items():
         probe.set_statistics(features[key])
-        layout = torch.channels_last if features[key].ndim == 4 else torch.channels_last_3d
+        layout = protocol.channels_last(features[key].ndim - 2)
         features[key] = probe.standardise(features[key]).contiguous(memory_format=layout)
     optimizer = torch.optim.LBFGS(
         probes.parameters(), lr=1.0, max_iter=max(steps, 1), max_eval=max(steps, 1), history_size=20,

@@ -125,7 +125,7 @@ def run_viz(
     options = OmegaConf.to_object(OmegaConf.merge(VizOptions, viz_cfg))  # types checked, then __post_init__
     run = load_run(ckpt, overrides)
     # channels_last: oneDNN's convolutions run ~1.5x faster on CPU (scripts/bench_topk.py).
-    layout = torch.channels_last if run.net.spatial_dims == 2 else torch.channels_last_3d
+    layout = protocol.channels_last(run.net.spatial_dims)
     net = run.net.to(options.device, memory_format=layout)
     keys = options.keys or [f"enc{level}" for level in range(net.depth + 1)]
     channels = options.channels if isinstance(options.channels, int) else list(options.channels)

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from unetlab.metrics.distance import crop_to_union, sparse_nonzero
+
 # Rows (lines along the finest axis) a query reads in each stage of the window search, (2 r_a + 1)(2 r_b + 1) at
 # most: a small window settles most queries cheaply, the larger ones the few left before the exhaustive search.
 WINDOW_STAGES = (9, 21, 45, 81, 225, 961)
@@ -40,26 +42,6 @@ def inner_boundary_3d(mask: Tensor) -> Tensor:
     return mask & ~interior
 
 
-def sparse_nonzero_3d(mask: Tensor) -> Tensor:
-    """``mask.nonzero()`` of a sparse bool (K, D, H, W) mask, in the same (row-major) order: int64 (P, 4).
-
-    Scans 8 voxels at a time as one int64 word, then looks inside the nonzero words only.
-    """
-    shape = mask.shape
-    flat = mask.reshape(-1)
-    if flat.numel() % 8:
-        flat = F.pad(flat, (0, 8 - flat.numel() % 8))
-    words = flat.view(torch.int64).nonzero().squeeze(1)
-    word, byte = flat.view(-1, 8)[words].nonzero(as_tuple=True)
-    index = words[word] * 8 + byte
-    coords = []
-    for size in reversed(shape[1:]):
-        coords.append(index.remainder(size))
-        index = index.div(size, rounding_mode="floor")
-    coords.append(index)
-    return torch.stack(coords[::-1], dim=1)
-
-
 def surface_sq_distances_3d(
     pred_boundary: Tensor, target_boundary: Tensor, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
 ) -> tuple[Tensor, Tensor]:
@@ -69,13 +51,14 @@ def surface_sq_distances_3d(
     ``min{(z - z')² sz² + (y - y')² sy² + (x - x')² sx² : (z', y', x') in ∂t_n}`` (``inf`` when ``∂t_n`` is empty),
     segment ``N + n`` the same from ``∂t_n`` to ``∂p_n``, in the squared unit of ``spacing = (sz, sy, sx)``.
 
-    Search. The finest axis ``c`` is the *row* axis: one dense pass gives every voxel's squared distance to the
-    nearest boundary voxel in its own row (exact, any length: ``_row_sq_distances``). A query then reads those row
-    distances in a window of ``2 r_a + 1`` rows along each other axis ``a`` around it, adds ``da² s_a²`` and takes
-    the minimum. A boundary voxel outside the window is at least ``min_a (r_a + 1) s_a`` away, so a window minimum
-    ``<= settled = min_a fl((r_a + 1)² s_a²)`` is the global one. The reaches ``r_a`` cover about the same physical
-    length along both axes, ``WINDOW_ROWS`` rows in all at most. The queries the window does not settle go to an
-    exhaustive search over all voxels of the partner boundary.
+    Search, one pair at a time on the box of its two boundaries. The finest axis ``c`` is the *row* axis: one dense
+    pass gives every voxel the steps to the nearest boundary voxel in its own row (exact, any length:
+    ``_row_steps``). A query then reads those row distances in a window of ``2 r_a + 1`` rows along each other axis
+    ``a`` around it, adds ``da² s_a²`` and takes the minimum. A boundary voxel outside the window is at least
+    ``min_a (r_a + 1) s_a`` away, so a window minimum ``<= settled = min_a fl((r_a + 1)² s_a²)`` is the global one.
+    The windows grow (``WINDOW_STAGES`` rows at most, their reaches covering about the same physical length along
+    both axes) until every query is settled; the few left go to an exhaustive search over all voxels of the partner
+    boundary.
 
     Exactness. Unit spacing: squared distances are integers, exact in float32 below 2**24 (else float64). Any other
     spacing: float64, and both searches evaluate an offset by the same expression
@@ -103,7 +86,8 @@ def surface_sq_distances_3d(
     forward, backward = [], []  # (segment, sq_distance) of d(p→t) and of d(t→p), pair by pair
     # One pair at a time, each cropped to its own boundaries' box: the row pass costs what the box holds.
     for n in range(num_volumes):
-        pair = _crop(torch.stack([pred_boundary[n], target_boundary[n]]).permute(order))
+        pair = torch.cat(crop_to_union(pred_boundary[n : n + 1], target_boundary[n : n + 1])).permute(order)
+        pair = pair.contiguous()
         segment, sq_distance = _pair_sq_distances(pair, sq_steps, dtype)
         first = int((segment == 0).sum())  # the voxels are sorted by volume
         forward.append((torch.full_like(segment[:first], n), sq_distance[:first]))
@@ -112,20 +96,10 @@ def surface_sq_distances_3d(
     return torch.cat(segments), torch.cat(distances)
 
 
-def _crop(pair: Tensor) -> Tensor:
-    """The (2, A, B, C) pair cropped to the box of its True voxels (one voxel if none), contiguous."""
-    union = (pair[0] | pair[1]).view(torch.uint8)
-    box = []
-    for axis in range(3):
-        present = union.amax(dim=tuple(other for other in range(3) if other != axis)).nonzero()
-        box.append(slice(int(present[0]), int(present[-1]) + 1) if present.numel() else slice(0, 1))
-    return pair[(slice(None), *box)].contiguous()
-
-
 def _pair_sq_distances(pair: Tensor, sq_steps: tuple[float, float, float], dtype) -> tuple[Tensor, Tensor]:
     """Segment (0: first to second, 1: second to first) and squared distance of every True voxel of a (2, A, B, C)
     pair to the other volume's nearest True voxel: windows of growing size (``WINDOW_STAGES``), then all."""
-    coords = sparse_nonzero_3d(pair)
+    coords = torch.stack(sparse_nonzero(pair), dim=1)  # (P, 4): volume, a, b, c
     segment = coords[:, 0]
     sq_distance = torch.full(segment.shape, float("inf"), dtype=dtype, device=segment.device)
     counts = torch.bincount(segment, minlength=2)

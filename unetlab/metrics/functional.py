@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from unetlab.metrics.distance import erode_box, inner_boundary, surface_sq_distances
+from unetlab.metrics.distance import crop_to_union, erode_box, inner_boundary, surface_sq_distances
 from unetlab.metrics.distance3d import inner_boundary_3d, surface_sq_distances_3d
 
 METRIC_NAMES = ("dice", "iou", "hd", "hd95", "assd", "nsd", "bf1", "biou")
@@ -244,7 +244,7 @@ def _run(
     shape = pred.shape[1:]
     if pred.shape[0] == 0:
         return {name: torch.zeros(0, device=pred.device) for name in names}
-    pred, target = _crop_to_foreground(pred, target)
+    pred, target = crop_to_union(pred, target)
     pred_size, target_size = _count(pred), _count(target)
     values: dict[str, Tensor] = {}
     if {"dice", "iou"} & set(names):
@@ -278,27 +278,6 @@ def _check(pred: Tensor, target: Tensor, spatial_dims: int = 2) -> bool:
     if pred.device != target.device:
         raise ValueError(f"pred is on {pred.device} but target is on {target.device}")
     return pred.ndim == spatial_dims
-
-
-def _crop_to_foreground(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """Crops the batch to the bounding box of all foreground pixels (voxels), at least one along each axis.
-
-    Exact for every metric: outside the image is background anyway, so erosions and boundaries do
-    not change, and both boundaries (the only distance endpoints) lie inside the box.
-    """
-    # uint8 reductions are much faster than bool ones on CPU.
-    union = (pred | target).view(torch.uint8).amax(dim=0)
-    spatial = tuple(range(union.ndim))
-    box = []
-    for axis in spatial:
-        present = union.amax(dim=tuple(a for a in spatial if a != axis)).nonzero()
-        if present.numel() == 0:
-            corner = (slice(None),) + (slice(0, 1),) * union.ndim
-            return pred[corner], target[corner]
-        box.append(slice(int(present[0]), int(present[-1]) + 1))
-    # Contiguous copies: reductions over strided views are several times slower.
-    index = (slice(None), *box)
-    return pred[index].contiguous(), target[index].contiguous()
 
 
 def _count(mask: Tensor) -> Tensor:

@@ -21,6 +21,7 @@ import numpy as np
 from torch import Tensor
 
 from unetlab.atomic import write_npz
+from unetlab.conventions import IGNORE_INDEX
 from unetlab.encode import to_uint8_rgb
 
 
@@ -81,7 +82,7 @@ def worst_slice(maps: dict[str, np.ndarray]) -> int:
     the most voxels (ignored voxels aside; the first such slice on a tie; the slice with the most foreground where the
     model makes no error): the slice of a volume that the report and the explorer show."""
     truth = maps["truth"]
-    valid = truth != 255
+    valid = truth != IGNORE_INDEX
     wrong = ((maps.get("model", truth) != truth) & valid).sum(axis=(1, 2))
     if wrong.any():
         return int(np.argmax(wrong))

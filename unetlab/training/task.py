@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import partial
 
 import lightning as L
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
@@ -66,7 +65,7 @@ class SegmentationTask(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
         spacing = tuple(float(s) for s in spacing)
-        self.memory_format = torch.channels_last if len(spacing) == 2 else torch.channels_last_3d
+        self.memory_format = protocol.channels_last(len(spacing))
         self.net = net.to(memory_format=self.memory_format) if channels_last else net
         metric = partial(BoundaryMetrics, net.num_classes, tolerance, ignore_index, spacing, spatial_dims=len(spacing))
         self.val_metrics, self.test_metrics = metric(), metric()
