@@ -297,6 +297,8 @@ def test_encoders_round_trip():
             r"floors\['1'\]\[2\] holds 16 bytes, but image_size needs H\*W = 1024",
         ),
         (lambda d: d["models"][0]["probe_keys"].append("dec7"), r"probe key 'dec7' has no entry in key_levels"),
+        (lambda d: as_volume(d)["images"][2].__setitem__("slice", 1), r"images\[2\] should be slice 7 \(of 5–7\)"),
+        (lambda d: as_volume(d)["images"][0].__setitem__("worst_slice", 8), r"first <= worst_slice <= last < slices"),
     ],
 )
 def test_bad_data_is_refused_with_what_is_wrong(tmp_path, break_it, message):
@@ -591,6 +593,41 @@ def test_screenshots_of_every_view(opened, tmp_path_factory):
         assert Image.open(path).size[0] > 300
     opened.page.screenshot(path=str(out / "page.png"), full_page=True)
     print(f"screenshots in {out}")
+
+
+def as_volume(data: dict, worst: int = 1) -> dict:
+    """``data`` with its images made slices 5, 6, 7 (of 0-8) of one test volume (index 42), the worst 5 + worst."""
+    for z, image in enumerate(data["images"]):
+        image.update({"index": 42, "slice": 5 + z, "slices": 9, "worst_slice": 5 + worst, "slice_range": [5, 7]})
+    return data
+
+
+@needs_browser
+def test_a_volume_opens_at_its_worst_slice_and_the_slider_moves_through_z(browser, tmp_path):
+    data = as_volume(make_data(fields=False, units=False))
+    opened = Opened(browser, write_explorer(data, tmp_path / "explorer.html"))
+    slider = opened.page.locator('[data-view="predictions"] input[data-control="slice"]')
+    assert slider.is_visible() and slider.input_value() == "6"
+    assert (slider.get_attribute("min"), slider.get_attribute("max")) == ("5", "7")
+    assert opened.text("predictions", "why") == data["images"][1]["why"]
+    assert opened.text("predictions", "hd95") == f"{hd95_of(0, 1):.2f} px"
+    assert opened.text("predictions", "slice") == "6 of 0–8 (errs most)"
+    options = opened.page.locator('[data-view="predictions"] select[data-control="image"] option')
+    assert options.all_inner_texts() == ["1 of 1: test volume 42"]
+    assert "1 test volume, 3 of 9 slices each" in opened.page.inner_text("#status")
+    agreements = opened.page.locator('[data-view="layers"] [data-field="probe-right"]')
+    before = agreements.all_inner_texts()
+    opened.page.locator('[data-view="layers"] input[data-control="slice"]').fill("7")  # sliders share the state
+    assert slider.input_value() == "7" and opened.text("predictions", "slice") == "7 of 0–8"
+    assert opened.text("predictions", "why") == data["images"][2]["why"]
+    assert opened.text("predictions", "hd95") == f"{hd95_of(0, 2):.2f} px"
+    assert agreements.all_inner_texts() != before  # the probe maps of slice 2, not slice 1
+    opened.select("predictions", "image", "1")  # choosing the volume again opens its worst slice
+    assert slider.input_value() == "6"
+    opened.close()
+    flat = Opened(browser, write_explorer(make_data(fields=False, units=False), tmp_path / "images.html"))
+    assert not flat.page.locator('[data-view="predictions"] input[data-control="slice"]').is_visible()
+    flat.close()
 
 
 @needs_browser

@@ -16,6 +16,10 @@ from unetlab.evaluation.evaluate import run_eval
 from unetlab.explain.viz import run_viz
 from unetlab.grid.run import with_data_group
 from unetlab.metrics.functional import METRIC_NAMES
+from unetlab.report import explorer_data as explorer_data_module
+from unetlab.report.collect import collect
+from unetlab.report.explorer import write_explorer
+from unetlab.report.explorer_data import explorer_data
 from unetlab.runs.label_maps import LabelMapRecorder, read_label_maps, read_spacing, worst_slice
 from unetlab.runs.results import read_per_image, read_results
 from unetlab.training.train import train
@@ -99,6 +103,29 @@ def test_a_volume_is_shown_at_its_slice_of_worst_error(tmp_path):
     assert np.array_equal(maps["model"], model) and maps["image"].shape == (4, 6, 6, 3)
     assert worst_slice(maps) == 2
     assert worst_slice({"truth": truth, "model": truth}) == 1  # no error: the slice with the most foreground
+
+
+def test_the_explorer_holds_each_chosen_volume_slice_by_slice_within_its_budget(evaluated, tmp_path, monkeypatch):
+    _, run_dir, _, _ = evaluated
+    results = collect([run_dir])
+    data = explorer_data(results, [run_dir], "volumes")
+    volumes = [image for image in data["images"] if image["slice"] == image["slice_range"][0]]
+    assert len(data["images"]) == 8 * len(volumes)  # every slice of the 8-slice volumes
+    assert all(image["slice_range"] == [0, 7] and image["slices"] == 8 for image in data["images"])
+    maps = read_label_maps(run_dir / "label_maps.npz")
+    for image in volumes:
+        assert image["worst_slice"] == worst_slice(maps[image["index"]])
+    assert len(data["models"][0]["predictions"]) == len(data["images"])
+    write_explorer(data, tmp_path / "explorer.html")  # the schema's checks of slices hold
+    # a budget for three slices: each volume shows the three around its slice of worst error
+    per_slice = len(explorer_data_module.encode_labels(maps[0]["truth"][0])) * (2 + 3 + 1 + 5) * len(volumes)
+    monkeypatch.setattr(explorer_data_module, "SLICE_BUDGET", 3 * per_slice)
+    small = explorer_data(results, [run_dir], "volumes")
+    assert len(small["images"]) == 3 * len(volumes)
+    for image in small["images"]:
+        low, high = image["slice_range"]
+        assert high - low == 2 and low <= image["worst_slice"] <= high and low <= image["slice"] <= high
+        assert low == max(0, min(image["worst_slice"] - 1, 8 - 3))
 
 
 def test_a_preset_names_its_data_set_unless_the_command_line_does():

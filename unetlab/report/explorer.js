@@ -15,7 +15,13 @@
   const THUMB = Math.max(1, Math.floor(80 / Math.max(H, W))); // model thumbnails
   const UNIT = data.unit || "px"; // the unit of every distance in the data (data.spacing's unit, or px)
   const D_MAX = 8; // in UNIT; distances at or beyond it are drawn red
-  const state = { image: 0, model: 0, key: null, channel: null, pixel: [H >> 1, W >> 1] };
+  // Volumes: data.images holds one entry per slice (consecutive, with slice, slices and worst_slice); state.image
+  // indexes those entries, the image selects choose a volume and the sliders a slice of it.
+  const lowest = (img) => (img.slice_range ? img.slice_range[0] : 0);
+  const firstSlice = (i) => i - ((data.images[i].slice ?? 0) - lowest(data.images[i])); // first entry of i's volume
+  const openAt = (i) => firstSlice(i) + ((data.images[i].worst_slice ?? 0) - lowest(data.images[i])); // its worst
+  const shownName = (img) => (img.slice === undefined ? `test image ${img.index}` : `test volume ${img.index}, slice ${img.slice}`);
+  const state = { image: openAt(0), model: 0, key: null, channel: null, pixel: [H >> 1, W >> 1] };
   explorer.state = state;
   const viewKey = { fields: null, units: null }; // the key each view last showed, kept when state.key is not its own
 
@@ -193,10 +199,22 @@
   }
 
   function renderControls() {
-    const imageOptions = data.images.map((img, i) => [i, `${i + 1} of ${data.images.length}: test image ${img.index}`]);
+    const starts = data.images.map((img, i) => i).filter((i) => firstSlice(i) === i); // one per image or volume
+    const noun = data.images[0].slice === undefined ? "image" : "volume";
+    const imageOptions = starts.map((i, n) => [openAt(i), `${n + 1} of ${starts.length}: test ${noun} ${data.images[i].index}`]);
     const modelOptions = data.models.map((m, i) => [i, m.label]);
+    const current = data.images[state.image];
     for (const select of document.querySelectorAll('select[data-control="image"]')) {
-      fillSelect(select, imageOptions, state.image);
+      fillSelect(select, imageOptions, openAt(state.image));
+    }
+    for (const slider of document.querySelectorAll('input[data-control="slice"]')) {
+      const label = slider.closest("label");
+      label.hidden = current.slice === undefined;
+      if (label.hidden) continue;
+      [slider.min, slider.max] = current.slice_range.map(String);
+      slider.value = String(current.slice);
+      label.querySelector('[data-field="slice"]').textContent =
+        `${current.slice} of 0–${current.slices - 1}` + (current.slice === current.worst_slice ? " (errs most)" : "");
     }
     for (const select of document.querySelectorAll('select[data-control="model"]')) {
       fillSelect(select, modelOptions, state.model);
@@ -297,7 +315,7 @@
       el(
         "div",
         { class: "row" },
-        panel(main, el("b", {}, `test image ${image.index}`), ` with the boundaries of ${model.label}`),
+        panel(main, el("b", {}, shownName(image)), ` with the boundaries of ${model.label}`),
         labelPanel(image.truth, `image ${image.index} truth`, "truth"),
         labelPanel(prediction.labels, `${model.id} prediction`, "prediction"),
         info,
@@ -386,7 +404,7 @@
       cell(column, level + 2).append(layer);
     });
     body.replaceChildren(
-      el("p", { class: "note" }, `${model.label}, test image ${image.index}; truth boundary in black. Click a layer to choose its key.`),
+      el("p", { class: "note" }, `${model.label}, ${shownName(image)}; truth boundary in black. Click a layer to choose its key.`),
       grid,
     );
   }
@@ -548,7 +566,7 @@
       el(
         "div",
         { class: "fieldbox" },
-        panel(main, el("b", {}, `test image ${image.index}`), ` · ${key} (level ${level}, one unit per ${cellSize} × ${cellSize} px) · click a pixel`),
+        panel(main, el("b", {}, shownName(image)), ` · ${key} (level ${level}, one unit per ${cellSize} × ${cellSize} px) · click a pixel`),
         el(
           "div",
           { class: "panel wide" },
@@ -695,10 +713,12 @@
   function onControl(event) {
     const control = event.target.closest("[data-control]");
     if (!control || (event.type === "click" && control.tagName !== "BUTTON")) return;
+    if (control.type === "range" && event.type !== "input") return; // a slider redraws as it moves (input events)
     const value = control.tagName === "BUTTON" ? control.dataset.value : control.value;
     change(event, () => {
       const what = control.dataset.control;
       if (what === "image" || what === "model") state[what] = Number(value);
+      else if (what === "slice") state.image = firstSlice(state.image) + Number(value) - lowest(data.images[state.image]);
       else if (what === "key") state.key = value;
       else if (what === "channel") state.channel = Number(value);
     });
@@ -717,8 +737,14 @@
       state.key = keyLists.length ? keyLists[0][0] : null;
       document.addEventListener("change", onControl);
       document.addEventListener("click", onControl);
+      document.addEventListener("input", (event) => event.target.type === "range" && onControl(event));
       render(t0);
-      statusLine.textContent = `${data.models.length} models · ${data.images.length} test images · ${H} × ${W} px`;
+      const volumes = data.images.filter((img, i) => img.slice !== undefined && firstSlice(i) === i);
+      statusLine.textContent = volumes.length
+        ? `${data.models.length} models · ${volumes.length} test volume${volumes.length === 1 ? "" : "s"}, ` +
+          `${volumes[0].slice_range[1] - volumes[0].slice_range[0] + 1} of ${volumes[0].slices} slices each · ` +
+          `${H} × ${W} px per slice`
+        : `${data.models.length} models · ${data.images.length} test images · ${H} × ${W} px`;
       statusLine.dataset.field = "summary";
       explorer.ready = true;
       document.body.dataset.ready = "true";

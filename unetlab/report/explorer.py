@@ -69,6 +69,37 @@ def _map_bytes(b64: Any, size: int, where: str) -> None:
         raise ExplorerDataError(f"{where} holds {length} bytes, but image_size needs H*W = {size}")
 
 
+def _check_slices(images: list) -> None:
+    """A volume's slices (images with ``slice``) are consecutive entries of one test ``index``: ``slice`` from
+    ``slice_range[0]`` to ``slice_range[1]`` in order, within ``0 .. slices - 1``, the same ``slices``,
+    ``worst_slice`` (in the range) and ``slice_range`` in each."""
+    i = 0
+    while i < len(images):
+        if "slice" not in images[i]:
+            i += 1
+            continue
+        head = images[i]
+        depth, worst, shown = head.get("slices"), head.get("worst_slice"), head.get("slice_range")
+        if not (
+            isinstance(depth, int) and isinstance(worst, int) and isinstance(shown, list) and len(shown) == 2
+            and all(isinstance(z, int) for z in shown) and 0 <= shown[0] <= worst <= shown[1] < depth
+        ):  # fmt: skip
+            raise ExplorerDataError(
+                f"images[{i}] (a slice) needs ints slices, worst_slice and slice_range [first, last] with "
+                f"0 <= first <= worst_slice <= last < slices, got {depth!r}, {worst!r}, {shown!r}"
+            )
+        for step, z in enumerate(range(shown[0], shown[1] + 1)):
+            image = images[i + step] if i + step < len(images) else {}
+            got = (image.get("index"), image.get("slice"), image.get("slices"), image.get("worst_slice"))
+            if got != (head["index"], z, depth, worst) or image.get("slice_range") != shown:
+                raise ExplorerDataError(
+                    f"images[{i + step}] should be slice {z} (of {shown[0]}–{shown[1]}) of test volume {head['index']},"
+                    " "
+                    f"got (index, slice, slices, worst_slice) = {got}"
+                )
+        i += shown[1] - shown[0] + 1
+
+
 def validate(data: dict) -> None:
     """Raise ``ExplorerDataError`` naming the first thing in ``data`` that the page could not draw."""
     if not isinstance(data, dict):
@@ -94,6 +125,7 @@ def validate(data: dict) -> None:
     for i, image in enumerate(images):
         _need(image, IMAGE_KEYS, f"images[{i}]")
         _map_bytes(image["truth"], pixels, f"images[{i}].truth")
+    _check_slices(images)
     for m, model in enumerate(models):
         where = f"models[{m}]"
         _need(model, MODEL_KEYS, where)

@@ -25,6 +25,10 @@ from unetlab.report.queries import model_rows
 from unetlab.runs.label_maps import read_label_maps, read_spacing, worst_slice
 from unetlab.runs.results import read_per_image
 
+# Bytes of label maps and pictures that the slices of the chosen volumes may take, so that the explorer stays one
+# file well under 15 MB whatever the volumes' size (volumes larger than that show the slices around the worst one).
+SLICE_BUDGET = 8 * 2**20
+
 
 def image_values(per_image: torch.Tensor, metric: str) -> np.ndarray:
     """(M,) the per-image value of ``metric`` averaged over the foreground classes, as the ``mean`` rows average."""
@@ -50,6 +54,21 @@ def boundaries(
         for (y, x), s, d in zip(points.tolist(), segment.tolist(), distance.tolist(), strict=True):
             (pred_out if s == 0 else truth_out).append([y, x, round(d, 3) if np.isfinite(d) else diagonal])
     return pred_out, truth_out
+
+
+def slices_shown(maps: dict, picked: list[tuple[str, int]]) -> int:
+    """How many slices of each picked volume the explorer holds: all of them, or as many as keep its label maps and
+    pictures (each ``H x W`` slice costs ``4/3 H W`` bytes of base64 per map: the image, the truth, every floor, and
+    per model its prediction and each probe) under ``SLICE_BUDGET`` bytes."""
+    first = next(iter(maps.values()))[picked[0][1]]
+    if first["truth"].ndim != 3:
+        return 1
+    depth, height, width = first["truth"].shape
+    per_map = 4 * height * width // 3
+    floors = sum(1 for source in first if sources.floor_level(source) is not None)
+    probes = sum(1 for m in maps.values() for source in m[picked[0][1]] if sources.probe_key(source))
+    per_slice = per_map * (2 + floors + len(maps) + probes) * len(picked)
+    return max(1, min(depth, SLICE_BUDGET // per_slice))
 
 
 def run_dirs(results: Results) -> dict[Model, Path]:
@@ -94,7 +113,7 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
     if not models:
         return None
     maps = {model: read_label_maps(found[model] / "label_maps.npz") for model in models}
-    # the in-plane pixel size: a volume is shown at one slice (below), distances drawn within it
+    # the in-plane pixel size: a volume is shown slice by slice (below), distances drawn within each slice
     spacing = {model: read_spacing(found[model] / "label_maps.npz")[-2:] for model in models}
     values = {model: read_per_image(found[model] / "per_image.npz")["model"] for model in models}
     available = min(len(m) for m in maps.values())
@@ -112,37 +131,56 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
     for why, index in chosen[:count]:
         if index not in [i for _, i in picked]:
             picked.append((why, index))
-    slices = {}
-    if maps[reference][0]["truth"].ndim == 3:  # volumes: every model shown at the reference's slice of worst error
-        for _, index in picked:
-            slices[index] = worst_slice(maps[reference][index])
-            for model in models:
-                maps[model][index] = {source: array[slices[index]] for source, array in maps[model][index].items()}
-    first = maps[reference]
+    # One entry per image; a volume gives one entry per slice (the explorer's slider over z), every model at the same
+    # slice, and the page opens each volume at the reference model's slice of worst error.
+    views: list[tuple[str, int, int | None, int | None]] = []  # (why, test index, slice or None, worst slice)
+    shown: dict[int, tuple[int, int]] = {}  # test volume -> its first and last slice in the page
+    count = slices_shown(maps, picked)
+    for why, index in picked:
+        if maps[reference][index]["truth"].ndim == 3:
+            worst, depth = worst_slice(maps[reference][index]), maps[reference][index]["truth"].shape[0]
+            low = min(max(0, worst - count // 2), depth - min(count, depth))
+            shown[index] = (low, low + min(count, depth) - 1)
+            views += [(why, index, z, worst) for z in range(shown[index][0], shown[index][1] + 1)]
+        else:
+            views.append((why, index, None, None))
+    planes = {
+        model: [maps[model][index] if z is None else {s: a[z] for s, a in maps[model][index].items()}
+                for _, index, z, _ in views]
+        for model in models
+    }  # fmt: skip
+    first = planes[reference]
     num_classes = int(max(int(m[i]["truth"][m[i]["truth"] != IGNORE_INDEX].max(initial=0)) for m in maps.values()
                           for i in range(available))) + 1  # fmt: skip
     num_classes = max(num_classes, 2)
-    images = [
-        {
+    images = []
+    for (why, index, z, worst), plane in zip(views, first, strict=True):
+        where = ""
+        if z is not None:
+            depth = maps[reference][index]["truth"].shape[0]
+            where = f"; slice {z} of 0–{depth - 1}, " + (
+                "where it errs most" if z == worst else f"it errs most at slice {worst}"
+            )
+        entry = {
             "index": index,
             "why": f"{reference.described[0].upper()}{reference.described[1:]} {why} (hd95 {hd95[index]:.2f} "
-            f"{results.unit}{f'; slice {slices[index]}, where it errs most' if index in slices else ''})",
-            "png": encode_png(first[index]["image"]),
-            "truth": encode_labels(first[index]["truth"]),
+            f"{results.unit}{where})",
+            "png": encode_png(plane["image"]),
+            "truth": encode_labels(plane["truth"]),
         }
-        for why, index in picked
-    ]
+        if z is not None:
+            entry.update({"slice": z, "slices": depth, "worst_slice": worst, "slice_range": list(shown[index])})
+        images.append(entry)
     entries = []
     for model in models:
         model_hd95, model_assd = image_values(values[model], "hd95"), image_values(values[model], "assd")
         probe_keys = [key for s in maps[model][0] if (key := sources.probe_key(s))]
         probe_keys.sort(key=lambda k: (k.startswith("dec"), -level_of(k) if k.startswith("dec") else level_of(k)))
         predictions = []
-        for _, index in picked:
-            pred, truth = maps[model][index]["model"], maps[model][index]["truth"]
-            pred_boundary, truth_boundary = boundaries(pred, truth, num_classes, spacing[model])
+        for (_, index, _, _), plane in zip(views, planes[model], strict=True):
+            pred_boundary, truth_boundary = boundaries(plane["model"], plane["truth"], num_classes, spacing[model])
             predictions.append({
-                "labels": encode_labels(pred),
+                "labels": encode_labels(plane["model"]),
                 "hd95": float(model_hd95[index]),
                 "assd": float(model_assd[index]),
                 "pred_boundary": pred_boundary,
@@ -157,18 +195,18 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
             "run": run.name,
             "predictions": predictions,
             "probe_keys": probe_keys,
-            "probes": {key: [encode_labels(maps[model][i][sources.probe(key)]) for _, i in picked]
+            "probes": {key: [encode_labels(plane[sources.probe(key)]) for plane in planes[model]]
                        for key in probe_keys},
         })  # fmt: skip
     levels = sorted({level for s in first[0] if (level := sources.floor_level(s)) is not None})
-    floors = {str(level): [encode_labels(first[i][sources.floor(level)]) for _, i in picked] for level in levels}
+    floors = {str(level): [encode_labels(plane[sources.floor(level)]) for plane in first] for level in levels}
     keys = {key for entry in entries for key in entry["probe_keys"]}
     explore = find_explore(dirs)
     fields = units = None
     if explore is not None:
         fields = {"model": explore["model"], "keys": explore["fields"]}
         units = {"model": explore["model"], **explore["units"]} if explore["units"]["keys"] else None
-    height, width = first[picked[0][1]]["truth"].shape
+    height, width = first[0]["truth"].shape
     return {
         "title": title,
         "unit": results.unit,  # of hd95, assd and the boundary distances; optional in the schema (default px)
