@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from tests.helpers import CONFIG_DIR, TINY, compose_train, run_cli
-from unetlab.cli import check_launcher
+from unetlab.cli import check_launcher, register_resolvers
 from unetlab.grid.job import train_then_evaluate
 from unetlab.metrics import BoundaryMetrics
 from unetlab.runs.checkpoint import load_run
@@ -99,12 +99,14 @@ def test_joblib_sweep_gives_each_job_its_own_wandb_run(tmp_path):
 
 def test_slurm_launcher_config_extends_the_plugin():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    register_resolvers()  # ${slurm:KEY}: the resources from the job's config (tests/test_slurm.py)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+        cfg = compose("train", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "trainer=gpu"],
                       return_hydra_config=True)  # fmt: skip
     launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher._target_ == "hydra_plugins.unetlab_launcher.UnetlabSlurmLauncher"
     assert (launcher.partition, launcher.gpus_per_node, launcher.tasks_per_node) == ("gpu", 1, 1)
+    assert launcher.signal_delay_s == 120 and launcher.max_num_timeout == 3  # submitit_slurm's keys, ours on top
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,8 @@ from hydra.errors import HydraException, InstantiationException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from unetlab.runs.resolvers import register_resolvers  # noqa: F401 -- the commands' resolvers, used by every command
+
 # An absolute path works for editable and regular installs alike (Hydra resolves a relative
 # config_path differently under a console script; see facebookresearch/hydra#2125).
 CONFIG_PATH = str(files("unetlab.conf"))
@@ -43,6 +45,18 @@ def check_launcher(prog: str, argv: Sequence[str] | None = None) -> None:
                 file=sys.stderr,
             )
             sys.exit(2)
+        if name == "slurm":
+            register_slurm_launcher()
+
+
+def register_slurm_launcher() -> None:
+    """Make ``hydra/launcher=slurm``'s class known to Hydra. Hydra finds plugins by walking the ``hydra_plugins``
+    folders on disk, which misses an editable install's (it is mapped by an import hook), so it is registered here."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.unetlab_launcher import UnetlabSlurmLauncher
+
+    Plugins.instance().register(UnetlabSlurmLauncher)
 
 
 def accept_run_overrides() -> None:
@@ -191,15 +205,3 @@ def checkpoint_arg(prog: str, cfg: DictConfig) -> str:
     if OmegaConf.is_missing(cfg, "ckpt") or not cfg.ckpt:
         sys.exit(f"{prog}: error: ckpt is missing; use {prog} ckpt=<run_dir>/checkpoints/<name>.ckpt")
     return str(cfg.ckpt)
-
-
-def _skipset(skips, depth) -> str:
-    from unetlab.conventions import parse_skips, skips_to_path
-
-    return skips_to_path(parse_skips(skips, int(depth)))
-
-
-def register_resolvers() -> None:
-    """``${skipset:${model.skips},${model.depth}}`` -> ``0_1_2_3`` | ``none``: stable run-directory names for the
-    grid's sweeps (``unetlab.grid.run.SWEEP_SUBDIR``). Registered by the commands that compose a training config."""
-    OmegaConf.register_new_resolver("skipset", _skipset, replace=True)

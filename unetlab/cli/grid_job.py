@@ -6,7 +6,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from unetlab.cli import CONFIG_PATH, register_resolvers, run_app, task_errors
+from unetlab.cli import CONFIG_PATH, check_launcher, register_resolvers, run_app, task_errors
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
@@ -18,7 +18,8 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    run_app("unetlab-ablate", _main, register_resolvers)  # a grid job's errors are the main job's
+    # a grid job's errors are the main job's
+    run_app("unetlab-ablate", _main, register_resolvers, lambda: check_launcher("unetlab-ablate"))
 
 
 if __name__ == "__main__":

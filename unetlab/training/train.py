@@ -23,7 +23,9 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher, _SubprocessScriptLauncher
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from unetlab.atomic import write_json
@@ -31,8 +33,10 @@ from unetlab.conventions import check_depth, parse_skips
 from unetlab.data.sampling import unpadded
 from unetlab.runs.checkpoint import model_channels
 from unetlab.runs.run_dir import DIE_WITH_PARENT, claim_config, die_with_parent, hold_run_dir
+from unetlab.runs.slurm import job_id, job_threads, slurm_ddp
 from unetlab.training.console import quiet_console
 from unetlab.training.precision import resolve_precision
+from unetlab.training.requeue import RequeueOnSignal
 from unetlab.training.task import count_parameters
 
 
@@ -106,7 +110,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     One process per run directory (``hold_run_dir``): a second one is refused at once, and so is a command whose
     config differs from the one the directory was started with (``claim_config``).
     """
+    slurm_line = slurm_ddp(cfg)  # in srun -n N: devices and nodes from SLURM, before the config is checked and saved
     check_config(cfg)
+    if slurm_line and rank_zero_only.rank == 0:
+        print(slurm_line, flush=True)
     # Resolved before the config is saved: the run records the arithmetic it used (unetlab/training/precision.py).
     cfg.trainer.precision = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
     if os.environ.get(DIE_WITH_PARENT):  # a job of unetlab-ablate's grid ends with the grid
@@ -123,8 +130,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         print(f"[unetlab] {run_dir} is finished (metrics.json exists); not training again.")
         return json.loads(metrics_path.read_text())
 
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    threads = cfg.get("threads") or job_threads()  # unset in a SLURM job: the CPUs SLURM gave it
+    if threads:
+        torch.set_num_threads(int(threads))
     quiet_console(shared=not cfg.trainer.get("enable_progress_bar", True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data, order_seed=int(cfg.seed))
@@ -134,13 +142,22 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c and "_target_" in c]
     loggers = build_loggers(cfg)
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    plugins = [instantiate(p) for p in cfg.trainer.get("plugins") or []]
+    if job_id() is not None:  # SLURM: requeue on the time-limit signal, resume from last.ckpt (training/requeue.py)
+        callbacks.append(RequeueOnSignal())
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins or None)
     check_strategy(trainer, loggers)
 
     last = run_dir / "checkpoints" / "last.ckpt"
     ckpt_path = None
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) if job_id() else 0
+    if restarts and rank_zero_only.rank == 0:
+        print(f"[unetlab] SLURM job {job_id()} was requeued; this is its start number {restarts + 1}", flush=True)
     if last.exists():
-        print(f"[unetlab] resuming {run_dir} from checkpoints/last.ckpt ({epochs_done(last)} epoch(s) done)")
+        if rank_zero_only.rank == 0:
+            print(f"[unetlab] resuming {run_dir} from checkpoints/last.ckpt ({epochs_done(last)} epoch(s) done)",
+                  flush=True)  # fmt: skip
         ckpt_path = str(last)
 
     # Our own checkpoints hold partial(optimizer) hyperparameters, which weights-only loading refuses.
