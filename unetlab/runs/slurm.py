@@ -52,10 +52,16 @@ def _int(value, default: int) -> int:
 
 
 def job_resources(cfg: DictConfig) -> dict[str, int | None]:
-    """Per-job SLURM resources for a training config ``cfg``: ``gpus_per_node`` (``trainer.devices`` GPUs when
-    ``trainer.accelerator`` is gpu or cuda, else None: no GPU asked for), ``tasks_per_node`` (one per DDP process:
-    ``trainer.devices`` under a ddp strategy, else 1), ``cpus_per_task`` (``threads`` (1 when unset) plus
-    ``data.num_workers``) and ``mem_gb`` (``MEM_GB_PER_CPU`` per CPU of every task plus ``MEM_GB_PER_GPU`` per GPU)."""
+    """Per-job SLURM resources for a training config ``cfg``:
+
+    - ``nodes``: ``trainer.num_nodes``;
+    - ``gpus_per_node``: ``trainer.devices`` GPUs when ``trainer.accelerator`` is gpu or cuda, else None (none asked);
+    - ``tasks_per_node``: one per DDP process (``trainer.devices`` under a ddp strategy, or with several GPUs), else 1;
+    - ``cpus_per_task``: ``threads`` (1 when unset) plus ``data.num_workers``;
+    - ``mem_gb``: ``MEM_GB_PER_CPU`` per CPU of every task plus ``MEM_GB_PER_GPU`` per GPU.
+
+    ``trainer.devices=auto`` counts as one device (the submitting machine cannot see the nodes' GPUs).
+    """
     trainer = cfg.get("trainer") or {}
     accelerator = str(trainer.get("accelerator", "cpu")).lower()
     devices = max(1, _int(trainer.get("devices", 1), 1))  # "auto": one
@@ -64,6 +70,7 @@ def job_resources(cfg: DictConfig) -> dict[str, int | None]:
     tasks = devices if ddp or gpus > 1 else 1
     cpus = max(1, _int(cfg.get("threads"), 1)) + max(0, _int(OmegaConf.select(cfg, "data.num_workers", default=0), 0))
     return {
+        "nodes": max(1, _int(trainer.get("num_nodes", 1), 1)),
         "gpus_per_node": gpus or None,
         "tasks_per_node": tasks,
         "cpus_per_task": cpus,

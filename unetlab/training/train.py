@@ -76,8 +76,7 @@ def check_strategy(trainer: L.Trainer, loggers: list) -> None:
         raise ValueError(
             "trainer.strategy=ddp starts its other processes by re-running the command line, which inside a -m sweep "
             "re-runs the whole sweep (Lightning #11300); in a sweep use trainer.strategy=ddp_spawn, or "
-            "hydra/launcher=slurm with hydra.launcher.tasks_per_node=hydra.launcher.gpus_per_node=trainer.devices "
-            "(SLURM starts the processes)"
+            "hydra/launcher=slurm (SLURM starts the processes: one task per device, from trainer.devices)"
         )
     if isinstance(launcher, _MultiProcessingLauncher) and any(isinstance(lg, CSVLogger) for lg in loggers):
         raise ValueError(
