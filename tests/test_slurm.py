@@ -25,7 +25,7 @@ from hydra import compose, initialize_config_dir
 from tests.helpers import CONFIG_DIR, TINY, run_cli
 from unetlab.cli import register_resolvers
 from unetlab.runs import slurm
-from unetlab.runs.slurm_launcher import NEVER_REASONS, _last_error
+from unetlab.runs.slurm_launcher import NEVER_REASONS, _last_error, parse_minutes
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -114,6 +114,12 @@ def test_a_failed_jobs_error_line_is_read_from_its_log(tmp_path):
     assert "PartitionConfig" in NEVER_REASONS and "Resources" not in NEVER_REASONS  # waiting for a free node is fine
 
 
+def test_slurm_time_limits_read_in_minutes():
+    cases = {"30": 30, "30:15": 30, "4:00:00": 240, "1-00:00:00": 1440, "1-12": 2160, "2-04:30": 3150,
+             "infinite": None, "UNLIMITED": None, "n/a": None}  # fmt: skip
+    assert {text: parse_minutes(text) for text in cases} == cases
+
+
 # ---- against a real SLURM --------------------------------------------------------------------------------------
 
 
@@ -189,6 +195,21 @@ def test_a_sweep_runs_as_slurm_jobs_with_only_the_partition_given(cluster, tmp_p
     assert "--gpus" not in script and "--gres" not in script  # no GPU asked for a CPU trainer
     assert "#SBATCH --cpus-per-task=1" in script and "#SBATCH --mem=4GB" in script
     print(f"two-job sweep on SLURM: {seconds:.1f} s")
+
+
+@pytest.mark.slow
+def test_the_default_time_limit_fits_a_shorter_partition_limit(cluster, tmp_path):
+    partition = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True).stdout.split()[0]
+    name = partition.rstrip("*")
+    subprocess.run(["scontrol", "update", f"PartitionName={name}", "MaxTime=30"], check=True)
+    try:
+        sweep = tmp_path / "sweep"
+        run_cli("unetlab-train", "-m", *TINY, "hydra/launcher=slurm", f"hydra.launcher.partition={name}", "seed=0",
+                f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300)  # fmt: skip
+    finally:
+        subprocess.run(["scontrol", "update", f"PartitionName={name}", "MaxTime=INFINITE"], check=True)
+    assert "#SBATCH --time=30" in next(sweep.glob(".submitit/*/*_submission.sh")).read_text()
+    assert (sweep / "0" / "metrics.json").is_file()
 
 
 @pytest.mark.slow

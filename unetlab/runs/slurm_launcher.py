@@ -72,6 +72,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         assert self.config is not None and job_overrides
         for name in ("submitit", "hydra_plugins.hydra_submitit_launcher.submitit_launcher"):
             logging.getLogger(name).addFilter(_NoSacctWarnings())
+        self._fit_time_limit()
         executor = submitit.AutoExecutor(
             cluster=self._EXECUTOR,
             folder=self.params["submitit_folder"],
@@ -113,6 +114,17 @@ class SlurmLauncher(SubmititSlurmLauncher):
             raise SlurmSweepError(f"{len(failed)} of {len(jobs)} SLURM jobs failed: " + " | ".join(failed))
         return returns
 
+    def _fit_time_limit(self) -> None:
+        """Lower the default ``timeout_min`` to the partition's time limit where that is shorter: a default should not
+        make every job wait for ever (a ``timeout_min`` given on the command line is left to SLURM to judge)."""
+        given = [str(o) for o in self.config.hydra.overrides.get("hydra", [])]
+        if any(o.lstrip("+~").startswith("hydra.launcher.timeout_min=") for o in given):
+            return
+        limit = partition_time_limit(self.params.get("partition"))
+        if limit is not None and limit < int(self.params["timeout_min"]):
+            log.info(f"timeout_min={self.params['timeout_min']} is over the partition's time limit: asking for {limit}")
+            self.params["timeout_min"] = limit
+
     def _resources(self) -> str:
         keys = ("partition", "gpus_per_node", "tasks_per_node", "cpus_per_task", "mem_gb", "timeout_min")
         asked = ", ".join(f"{key}={self.params.get(key)}" for key in keys)
@@ -140,6 +152,36 @@ class SlurmLauncher(SubmititSlurmLauncher):
             if all(missing[job.job_id] >= GONE_POLLS for job in waiting):
                 return  # ended without a result file: job.results() below names them
             time.sleep(POLL_S)
+
+
+def partition_time_limit(partition: str | None) -> int | None:
+    """The time limit in minutes of ``partition`` (None: the default one) as ``sinfo`` gives it; None when it has
+    none (``infinite``) or SLURM cannot say."""
+    try:
+        done = subprocess.run(["sinfo", "-h", "-o", "%P|%l"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in done.stdout.splitlines():
+        name, _, limit = line.partition("|")
+        if (partition is None and name.endswith("*")) or name.rstrip("*") == partition:
+            return parse_minutes(limit.strip())
+    return None
+
+
+def parse_minutes(limit: str) -> int | None:
+    """SLURM's time format in whole minutes (seconds dropped): ``minutes``, ``minutes:seconds``,
+    ``hours:minutes:seconds``, ``days-hours``, ``days-hours:minutes``, ``days-hours:minutes:seconds``; None for
+    ``infinite`` and anything else."""
+    days, _, rest = limit.rpartition("-") if "-" in limit else ("0", "", limit)
+    parts = rest.split(":")
+    if not (days.isdigit() and 1 <= len(parts) <= 3 and all(part.isdigit() for part in parts)):
+        return None
+    values = [int(part) for part in parts]
+    if "-" in limit:  # days-hours[:minutes[:seconds]]
+        hours, minutes = values[0], values[1] if len(values) > 1 else 0
+    else:  # minutes | minutes:seconds | hours:minutes:seconds
+        hours, minutes = (values[0], values[1]) if len(values) == 3 else (0, values[0])
+    return int(days) * 1440 + hours * 60 + minutes
 
 
 def _last_error(log_file: Path) -> str:
