@@ -245,6 +245,18 @@ def test_ddp_over_srun_takes_devices_and_nodes_from_slurm(cluster, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_launcher_gives_a_ddp_job_a_task_per_device(cluster, tmp_path):
+    sweep = tmp_path / "sweep"
+    run_cli("unetlab-train", "-m", *TINY, "trainer.strategy=ddp", "trainer.devices=2", "data.train_size=64",
+            "hydra/launcher=slurm", "seed=0", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300)  # fmt: skip
+    assert "#SBATCH --ntasks-per-node=2" in next(sweep.glob(".submitit/*/*_submission.sh")).read_text()
+    out = "".join(path.read_text() for path in sweep.glob(".submitit/*/*_log.out"))
+    assert "SLURM started 2 tasks on 1 node(s): trainer.devices=2" in out
+    # 64 images in batches of 8 over 2 ranks: 4 steps in its one epoch
+    assert torch.load(sweep / "0" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["time-limit signal", "scontrol requeue"])
 def test_a_requeued_job_resumes_and_ends_as_an_uninterrupted_run(cluster, tmp_path, how):
     epochs = 5
