@@ -181,10 +181,17 @@ def sbatch(script: str, folder: Path) -> str:
 
 @pytest.mark.slow
 def test_a_sweep_runs_as_slurm_jobs_with_only_the_partition_given(cluster, tmp_path):
+    partition = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True).stdout.split()[0]
+    name = partition.rstrip("*")
+    # a partition limit shorter than the default timeout_min (240): the jobs ask for the partition's, not pend for ever
+    subprocess.run(["scontrol", "update", f"PartitionName={name}", "MaxTime=30"], check=True)
     sweep = tmp_path / "sweep"
     start = time.time()
-    proc = run_cli("unetlab-train", "-m", *TINY, "hydra/launcher=slurm", "hydra.launcher.partition=debug",
-                   "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300)  # fmt: skip
+    try:
+        proc = run_cli("unetlab-train", "-m", *TINY, "hydra/launcher=slurm", f"hydra.launcher.partition={name}",
+                       "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300)  # fmt: skip
+    finally:
+        subprocess.run(["scontrol", "update", f"PartitionName={name}", "MaxTime=INFINITE"], check=True)
     seconds = time.time() - start
     assert "sacct" not in proc.stdout + proc.stderr  # no warnings where accounting is off
     assert re.search(r"SLURM jobs \d+_0, \d+_1 \(follow them: squeue -j \d+\)", proc.stdout + proc.stderr)
@@ -193,23 +200,8 @@ def test_a_sweep_runs_as_slurm_jobs_with_only_the_partition_given(cluster, tmp_p
         assert metrics["epochs"] == 1 and "test/hd95" in metrics
     script = next(sweep.glob(".submitit/*/*_submission.sh")).read_text()
     assert "--gpus" not in script and "--gres" not in script  # no GPU asked for a CPU trainer
-    assert "#SBATCH --cpus-per-task=1" in script and "#SBATCH --mem=4GB" in script
+    assert "#SBATCH --cpus-per-task=1" in script and "#SBATCH --mem=4GB" in script and "#SBATCH --time=30" in script
     print(f"two-job sweep on SLURM: {seconds:.1f} s")
-
-
-@pytest.mark.slow
-def test_the_default_time_limit_fits_a_shorter_partition_limit(cluster, tmp_path):
-    partition = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True).stdout.split()[0]
-    name = partition.rstrip("*")
-    subprocess.run(["scontrol", "update", f"PartitionName={name}", "MaxTime=30"], check=True)
-    try:
-        sweep = tmp_path / "sweep"
-        run_cli("unetlab-train", "-m", *TINY, "hydra/launcher=slurm", f"hydra.launcher.partition={name}", "seed=0",
-                f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=300)  # fmt: skip
-    finally:
-        subprocess.run(["scontrol", "update", f"PartitionName={name}", "MaxTime=INFINITE"], check=True)
-    assert "#SBATCH --time=30" in next(sweep.glob(".submitit/*/*_submission.sh")).read_text()
-    assert (sweep / "0" / "metrics.json").is_file()
 
 
 @pytest.mark.slow
@@ -256,13 +248,22 @@ def test_the_launcher_gives_a_ddp_job_a_task_per_device(cluster, tmp_path):
     assert torch.load(sweep / "0" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
 
 
+EPOCHS = 5
+REQUEUED = [*TINY, "data.train_size=256", f"trainer.max_epochs={EPOCHS}", "threads=1"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    """metrics.json of the requeue tests' run, trained without a break (outside SLURM)."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    run_cli("unetlab-train", *REQUEUED, f"hydra.run.dir={folder / 'run'}", cwd=folder)
+    return json.loads((folder / "run" / "metrics.json").read_text())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["time-limit signal", "scontrol requeue"])
-def test_a_requeued_job_resumes_and_ends_as_an_uninterrupted_run(cluster, tmp_path, how):
-    epochs = 5
-    common = [*TINY, "data.train_size=256", f"trainer.max_epochs={epochs}", "threads=1"]
-    reference = run_cli("unetlab-train", *common, f"hydra.run.dir={tmp_path / 'reference'}", cwd=tmp_path)
-    assert reference.returncode == 0
+def test_a_requeued_job_resumes_and_ends_as_an_uninterrupted_run(cluster, uninterrupted, tmp_path, how):
+    epochs, common = EPOCHS, REQUEUED
     run, log = tmp_path / "run", tmp_path / "job.log"
     command = " ".join([str(BIN / "unetlab-train"), *common, f"hydra.run.dir={run}"])
     job = sbatch(f"#SBATCH -o {log}\n#SBATCH --open-mode=append --requeue -c 1 --mem=2G\nsrun {command}\n", tmp_path)
@@ -283,8 +284,7 @@ def test_a_requeued_job_resumes_and_ends_as_an_uninterrupted_run(cluster, tmp_pa
         assert f"signal SIGUSR1 in SLURM job {job}" in text
     finished = [int(n) for n in re.findall(rf"\] run epoch (\d+)/{epochs}:", text)]
     assert sorted(finished) == list(range(1, epochs + 1)), finished  # every epoch trained to its end exactly once
-    got = json.loads((run / "metrics.json").read_text())
-    want = json.loads((tmp_path / "reference" / "metrics.json").read_text())
+    got, want = json.loads((run / "metrics.json").read_text()), uninterrupted
     assert got.keys() == want.keys() and got["epochs"] == epochs
     for key, value in want.items():
         assert got[key] == pytest.approx(value, abs=1e-4), key
