@@ -74,9 +74,13 @@ def ref_metrics(pred: np.ndarray, target: np.ndarray, tolerance: float, spacing)
 
 def test_boundary_is_the_mask_minus_its_6_connected_erosion():
     rng = np.random.default_rng(0)
-    masks = rng.random((3, 9, 10, 11)) < 0.6
-    ours = inner_boundary_3d(torch.from_numpy(masks)).numpy()
-    assert np.array_equal(ours, np.stack([ref_boundary(m) for m in masks]))
+    for shape in ((3, 9, 10, 11), (2, 1, 5, 6), (1, 4, 1, 3), (2, 3, 4, 1), (1, 2, 2, 2), (0, 3, 3, 3)):
+        masks = rng.random(shape) < 0.6
+        ours = inner_boundary_3d(torch.from_numpy(masks)).numpy()
+        expected = np.array([ref_boundary(m) for m in masks], dtype=bool).reshape(shape)
+        assert np.array_equal(ours, expected), shape
+    strided = torch.from_numpy(rng.random((3, 9, 10, 11)) < 0.6).transpose(1, 3)
+    assert np.array_equal(inner_boundary_3d(strided).numpy(), np.stack([ref_boundary(m) for m in strided.numpy()]))
 
 
 @pytest.mark.parametrize("spacing", SPACINGS)
@@ -93,51 +97,130 @@ def test_all_eight_metrics_equal_the_brute_force(spacing):
             assert ours[name][n].item() == pytest.approx(float(value), rel=1e-5, abs=1e-5), (name, n)
 
 
-@pytest.mark.parametrize("spacing", SPACINGS)
-def test_every_search_stage_gives_the_exact_distance(spacing, monkeypatch):
-    """Far-apart surfaces (the exhaustive search), near ones (the first windows) and everything between: each
-    squared distance equals the minimum over all pairs, evaluated in the same order, bit for bit."""
+def brute_sq_distances(pb: torch.Tensor, tb: torch.Tensor, spacing) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Segments and, per segment, the sorted squared distances over all voxel pairs, each offset evaluated as the
+    kernel does: ``fl(fl(fl(dr² s_r²) + fl(da² s_a²)) + fl(dw² s_w²))`` with its axes (dense a, row r, window w)."""
+    sq = [float(s) ** 2 for s in spacing]
+    dense, row, window = distance3d.search_axes(tuple(sq))
+    num = pb.shape[0]
+    segments, values = [], []
+    for direction, (queries, partners) in enumerate(((pb, tb), (tb, pb))):
+        for n in range(num):
+            q = queries[n].nonzero().double()
+            p = partners[n].nonzero().double()
+            d = [(q[:, axis, None] - p[:, axis]) ** 2 * sq[axis] for axis in range(3)]
+            if len(p):
+                values.append(torch.sort(((d[row] + d[dense]) + d[window]).amin(dim=1)).values)
+            else:
+                values.append(torch.full((len(q),), math.inf, dtype=torch.float64))
+            segments.append(torch.full((len(q),), direction * num + n))
+    return torch.cat(segments), values
+
+
+def assert_equals_brute_force(pb: torch.Tensor, tb: torch.Tensor, spacing) -> None:
+    """Bit for bit, segment by segment (the kernel orders the voxels of a segment by its own axes)."""
+    segment, sq_distance = surface_sq_distances_3d(pb, tb, spacing)
+    expected_segments, expected = brute_sq_distances(pb, tb, spacing)
+    assert torch.equal(segment, expected_segments)
+    for seg, want in enumerate(expected):
+        got = torch.sort(sq_distance[segment == seg].double()).values
+        assert torch.equal(got, want), seg
+
+
+def stage_scene(spacing) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boundaries of three pairs: far-apart surfaces (only the last stages settle these), a random scene (the
+    first ones) and scattered voxels (every stage in turn)."""
     rng = np.random.default_rng(2)
     shape = (12, 40, 40)
     pred = np.zeros((3, *shape), dtype=bool)
     target = np.zeros((3, *shape), dtype=bool)
     pred[0] = ball(shape, (3, 8, 8), (2.5, 3, 3))
-    target[0] = ball(shape, (9, 32, 30), (2, 4, 3))  # far: only the exhaustive search settles these
+    target[0] = ball(shape, (9, 32, 30), (2, 4, 3))
     pred[1], target[1] = random_pair(rng, shape, spacing)
-    pred[2] = rng.random(shape) < 0.02  # scattered voxels: every window size in turn
+    pred[2] = rng.random(shape) < 0.02
     target[2] = rng.random(shape) < 0.02
-    pb, tb = inner_boundary_3d(torch.from_numpy(pred)), inner_boundary_3d(torch.from_numpy(target))
-    calls = {"window": 0, "exhaustive": 0}
-    for name in calls:
-        original = getattr(distance3d, f"_{name}_search")
+    return inner_boundary_3d(torch.from_numpy(pred)), inner_boundary_3d(torch.from_numpy(target))
 
-        def spy(*args, original=original, name=name):
-            calls[name] += 1
-            return original(*args)
 
-        monkeypatch.setattr(distance3d, f"_{name}_search", spy)
-    segment, sq_distance = surface_sq_distances_3d(pb, tb, spacing)
-    assert calls["window"] >= 3 * 3 and calls["exhaustive"] >= 1  # three pairs, each through several windows
-    sq = [float(s) ** 2 for s in spacing]
-    expected_segments, expected = [], []
-    for direction, (queries, partners) in enumerate(((pb, tb), (tb, pb))):
-        for n in range(3):
-            q = queries[n].nonzero().double()
-            p = partners[n].nonzero().double()
-            d = [(q[:, axis, None] - p[:, axis]) ** 2 * sq[axis] for axis in range(3)]
-            # the kernel's order: the finest axis's term plus the sum of the other two
-            finest = min(range(3), key=lambda axis: (sq[axis], -axis))
-            others = [axis for axis in range(3) if axis != finest]
-            total = d[finest] + (d[others[0]] + d[others[1]])
-            expected.append(total.amin(dim=1))
-            expected_segments.append(torch.full((len(q),), direction * 3 + n))
-    expected_segments = torch.cat(expected_segments)
-    assert torch.equal(segment, expected_segments)
-    got = sq_distance.double()
-    want = torch.cat(expected)
-    for seg in range(6):  # each segment's values as a sorted list (the kernel orders voxels by its own axes)
-        mine, theirs = got[segment == seg], want[expected_segments == seg]
-        assert torch.equal(torch.sort(mine).values, torch.sort(theirs).values), seg
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_every_search_stage_gives_the_exact_distance(spacing, monkeypatch):
+    """Each squared distance equals the minimum over all voxel pairs, evaluated in the same order, bit for bit;
+    every stage runs (window reaches, dense-pass reaches up to the last, spanning stage), with the stage buffer
+    filled afresh and grown stage by stage, reallocated at every stage, or one stage spanning the box at once."""
+    pb, tb = stage_scene(spacing)
+    calls = {"windows": set(), "dense": set()}
+    window_search, dense_pass = distance3d._window_search, distance3d._dense_pass
+
+    def spy_window(grid, first, sq_w):
+        calls["windows"].add(sq_w.numel() // 2)
+        return window_search(grid, first, sq_w)
+
+    def spy_dense(box, source, a0, reached, reach, sq_step_a):
+        calls["dense"].add((min(reached, 1), reach))  # -1: fresh buffer, 0: the row distances, 1: grown
+        return dense_pass(box, source, a0, reached, reach, sq_step_a)
+
+    monkeypatch.setattr(distance3d, "_window_search", spy_window)
+    monkeypatch.setattr(distance3d, "_dense_pass", spy_dense)
+    assert_equals_brute_force(pb, tb, spacing)
+    assert len(calls["windows"]) >= 4  # several window reaches
+    reaches = {reach for _, reach in calls["dense"]}
+    dense = distance3d.search_axes(tuple(float(s) ** 2 for s in spacing))[0]
+    extent = (pb[0] | tb[0]).nonzero()[:, dense]
+    assert {1, 3, 8} <= reaches and int(extent.max() - extent.min()) in reaches  # up to the whole box of pair 0
+    assert {start for start, _ in calls["dense"]} == {-1, 1}  # a fresh buffer, grown stage by stage
+    # Reallocations at every stage (a buffer padded for one stage only): the buffer is refilled, same results.
+    monkeypatch.setattr(distance3d, "PAD_STAGES", 1)
+    calls["dense"].clear()
+    assert_equals_brute_force(pb, tb, spacing)
+    assert {1, 3, 8} <= {reach for start, reach in calls["dense"] if start == -1}  # afresh in each new buffer
+    # One stage spanning the whole box (the exhaustive search of the earlier kernel): the same values.
+    monkeypatch.setattr(distance3d, "DENSE_REACHES", (10**6, 10**7))
+    calls["windows"].clear()
+    assert_equals_brute_force(pb, tb, spacing)
+    assert len(calls["windows"]) == 3  # one stage per pair
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (2.0, 0.5, 1.0), (1.0, 0.9, 0.3)])
+def test_long_rows_and_thin_boxes_give_the_exact_distance(spacing, monkeypatch):
+    """Rows of 128 voxels and more (int16 row steps), boxes one or two voxels thin along the dense axis (the
+    window reach keeps growing after the dense one spans the box: the row distances copied into a wider buffer),
+    single voxels, empty volumes."""
+    calls = set()
+    dense_pass = distance3d._dense_pass
+
+    def spy_dense(box, source, a0, reached, reach, sq_step_a):
+        calls.add((reached, reach))
+        return dense_pass(box, source, a0, reached, reach, sq_step_a)
+
+    monkeypatch.setattr(distance3d, "_dense_pass", spy_dense)
+    rng = np.random.default_rng(6)
+    for shape in ((3, 140, 4), (2, 5, 90), (1, 30, 1), (1, 3, 60), (4, 3, 200), (2, 2, 2)):
+        pred = torch.from_numpy(rng.random((3, *shape)) < 0.03)
+        target = torch.from_numpy(rng.random((3, *shape)) < 0.03)
+        pred[1] = False  # one empty boundary: inf the other way
+        target[2] = False
+        pred[2] = False  # both empty
+        pred[0].view(-1)[0] = target[0].view(-1)[-1] = True
+        assert_equals_brute_force(pred, target, spacing)
+    assert (-1, 0) in calls
+
+
+def test_row_steps_and_stages():
+    volumes = torch.from_numpy(np.random.default_rng(7).random((2, 3, 150, 5)) < 0.05)
+    for length in (150, 100):  # int16, uint8
+        rows = volumes[:, :, :length]
+        steps = distance3d._row_steps(rows).long()
+        index = torch.arange(length)[:, None]
+        for k in range(2):
+            for a in range(3):
+                for w in range(5):
+                    where = rows[k, a, :, w].nonzero().squeeze(1)
+                    want = (index - where).abs().amin(dim=1) if len(where) else torch.full((length,), length)
+                    assert torch.equal(steps[k, a, :, w].clamp(max=length), want)
+    stages = distance3d._stages((6.25, 0.64, 0.64), 29, 75)
+    assert [stage[:2] for stage in stages] == [(0, 3), (1, 6), (3, 12), (8, 28), (21, 68), (28, 74)]
+    assert [stage[2] for stage in stages] == [6.25, 25.0, 100.0, 506.25, 3025.0, math.inf]
+    assert distance3d._stages((1.0, 1.0, 1.0), 2, 300)[-2:] == [(1, 146, 147.0**2), (1, 299, math.inf)]
 
 
 def test_monai_agrees_on_volumes_with_anisotropic_voxels():
