@@ -202,6 +202,17 @@ def test_edge_cases_match_brute_force(case):
     assert_matches_reference(target, pred)
 
 
+@pytest.mark.parametrize("shape", [(3, 5, 7), (2, 90, 91), (2, 128, 128), (1, 255, 8, 8), (2, 17, 64, 65)])
+def test_counts_equal_plain_sums(shape):
+    # above 4 * COUNT_BLOCK pixels per image the count adds eight bytes at a time; a full image is the worst case
+    generator = torch.Generator().manual_seed(sum(shape))
+    for fill in (0.0, 0.3, 1.0):
+        mask = torch.rand(shape, generator=generator) < fill if fill < 1 else torch.ones(shape, dtype=torch.bool)
+        want = mask.reshape(shape[0], -1).sum(dim=1)
+        assert torch.equal(F._count(mask).long(), want)
+        assert torch.equal(F._count(mask[:, 1:]).long(), mask[:, 1:].reshape(shape[0], -1).sum(dim=1))  # a view
+
+
 def test_empty_mask_rules():
     empty = torch.zeros(2, 8, 9, dtype=torch.bool)
     some = empty.clone()
