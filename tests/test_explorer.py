@@ -614,6 +614,11 @@ def test_a_volume_opens_at_its_worst_slice_and_the_slider_moves_through_z(browse
     assert opened.text("predictions", "slice") == "6 of 0–8 (errs most)"
     options = opened.page.locator('[data-view="predictions"] select[data-control="image"] option')
     assert options.all_inner_texts() == ["1 of 1: test volume 42"]
+    assert (
+        opened.page.locator('[data-view="predictions"] label:has(select[data-control="image"])')
+        .inner_text()
+        .startswith("test volume")
+    )
     assert "1 test volume, 3 of 9 slices each" in opened.page.inner_text("#status")
     agreements = opened.page.locator('[data-view="layers"] [data-field="probe-right"]')
     before = agreements.all_inner_texts()

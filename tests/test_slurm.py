@@ -222,13 +222,15 @@ def test_a_request_slurm_can_never_run_fails_at_once(cluster, tmp_path):
 def test_ddp_over_srun_takes_devices_and_nodes_from_slurm(cluster, tmp_path):
     run = tmp_path / "run"
     log = tmp_path / "job.log"
-    command = " ".join([str(BIN / "unetlab-train"), *TINY, "data.train_size=64", "trainer.max_epochs=2",
+    bars_default = [override for override in TINY if "progress_bar" not in override]  # a log file: epoch lines
+    command = " ".join([str(BIN / "unetlab-train"), *bars_default, "data.train_size=64", "trainer.max_epochs=2",
                         f"hydra.run.dir={run}"])  # fmt: skip
     job = sbatch(f"#SBATCH -o {log}\n#SBATCH -n 2 -c 1 --mem=4G\nsrun -n 2 {command}\n", tmp_path)
     wait_gone(job, timeout=300)
     text = log.read_text()
     assert "SLURM started 2 tasks on 1 node(s): trainer.devices=2 trainer.num_nodes=1 trainer.strategy=ddp" in text
     assert "Exited with exit code" not in text, text[-2000:]
+    assert "] run epoch 2/2: " in text and "it/s]" not in text  # no progress bars in a log file
     saved = (run / ".hydra" / "config.yaml").read_text()
     assert "devices: 2" in saved and "strategy: ddp" in saved
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2

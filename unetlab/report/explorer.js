@@ -206,6 +206,7 @@
     const current = data.images[state.image];
     for (const select of document.querySelectorAll('select[data-control="image"]')) {
       fillSelect(select, imageOptions, openAt(state.image));
+      select.closest("label").firstChild.textContent = `test ${noun} `;
     }
     for (const slider of document.querySelectorAll('input[data-control="slice"]')) {
       const label = slider.closest("label");

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -113,6 +114,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_config(cfg)
     if slurm_line and rank_zero_only.rank == 0:
         print(slurm_line, flush=True)
+    if job_id() is not None and not sys.stdout.isatty() and cfg.trainer.get("enable_progress_bar", True):
+        cfg.trainer.enable_progress_bar = False  # a SLURM job's log file: a line per epoch (EpochSummary), not bars
     # Resolved before the config is saved: the run records the arithmetic it used (unetlab/training/precision.py).
     cfg.trainer.precision = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
     if os.environ.get(DIE_WITH_PARENT):  # a job of unetlab-ablate's grid ends with the grid
