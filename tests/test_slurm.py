@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SLURM_ENV = ("SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_STEP_ID", "SLURM_NTASKS", "SLURM_TASKS_PER_NODE",
              "SLURM_NTASKS_PER_NODE", "SLURM_NNODES", "SLURM_JOB_NUM_NODES", "SLURM_CPUS_PER_TASK",
-             "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")  # fmt: skip
+             "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_CPUS_ON_NODE")  # fmt: skip
 
 
 @pytest.fixture
@@ -91,6 +91,18 @@ def test_srun_tasks_set_devices_and_nodes(no_slurm, capsys):
     no_slurm.delenv("SLURM_STEP_ID")  # the batch script itself (no srun): one process, nothing to set
     no_slurm.setenv("SLURM_TASKS_PER_NODE", "2(x2)")
     assert slurm.slurm_ddp(train_config()) is None
+
+
+def test_a_jobs_torch_threads_are_the_cpus_slurm_gave_each_task(no_slurm):
+    assert slurm.job_threads() is None  # outside SLURM: torch's default
+    for key, value in {"SLURM_JOB_ID": "9", "SLURM_JOB_NAME": "train", "SLURM_CPUS_ON_NODE": "8"}.items():
+        no_slurm.setenv(key, value)
+    assert slurm.job_threads() == 8  # the batch script: one task
+    for key, value in {"SLURM_STEP_ID": "0", "SLURM_NTASKS": "4", "SLURM_TASKS_PER_NODE": "4"}.items():
+        no_slurm.setenv(key, value)
+    assert slurm.job_threads() == 2  # srun -n 4 without -c: the node's 8 CPUs over its 4 tasks
+    no_slurm.setenv("SLURM_CPUS_PER_TASK", "3")
+    assert slurm.job_threads() == 3
 
 
 def test_the_default_run_dir_is_the_job_id_inside_slurm(no_slurm):

@@ -7,7 +7,7 @@ for, and requeueing. SLURM itself does the scheduling; nothing here starts, wait
 - ``slurm_ddp(cfg)``: inside ``srun -n N`` (N > 1), the trainer's ``devices`` and ``num_nodes`` from SLURM's
   environment, so a user does not have to repeat them (and Lightning does not refuse ``-n`` without
   ``--ntasks-per-node``).
-- ``job_threads()``: torch threads of a job that left ``threads`` unset: the CPUs SLURM gave it.
+- ``job_threads()``: torch threads of a job that left ``threads`` unset: the CPUs SLURM gave each of its tasks.
 - ``requeue()``: ask SLURM to requeue this job; the requeued job runs the same command, which resumes from
   ``checkpoints/last.ckpt`` (``unetlab.training.requeue`` calls it on the time-limit signal).
 - ``run_dir_stamp()``: the default run directory's last part: ``slurm-<job id>`` inside a SLURM job (a requeued job
@@ -122,9 +122,19 @@ def slurm_ddp(cfg: DictConfig) -> str | None:
 
 
 def job_threads() -> int | None:
-    """The CPUs SLURM gave each task of this job (``SLURM_CPUS_PER_TASK``), or None outside SLURM or when unset."""
-    value = os.environ.get("SLURM_CPUS_PER_TASK")
-    return int(value) if job_id() is not None and value and value.isdigit() else None
+    """The CPUs SLURM gave each task of this job: ``SLURM_CPUS_PER_TASK``, or where that is unset (``srun -n N``
+    without ``-c``) the node's CPUs shared among its tasks; None outside SLURM."""
+    if job_id() is None:
+        return None
+    value = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if value.isdigit():
+        return int(value)
+    on_node = os.environ.get("SLURM_CPUS_ON_NODE", "")
+    try:
+        tasks = tasks_per_node() or 1
+    except ValueError:  # uneven tasks: slurm_ddp names the problem
+        tasks = 1
+    return max(1, int(on_node) // tasks) if on_node.isdigit() else None
 
 
 def requeue() -> tuple[bool, str]:
