@@ -243,6 +243,51 @@ def test_monai_agrees_on_volumes_with_anisotropic_voxels():
         assert torch.allclose(ours[name], values.float(), rtol=1e-5, atol=1e-5), name
 
 
+def monai_sphere(radius, centre, spacing=(1.0, 1.0, 1.0), shape=(99, 99, 99)) -> torch.Tensor:
+    """The ball of MONAI's own 3D metric tests (``create_spherical_seg_3d``): voxel ``i`` at ``i * spacing`` along each
+    axis, inside where the distance to ``centre`` is at most ``radius``."""
+    axes = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    squared = sum((axis.astype(float) * step - centre) ** 2 for axis, step, centre in zip(axes, spacing, centre))
+    return torch.from_numpy(squared <= radius * radius)
+
+
+MONAI_SPACING = (0.85, 1.2, 0.9)
+# MONAI's published 3D cases (tests/metrics/test_hausdorff_distance.py and test_surface_distance.py in
+# Project-MONAI/MONAI): (pred ball, target ball, spacing, metric, MONAI's expected value) for its Euclidean, symmetric
+# hd, hd95 (percentile=95) and assd (symmetric=True); its values are float32.
+MONAI_CASES = [
+    ((20, (20, 20, 20)), (20, (19, 19, 19)), None, "hd", 1.7320508075688772),
+    ((33, (19, 33, 22)), (33, (20, 33, 22)), None, "hd", 1.0),
+    ((20, (20, 33, 22)), (40, (20, 33, 22)), None, "hd", 20.223748416156685),
+    ((20, (20, 33, 22)), (40, (20, 33, 22)), None, "hd95", 20.09975124224178),
+    ((20, (20, 20, 20)), (20, (19, 19, 19)), MONAI_SPACING, "hd", 2.2671568),
+    ((15, (20, 33, 22)), (30, (20, 33, 22)), MONAI_SPACING, "hd", 15.62594),
+    ((33, (19, 33, 22)), (33, (20, 33, 22)), None, "assd", 0.350217),
+    ((20, (20, 33, 22)), (40, (20, 33, 22)), None, "assd", 15.117741),
+    ((33, (42, 45, 52)), (33, (43, 45, 52)), MONAI_SPACING, "assd", 0.4951),
+]
+
+
+@pytest.mark.parametrize(("pred", "target", "spacing", "metric", "expected"), MONAI_CASES)
+def test_monais_published_3d_cases(pred, target, spacing, metric, expected):
+    p = monai_sphere(*pred, spacing=spacing or (1.0, 1.0, 1.0))
+    t = monai_sphere(*target, spacing=spacing or (1.0, 1.0, 1.0))
+    got = F.boundary_metrics(p, t, spacing=spacing, spatial_dims=3)[metric]
+    assert float(got) == pytest.approx(expected, rel=5e-6)  # MONAI's values are float32, some given to 6 digits
+
+
+def test_monais_published_3d_surface_dice():
+    # MONAI's test_surface_dice.py, 3D: two half-spaces 10 voxels apart in a 200 x 110 x 80 volume, tolerance 0
+    pred, target = torch.zeros(200, 110, 80, dtype=torch.bool), torch.zeros(200, 110, 80, dtype=torch.bool)
+    pred[:, :, 20:], target[:, :, 30:] = True, True
+    missed = 200 * 110 + 198 * 108 + 9 * 200 * 2 + 9 * 108 * 2  # boundary voxels farther than 0 from the other
+    foreground = 1 - missed / (200 * 110 * 4 + (58 + 48) * 200 * 2 + (58 + 48) * 108 * 2)
+    background = 1 - missed / (200 * 110 * 4 + (28 + 18) * 200 * 2 + (28 + 18) * 108 * 2)
+    assert float(F.boundary_metrics(pred, target, tolerance=0.0, spatial_dims=3)["nsd"]) == pytest.approx(foreground)
+    assert float(F.boundary_metrics(~pred, ~target, tolerance=0.0, spatial_dims=3)["nsd"]) == pytest.approx(background)
+    assert float(F.boundary_metrics(pred, target, tolerance=10.0, spatial_dims=3)["nsd"]) == 1.0
+
+
 def test_single_volume_empty_masks_and_bad_input():
     volume = torch.from_numpy(ball((8, 9, 10), (4, 4, 5), (3, 3, 3)))
     empty = torch.zeros_like(volume)
