@@ -170,11 +170,10 @@ def surface_sq_distances(
     return segment, sq_distance
 
 
-def sparse_nonzero(mask: Tensor) -> tuple[Tensor, ...]:
-    """``mask.nonzero(as_tuple=True)`` for a sparse bool (K, H, W) mask (or (K, D, H, W) volumes), in the same
-    order.
+def sparse_flat_index(mask: Tensor) -> Tensor:
+    """The flat (row-major) indices of the True elements of a sparse bool mask, ascending; int64 (P,).
 
-    Scans 8 pixels at a time as one int64 word, then looks inside the nonzero words only: a few
+    Scans 8 elements at a time as one int64 word, then looks inside the nonzero words only: a few
     times faster than ``nonzero`` on boundary masks, where most words are zero.
     """
     flat = mask.reshape(-1)
@@ -182,7 +181,13 @@ def sparse_nonzero(mask: Tensor) -> tuple[Tensor, ...]:
         flat = F.pad(flat, (0, 8 - flat.numel() % 8))
     words = flat.view(torch.int64).nonzero().squeeze(1)
     word, byte = flat.view(-1, 8)[words].nonzero(as_tuple=True)
-    index = words[word] * 8 + byte
+    return words[word] * 8 + byte
+
+
+def sparse_nonzero(mask: Tensor) -> tuple[Tensor, ...]:
+    """``mask.nonzero(as_tuple=True)`` for a sparse bool (K, H, W) mask (or (K, D, H, W) volumes), in the same
+    order, from ``sparse_flat_index``."""
+    index = sparse_flat_index(mask)
     coords = []
     for size in reversed(mask.shape[1:]):  # the last axis first
         coords.append(index.remainder(size))

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from unetlab.metrics.distance import crop_to_union, sparse_flat_index
+
 # Reach of the dense pass (voxels along the coarsest axis) in the successive stages of the search; later stages grow
 # by the last ratio until the box is spanned (`_stages`). Most boundary voxels settle in the first two (within
 # 1 and 2 voxels along that axis: 2.5 and 5 mm at 2.5 mm slices); each stage re-reads its windows.
@@ -120,12 +122,10 @@ def surface_sq_distances_3d(
     sq_steps = tuple(sq_spacing[axis] for axis in axes)
     layout = (0, *(1 + axis for axis in axes))  # (volume, a, r, w)
     forward, backward = [], []  # (segment, sq_distance) of d(p→t) and of d(t→p), pair by pair
-    for n, box in enumerate(_pair_boxes(pred_boundary, target_boundary)):
-        if box is None:  # both boundaries empty
-            continue
+    for n in range(num_volumes):
         # One pair at a time, cropped to its own boundaries' box: the dense passes cost what the box holds.
-        crop = tuple(slice(low, high + 1) for low, high in box)
-        pair = torch.stack([pred_boundary[n][crop], target_boundary[n][crop]]).permute(layout).contiguous()
+        pair = torch.cat(crop_to_union(pred_boundary[n : n + 1], target_boundary[n : n + 1])).permute(layout)
+        pair = pair.contiguous()
         line, offset, num_forward = _voxels(pair)
         if 0 < num_forward < line.numel():
             sq_distance = _pair_sq_distances(pair, line, offset, num_forward, sq_steps, dtype)
@@ -134,45 +134,21 @@ def surface_sq_distances_3d(
         forward.append((torch.full((num_forward,), n, device=device), sq_distance[:num_forward]))
         backward.append((torch.full((line.numel() - num_forward,), num_volumes + n, device=device),
                          sq_distance[num_forward:]))  # fmt: skip
-    if not forward:
+    if not forward:  # no volumes
         return torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, dtype=dtype, device=device)
     segments, distances = zip(*forward, *backward)
     return torch.cat(segments), torch.cat(distances)
-
-
-def _pair_boxes(pred: Tensor, target: Tensor) -> list[list[tuple[int, int]] | None]:
-    """Per pair of (N, D, H, W) volumes, the bounding box ``[(low, high)] * 3`` (inclusive) of the True voxels of
-    either, None where both are empty. Reductions over the outer axes only (the fast ones on CPU)."""
-    num, depth, height, width = pred.shape
-    profiles = []  # per axis: (N, size) uint8, whether a slice across the axis holds a True voxel
-    for volume in (pred.view(torch.uint8), target.view(torch.uint8)):
-        across = volume.amax(dim=1)  # (N, H, W)
-        slices = volume.reshape(num, depth, height * width).amax(dim=2)
-        profiles.append((slices, across.amax(dim=2), across.amax(dim=1)))
-    bounds = []
-    for first, second in zip(*profiles):
-        profile = torch.maximum(first, second)
-        low = profile.argmax(dim=1)
-        high = profile.shape[1] - 1 - profile.flip(1).argmax(dim=1)
-        bounds.append(torch.stack([low, high, profile.amax(dim=1).long()], dim=1))
-    boxes = torch.stack(bounds, dim=1).tolist()  # (N, 3 axes, (low, high, any))
-    return [[(low, high) for low, high, _ in box] if box[0][2] else None for box in boxes]
 
 
 def _voxels(pair: Tensor) -> tuple[Tensor, Tensor, int]:
     """The True voxels of a (2, A, R, W) pair in memory order: the ``w`` line of each, as ``(volume · A + a) · R +
     r``, its offset ``w`` along the line (int64 (P,) each), and how many lie in the first volume.
 
-    Scans 8 voxels at a time as one int64 word, then looks inside the nonzero words only (as
-    ``unetlab.metrics.distance.sparse_nonzero``); the division by ``W`` runs in float64, exact far beyond any volume.
+    The flat indices come from ``unetlab.metrics.distance.sparse_flat_index``; the division by ``W`` runs in float64,
+    exact far beyond any volume.
     """
     num_lines, width = pair.numel() // pair.shape[-1], pair.shape[-1]
-    flat = pair.reshape(-1)
-    if flat.numel() % 8:
-        flat = F.pad(flat, (0, 8 - flat.numel() % 8))
-    words = flat.view(torch.int64).nonzero().squeeze(1)
-    word, byte = flat.view(-1, 8)[words].nonzero(as_tuple=True)
-    index = (words[word] * 8 + byte).double()
+    index = sparse_flat_index(pair).double()
     line = torch.div(index, width).floor_()
     offset = (index - line * width).long()
     line = line.long()

@@ -133,20 +133,21 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
             picked.append((why, index))
     # One entry per image; a volume gives one entry per slice (the explorer's slider over z), every model at the same
     # slice, and the page opens each volume at the reference model's slice of worst error.
-    views: list[tuple[str, int, int | None, int | None]] = []  # (why, test index, slice or None, worst slice)
-    shown: dict[int, tuple[int, int]] = {}  # test volume -> its first and last slice in the page
-    count = slices_shown(maps, picked)
+    views: list[tuple[str, int, int | None]] = []  # (why, test index, slice or None)
+    volumes: dict[int, dict] = {}  # test volume -> its depth, worst slice and the range of slices in the page
+    per_volume = slices_shown(maps, picked)
     for why, index in picked:
-        if maps[reference][index]["truth"].ndim == 3:
-            worst, depth = worst_slice(maps[reference][index]), maps[reference][index]["truth"].shape[0]
-            low = min(max(0, worst - count // 2), depth - min(count, depth))
-            shown[index] = (low, low + min(count, depth) - 1)
-            views += [(why, index, z, worst) for z in range(shown[index][0], shown[index][1] + 1)]
-        else:
-            views.append((why, index, None, None))
+        truth = maps[reference][index]["truth"]
+        if truth.ndim != 3:
+            views.append((why, index, None))
+            continue
+        depth, worst = truth.shape[0], worst_slice(maps[reference][index])
+        low = min(max(0, worst - per_volume // 2), depth - min(per_volume, depth))
+        volumes[index] = {"slices": depth, "worst_slice": worst, "slice_range": [low, low + min(per_volume, depth) - 1]}
+        views += [(why, index, z) for z in range(low, low + min(per_volume, depth))]
     planes = {
         model: [maps[model][index] if z is None else {s: a[z] for s, a in maps[model][index].items()}
-                for _, index, z, _ in views]
+                for _, index, z in views]
         for model in models
     }  # fmt: skip
     first = planes[reference]
@@ -154,11 +155,11 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
                           for i in range(available))) + 1  # fmt: skip
     num_classes = max(num_classes, 2)
     images = []
-    for (why, index, z, worst), plane in zip(views, first, strict=True):
+    for (why, index, z), plane in zip(views, first, strict=True):
         where = ""
         if z is not None:
-            depth = maps[reference][index]["truth"].shape[0]
-            where = f"; slice {z} of 0–{depth - 1}, " + (
+            worst = volumes[index]["worst_slice"]
+            where = f"; slice {z} of 0–{volumes[index]['slices'] - 1}, " + (
                 "where it errs most" if z == worst else f"it errs most at slice {worst}"
             )
         entry = {
@@ -169,7 +170,7 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
             "truth": encode_labels(plane["truth"]),
         }
         if z is not None:
-            entry.update({"slice": z, "slices": depth, "worst_slice": worst, "slice_range": list(shown[index])})
+            entry.update({"slice": z, **volumes[index]})
         images.append(entry)
     entries = []
     for model in models:
@@ -177,7 +178,7 @@ def explorer_data(results: Results, dirs: list[Path], title: str, count: int = 3
         probe_keys = [key for s in maps[model][0] if (key := sources.probe_key(s))]
         probe_keys.sort(key=lambda k: (k.startswith("dec"), -level_of(k) if k.startswith("dec") else level_of(k)))
         predictions = []
-        for (_, index, _, _), plane in zip(views, planes[model], strict=True):
+        for (_, index, _), plane in zip(views, planes[model], strict=True):
             pred_boundary, truth_boundary = boundaries(plane["model"], plane["truth"], num_classes, spacing[model])
             predictions.append({
                 "labels": encode_labels(plane["model"]),

@@ -71,7 +71,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
         assert self.config is not None and job_overrides
         for name in ("submitit", "hydra_plugins.hydra_submitit_launcher.submitit_launcher"):
-            logging.getLogger(name).addFilter(_NoSacctWarnings())
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, _NoSacctWarnings) for f in logger.filters):  # once, however many sweeps
+                logger.addFilter(_NoSacctWarnings())
         self._fit_time_limit()
         executor = submitit.AutoExecutor(
             cluster=self._EXECUTOR,
@@ -94,8 +96,8 @@ class SlurmLauncher(SubmititSlurmLauncher):
         except (submitit.core.utils.FailedSubmissionError, submitit.core.utils.FailedJobError) as err:  # sbatch said no
             said = " ".join(line.strip() for line in str(err).splitlines() if "error" in line.lower())
             raise SlurmSweepError(f"sbatch refused the sweep's jobs: {said or err}; {self._resources()}") from None
-        ids = [job.job_id for job in jobs]
-        log.info(f"SLURM jobs {', '.join(ids)} (follow them: squeue -j {jobs[0].job_id.split('_')[0]}); "
+        log.info(f"SLURM jobs {', '.join(job.job_id for job in jobs)} "
+                 f"(follow them: squeue -j {jobs[0].job_id.split('_')[0]}); "
                  f"logs in {Path(str(jobs[0].paths.folder)).parent}")  # fmt: skip
         self._follow(jobs, job_overrides)
         returns, failed = [], []

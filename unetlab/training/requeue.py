@@ -26,7 +26,6 @@ class RequeueOnSignal(Callback):
 
     def __init__(self, signum: int = signal.SIGUSR1):
         self.signum = signum
-        self.signalled = False
         self._trainer: Trainer | None = None
         self._previous = None
 
@@ -42,7 +41,6 @@ class RequeueOnSignal(Callback):
             self._trainer = None
 
     def _handle(self, signum, frame) -> None:
-        self.signalled = True
         trainer = self._trainer
         if trainer is None or not trainer.is_global_zero:
             return
